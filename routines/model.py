@@ -264,6 +264,14 @@ class Routine:
         blob = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
         return "sha256:" + hashlib.sha256(blob).hexdigest()
 
+    def schedule_key(self) -> str | None:
+        """What, when changed, moves the next fire: the schedule and its jitter (None for
+        routines without a schedule). The journal stores it to detect schedule edits."""
+        s = self.schedule
+        if s is None:
+            return None
+        return orjson.dumps({"s": schedule_to_json(s), "j": self.jitter_ms}).decode()
+
     @property
     def display_name(self) -> str:
         return self.name if self.name is not None else self.id

@@ -1,0 +1,106 @@
+"""Shared CLI plumbing: ``--home`` anywhere, ``--json`` output, one-line errors, exit codes.
+
+Exit codes (SPEC §4): 0 success, 1 failed/not found/refused, 2 invalid input or usage.
+Errors are one stderr line ``error: <what> (<hint>)``; notes go to stderr too, so ``--json``
+stdout is always exactly one JSON document.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+import orjson
+
+from palyrad.home import Home
+from palyrad.journal import Journal
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+NOT_RUNNING_NOTE = "note: palyrad is not running; the change applies when it starts"
+
+
+class CliError(click.ClickException):
+    """A failure the operator can act on: printed as ``error: what (hint)``."""
+
+    def __init__(self, what: str, hint: str | None = None, code: int = 1) -> None:
+        super().__init__(what)
+        self.hint = hint
+        self.exit_code = code
+
+    def format_message(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def fail(what: str, hint: str | None = None, code: int = 1) -> NoReturn:
+    raise CliError(what, hint, code)
+
+
+def note(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def emit_json(value: Any) -> None:
+    """Exactly one JSON document on stdout."""
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _store_home(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        root = ctx.find_root()
+        root.ensure_object(dict)
+        root.obj["home"] = value
+    return value
+
+
+def home_option(f: F) -> F:
+    """``--home`` accepted on every command (and on the group before it)."""
+    return click.option(
+        "--home",
+        "home_opt",
+        metavar="DIR",
+        expose_value=False,
+        is_eager=True,
+        callback=_store_home,
+        help="Palyra home (default $PALYRA_HOME or ~/.palyra).",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(f)
+
+
+def get_home() -> Home:
+    """The home for this invocation, created 0700 on first use."""
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    explicit = (root.obj or {}).get("home") if isinstance(root.obj, dict) else None
+    return Home.at(explicit).ensure()
+
+
+def open_journal(home: Home) -> Journal:
+    try:
+        return Journal(home.journal)
+    except Exception as exc:  # the journal error already names the file
+        fail(str(exc), "run: palyra doctor --only journal")
+
+
+def with_journal(f: F) -> F:
+    """Open the home's journal for the command and close it afterwards."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        home = get_home()
+        journal = open_journal(home)
+        try:
+            return f(*args, home=home, journal=journal, **kwargs)
+        finally:
+            journal.close()
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,102 @@
+"""``palyra daemon …``: start/stop/restart/status/install-service."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from palyra_cli.common import emit_json, fail, get_home, home_option, json_option, note
+from palyrad.control import DaemonControlError, start_daemon, stop_daemon
+from palyrad.service_files import install_service
+from palyrad.status import read_status
+
+
+@click.group("daemon")
+@home_option
+def daemon_group() -> None:
+    """Start, stop and inspect palyrad."""
+
+
+@daemon_group.command("start")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for ready.")
+@json_option
+@home_option
+def start_cmd(timeout: float, as_json: bool) -> None:
+    """Start palyrad in the background; returns once every process is ready."""
+    home = get_home()
+    try:
+        status, started = start_daemon(home, timeout_s=timeout)
+    except DaemonControlError as exc:
+        fail(f"palyrad did not start: {exc}", "run: palyra doctor")
+    if as_json:
+        emit_json(status.to_json())
+    elif started:
+        click.echo(f"palyrad started (pid {status.pid}, home {home.root})")
+    else:
+        note(f"note: palyrad is already running (pid {status.pid})")
+
+
+@daemon_group.command("stop")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds before SIGKILL.")
+@home_option
+def stop_cmd(timeout: float) -> None:
+    """Graceful stop (running runs get SIGTERM, then SIGKILL after the timeout)."""
+    home = get_home()
+    if stop_daemon(home, timeout_s=timeout):
+        click.echo("palyrad stopped")
+    else:
+        note("note: palyrad is not running")
+
+
+@daemon_group.command("restart")
+@click.option("--timeout", default=10.0, show_default=True)
+@home_option
+def restart_cmd(timeout: float) -> None:
+    """Stop (if running), then start."""
+    home = get_home()
+    stop_daemon(home, timeout_s=timeout)
+    try:
+        status, _ = start_daemon(home)
+    except DaemonControlError as exc:
+        fail(f"palyrad did not start: {exc}", "run: palyra doctor")
+    click.echo(f"palyrad restarted (pid {status.pid})")
+
+
+@daemon_group.command("status")
+@json_option
+@home_option
+def status_cmd(as_json: bool) -> None:
+    """Whether palyrad runs, and the state of each of its processes (exit 0 either way)."""
+    status = read_status(get_home())
+    if as_json:
+        emit_json(status.to_json())
+        return
+    if not status.running:
+        click.echo("palyrad is not running (start it: palyra daemon start)")
+        return
+    data = status.to_json()
+    click.echo(f"palyrad running, pid {status.pid}, since {data['started_at']}")
+    for p in data["processes"]:
+        click.echo(
+            f"  {p['name']:<13} {p['state']:<10} pid {p['pid']}  restarts {p['restarts']}"
+            f"  heartbeat {p['last_heartbeat_at'] or '-'}"
+        )
+
+
+@daemon_group.command("install-service")
+@click.option("--user/--system", default=True, help="Per-user (default) or system-wide unit.")
+@click.option("--print", "print_only", is_flag=True, help="Print the unit instead of writing.")
+@home_option
+def install_service_cmd(user: bool, print_only: bool) -> None:
+    """Write a systemd unit (Linux) or launchd plist (macOS) that runs palyrad."""
+    home = get_home()
+    try:
+        path, text, hint = install_service(home, user=user, write=not print_only)
+    except OSError as exc:
+        fail(f"cannot write the service file: {exc}", "try --user, or run as root for --system")
+    if print_only:
+        sys.stdout.write(text)
+        return
+    click.echo(f"wrote {path}")
+    note(f"note: {hint}")

@@ -1,0 +1,27 @@
+"""``palyra``: the operator's command line (click). Thin: parse, call a library, print."""
+
+from __future__ import annotations
+
+import click
+
+from palyra_cli.common import home_option
+from palyra_cli.daemon_cmds import daemon_group
+from palyra_cli.routine_cmds import cron_group, routines_group
+from palyra_cli.run_cmds import runs_group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@home_option
+@click.version_option(package_name="palyra")
+def cli() -> None:
+    """Palyra: routines on schedules, files, webhooks and events — with real policies."""
+
+
+cli.add_command(daemon_group)
+cli.add_command(routines_group)
+cli.add_command(cron_group)
+cli.add_command(runs_group)
+
+
+def main() -> None:
+    cli(prog_name="palyra")

@@ -1,0 +1,79 @@
+"""``palyra runs show``: one run, its captured output, or a live follow of it."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from palyra_cli.common import emit_json, fail, home_option, json_option, with_journal
+from palyrad.home import Home
+from palyrad.journal import Journal
+from palyrad.runs import Run, run_to_json
+
+FOLLOW_POLL_S = 0.1
+
+
+@click.group("runs")
+@home_option
+def runs_group() -> None:
+    """Inspect runs."""
+
+
+def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return b"", offset
+    return data, offset + len(data)
+
+
+@runs_group.command("show")
+@click.argument("run_id")
+@click.option("--output", is_flag=True, help="Print the run's captured output.")
+@click.option("--follow", is_flag=True, help="Stream the output until the run ends.")
+@json_option
+@home_option
+@with_journal
+def show_cmd(
+    run_id: str, output: bool, follow: bool, as_json: bool, home: Home, journal: Journal
+) -> None:
+    """One run's record (and with --output/--follow, what it printed)."""
+    run = journal.get_run(run_id)
+    if run is None:
+        fail(f"no run {run_id!r}", "see: palyra routines logs ROUTINE_ID")
+    log_path = Path(run.log_path) if run.log_path else home.run_log(run.run_id)
+    if follow:
+        offset = 0
+        current: Run | None = run
+        while True:
+            data, offset = _read_from(log_path, offset)
+            if data:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+            if current is None or not current.is_active:
+                data, offset = _read_from(log_path, offset)
+                sys.stdout.buffer.write(data)
+                break
+            time.sleep(FOLLOW_POLL_S)
+            current = journal.get_run(run_id)
+        sys.stdout.buffer.flush()
+        return
+    if as_json:
+        body = run_to_json(run)
+        if output:
+            data, _ = _read_from(log_path, 0)
+            body["output"] = data.decode("utf-8", errors="replace")
+        emit_json(body)
+        return
+    if output:
+        data, _ = _read_from(log_path, 0)
+        sys.stdout.buffer.write(data)
+        return
+    for key, value in run_to_json(run).items():
+        if value is not None and not key.endswith("_unix_ms"):
+            click.echo(f"{key:<16} {value}")

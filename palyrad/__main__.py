@@ -1,0 +1,5 @@
+"""``python -m palyrad`` = ``palyrad``."""
+
+from palyrad.main import main
+
+main()

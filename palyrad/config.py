@@ -1,0 +1,89 @@
+"""palyra.toml: optional daemon configuration with embedded defaults.
+
+A missing file means every default; an invalid one is reported with the file and key, and the
+daemon refuses to start rather than guess (doctor shows the same message).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """palyra.toml cannot be used; the message names the file, key and fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    max_concurrent_runs: int = 8
+    scheduler_timezone: str = "UTC"
+    agent_command: tuple[str, ...] | None = None
+    stale_run_ms: int = 120_000
+    heartbeat_interval_ms: int = 2_000
+    max_output_bytes: int = 10 * 1024 * 1024
+    max_runs_per_routine: int = 1_000
+    max_age_days: int = 90
+    journal_synchronous: str = "NORMAL"
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 5
+    health_port: int = 0
+    stop_timeout_ms: int = 10_000
+
+
+_KEYS: dict[tuple[str, str], tuple[str, type]] = {
+    ("executor", "max_concurrent_runs"): ("max_concurrent_runs", int),
+    ("executor", "max_output_bytes"): ("max_output_bytes", int),
+    ("executor", "heartbeat_interval_ms"): ("heartbeat_interval_ms", int),
+    ("scheduler", "timezone"): ("scheduler_timezone", str),
+    ("agent", "command"): ("agent_command", list),
+    ("self_healing", "stale_run_ms"): ("stale_run_ms", int),
+    ("history", "max_runs_per_routine"): ("max_runs_per_routine", int),
+    ("history", "max_age_days"): ("max_age_days", int),
+    ("journal", "synchronous"): ("journal_synchronous", str),
+    ("log", "max_bytes"): ("log_max_bytes", int),
+    ("log", "backups"): ("log_backups", int),
+    ("rpc", "health_port"): ("health_port", int),
+    ("daemon", "stop_timeout_ms"): ("stop_timeout_ms", int),
+}
+
+
+def load_config(path: Path) -> DaemonConfig:
+    """Read palyra.toml (absent → defaults); unknown sections/keys are errors, like definitions."""
+    if not path.exists():
+        return DaemonConfig()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc} (fix the TOML syntax)") from exc
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+        for key, value in table.items():
+            spec = _KEYS.get((section, key))
+            if spec is None:
+                known = ", ".join(f"[{s}] {k}" for s, k in _KEYS)
+                raise ConfigError(f"{path}: unknown key [{section}] {key} (known: {known})")
+            attr, typ = spec
+            if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{path}: [{section}] {key} must be an integer")
+            if typ is str and not isinstance(value, str):
+                raise ConfigError(f"{path}: [{section}] {key} must be a string")
+            if typ is list:
+                if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+                    raise ConfigError(
+                        f"{path}: [{section}] {key} must be a non-empty list of strings"
+                    )
+                value = tuple(value)
+            if typ is int and value < 0:
+                raise ConfigError(f"{path}: [{section}] {key} must not be negative")
+            values[attr] = value
+    cfg = DaemonConfig(**values)
+    if cfg.max_concurrent_runs < 1:
+        raise ConfigError(f"{path}: [executor] max_concurrent_runs must be at least 1")
+    if cfg.journal_synchronous.upper() not in ("NORMAL", "FULL"):
+        raise ConfigError(f"{path}: [journal] synchronous must be NORMAL or FULL")
+    return cfg

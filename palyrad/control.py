@@ -1,0 +1,100 @@
+"""Starting, stopping and asking about a daemon from outside it (CLI, tests, doctor).
+
+``start`` returns only once every service reports ready, or fails with the reason the
+daemon printed; ``stop`` is a SIGTERM to the supervisor and a wait for its lock to go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+
+from palyrad.home import Home
+from palyrad.notify import POKE_ALL, poke_fifo
+from palyrad.status import DaemonStatus, daemon_alive, read_status
+
+
+class DaemonControlError(RuntimeError):
+    """Starting or stopping failed; the message says why and what to do."""
+
+
+def _stderr_path(home: Home) -> os.PathLike[str]:
+    return home.run_dir / "palyrad.stderr"
+
+
+def start_daemon(home: Home, *, timeout_s: float = 30.0) -> tuple[DaemonStatus, bool]:
+    """Start palyrad in the background; returns (status, started_now)."""
+    home.ensure()
+    status = read_status(home)
+    if status.running:
+        return status, False
+    err_path = _stderr_path(home)
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "palyrad", "--home", str(home.root), "--no-log-stderr"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+            close_fds=True,
+        )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            reason = ""
+            with contextlib.suppress(OSError):
+                reason = open(err_path, encoding="utf-8", errors="replace").read().strip()
+            raise DaemonControlError(
+                (reason.splitlines()[-1] if reason else f"palyrad exited with code {code}")
+                + f" (see {home.daemon_log})"
+            )
+        status = read_status(home)
+        if status.all_ready and status.pid == proc.pid:
+            return status, True
+        fatal = [p.name for p in status.processes if p.state == "fatal"]
+        if fatal:
+            raise DaemonControlError(
+                f"service(s) {', '.join(fatal)} failed to start (see {home.daemon_log})"
+            )
+        time.sleep(0.05)
+    raise DaemonControlError(
+        f"palyrad did not become ready within {timeout_s:.0f} s (see {home.daemon_log})"
+    )
+
+
+def daemon_pid(home: Home) -> int | None:
+    if not daemon_alive(home):
+        return None
+    with contextlib.suppress(OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        return int(orjson.loads(home.pid_file.read_bytes())["pid"])
+    return None
+
+
+def stop_daemon(home: Home, *, timeout_s: float = 10.0) -> bool:
+    """Graceful stop; False when no daemon was running. Escalates to SIGKILL past the
+    deadline (plus a margin for the executor's own SIGTERM→SIGKILL of running runs)."""
+    pid = daemon_pid(home)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s + 10.0
+    while time.monotonic() < deadline:
+        if not daemon_alive(home):
+            return True
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def poke(home: Home, what: bytes = POKE_ALL) -> bool:
+    """Wake a running daemon after a journal/definitions change; False if none runs."""
+    return poke_fifo(home.notify_fifo, what)

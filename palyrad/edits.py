@@ -1,0 +1,89 @@
+"""Changing definitions.json on an operator's behalf, with read-your-writes.
+
+Every CLI edit goes through ``locked_edit`` (one writer at a time, atomic, ``.bak`` kept,
+never overwriting a broken hand edit). When the daemon is running, the edit returns only once
+the scheduler has applied exactly that file (its hash is journaled on apply), so the next
+command sees the change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import orjson
+
+from palyrad.config import load_config
+from palyrad.home import Home
+from palyrad.journal import Journal
+from palyrad.notify import POKE_SCHEDULER, poke_fifo
+from palyrad.status import daemon_alive
+from routines.definitions_file import Editor, locked_edit
+from routines.timefmt import now_ms
+
+APPLY_TIMEOUT_S = 5.0
+STATE_DEFINITIONS_APPLIED = "definitions_applied"
+STATE_DEFINITIONS_ERROR = "definitions_error"
+
+
+@dataclass(frozen=True, slots=True)
+class EditOutcome:
+    changed: bool
+    daemon_running: bool
+    applied: bool  # the daemon confirmed it applied this file
+
+
+def default_timezone(home: Home) -> str:
+    return load_config(home.config).scheduler_timezone
+
+
+@contextmanager
+def edit_definitions(home: Home) -> Iterator[Editor]:
+    """A locked edit of the home's definitions (raises DefinitionsError on invalid input)."""
+    home.ensure()
+    with locked_edit(
+        home.definitions, now_ms=now_ms(), env=os.environ, default_timezone=default_timezone(home)
+    ) as editor:
+        yield editor
+
+
+def file_hash(home: Home) -> str:
+    try:
+        data = home.definitions.read_bytes()
+    except FileNotFoundError:
+        return ""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def wait_applied(home: Home, timeout_s: float = APPLY_TIMEOUT_S) -> bool:
+    """Poke the scheduler and wait until it has applied the current file's bytes."""
+    if not daemon_alive(home):
+        return False
+    want = file_hash(home)
+    journal = Journal(home.journal)
+    try:
+        deadline = time.monotonic() + timeout_s
+        poke_fifo(home.notify_fifo, POKE_SCHEDULER)
+        while time.monotonic() < deadline:
+            for key in (STATE_DEFINITIONS_APPLIED, STATE_DEFINITIONS_ERROR):
+                raw = journal.get_state(key)
+                if raw and orjson.loads(raw).get("file_hash") == want:
+                    return key == STATE_DEFINITIONS_APPLIED
+            time.sleep(0.02)
+        return False
+    finally:
+        journal.close()
+
+
+def apply_edit(home: Home, change: Callable[[Editor], None]) -> EditOutcome:
+    """Run ``change`` under the lock, write, and (daemon running) wait until applied."""
+    with edit_definitions(home) as editor:
+        change(editor)
+        changed = editor.changed
+    running = daemon_alive(home)
+    applied = wait_applied(home) if running else False
+    return EditOutcome(changed, running, applied)

@@ -1,0 +1,103 @@
+"""The Palyra home directory (SPEC §1): where every file lives, created 0700 on first use.
+
+One object names every path so no module builds paths of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_HOME = "PALYRA_HOME"
+
+
+def resolve_home(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``--home`` if given, else ``$PALYRA_HOME``, else ``~/.palyra`` (absolute, ``~`` expanded)."""
+    raw = os.fspath(explicit) if explicit else os.environ.get(ENV_HOME) or "~/.palyra"
+    return Path(raw).expanduser().absolute()
+
+
+def _mkdir_private(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Home:
+    root: Path
+
+    @classmethod
+    def at(cls, explicit: str | os.PathLike[str] | None = None) -> Home:
+        return cls(resolve_home(explicit))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "palyra.toml"
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "journal.sqlite3"
+
+    @property
+    def routines_dir(self) -> Path:
+        return self.root / "routines"
+
+    @property
+    def definitions(self) -> Path:
+        return self.routines_dir / "definitions.json"
+
+    @property
+    def skills_dir(self) -> Path:
+        return self.root / "skills"
+
+    @property
+    def installed_index(self) -> Path:
+        return self.skills_dir / "installed-index.json"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.root / "certs"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "palyrad.pid"
+
+    @property
+    def notify_fifo(self) -> Path:
+        return self.run_dir / "notify"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.logs_dir / "palyrad.log"
+
+    def run_log(self, run_id: str) -> Path:
+        return self.runs_dir / f"{run_id}.log"
+
+    def ensure(self) -> Home:
+        """Create the home (0700) and the folders the daemon and CLI write into."""
+        existed = self.root.exists()
+        _mkdir_private(self.root)
+        if not existed:
+            os.chmod(self.root, 0o700)
+        for d in (
+            self.routines_dir,
+            self.skills_dir,
+            self.certs_dir,
+            self.runs_dir,
+            self.run_dir,
+            self.logs_dir,
+        ):
+            _mkdir_private(d)
+        return self

@@ -1,0 +1,33 @@
+"""``palyrad``: run the daemon in the foreground (for systemd/launchd, or ``daemon start``)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from palyrad.config import ConfigError, load_config
+from palyrad.daemon_log import setup_logging
+from palyrad.home import Home
+from palyrad.supervisor import AlreadyRunning, run_supervisor
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", envvar="PALYRA_HOME", help="Palyra home (default ~/.palyra).")
+@click.option("--log-stderr/--no-log-stderr", default=None, help="Also log to stderr.")
+def main(home: str | None, log_stderr: bool | None) -> None:
+    """Run palyrad in the foreground; SIGTERM/SIGINT stop it gracefully, SIGHUP reloads."""
+    h = Home.at(home).ensure()
+    try:
+        config = load_config(h.config)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    to_stderr = sys.stderr.isatty() if log_stderr is None else log_stderr
+    setup_logging(h.daemon_log, "supervisor", to_stderr=to_stderr)
+    try:
+        code = run_supervisor(h, config)
+    except AlreadyRunning as exc:
+        click.echo(f"error: {exc} (stop it with: palyra daemon stop)", err=True)
+        sys.exit(1)
+    sys.exit(code)

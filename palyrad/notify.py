@@ -1,0 +1,49 @@
+"""Pokes: "the journal changed, look again" — the one notify helper.
+
+Writers commit to the journal first and poke second, so a lost poke only costs latency: every
+loop also wakes on its own timer. From outside the daemon (the CLI) a poke is one byte written
+to the FIFO ``run/notify``; the supervisor reads it and fans it out to its children. Inside,
+a child sends ``("poke", targets)`` over its pipe to the supervisor.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+# One byte per target, so the CLI can say who should wake.
+POKE_SCHEDULER = b"s"
+POKE_EXECUTOR = b"e"
+POKE_ALL = b"*"
+
+SERVICE_FOR_BYTE = {POKE_SCHEDULER: "scheduler", POKE_EXECUTOR: "executor"}
+
+
+def poke_fifo(fifo: Path, what: bytes = POKE_ALL) -> bool:
+    """Poke a running daemon through its FIFO; False when no daemon is reading it.
+
+    Opening a FIFO for writing with O_NONBLOCK fails with ENXIO when nobody has it open
+    for reading, which is exactly "palyrad is not running" — no blocking, no stale pokes.
+    """
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ENOENT):
+            return False
+        raise
+    try:
+        os.write(fd, what)
+    except BlockingIOError:
+        pass  # the FIFO is full of unread pokes: the daemon is waking up anyway
+    finally:
+        os.close(fd)
+    return True
+
+
+def ensure_fifo(fifo: Path) -> None:
+    """Create the notify FIFO (0600), replacing anything else at that path."""
+    if fifo.exists() and not fifo.is_fifo():
+        fifo.unlink()
+    if not fifo.exists():
+        os.mkfifo(fifo, 0o600)

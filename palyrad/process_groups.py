@@ -1,0 +1,88 @@
+"""Killing a run's process group safely, also from a process that did not spawn it.
+
+Runs start in their own session (process group id = pid), so signalling ``-pid`` reaches
+everything the action spawned. Before signalling a group we did not spawn ourselves (crash
+recovery, stuck-run remediation) we check that the pid still belongs to a process started
+around the run's ``started_at`` — a recycled pid must never be killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+START_TOLERANCE_MS = 5_000
+
+
+def _boot_time_s() -> float | None:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def process_start_ms(pid: int) -> int | None:
+    """When ``pid`` started (Unix ms), from /proc; None when unknown or gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    boot = _boot_time_s()
+    if boot is None:
+        return None
+    return int((boot + int(fields[19]) / _CLK_TCK) * 1000)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_same_process(pid: int, started_at_ms: int | None) -> bool:
+    """Whether ``pid`` is (still) the process spawned at ``started_at_ms``."""
+    if started_at_ms is None:
+        return False
+    start = process_start_ms(pid)
+    if start is None:
+        # No /proc (macOS): trust the group only if it exists at all.
+        return group_alive(pid)
+    return abs(start - started_at_ms) <= START_TOLERANCE_MS
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+        return True
+    return False
+
+
+def terminate_group(pgid: int, grace_s: float) -> None:
+    """SIGTERM the group, then SIGKILL whatever is left after ``grace_s``."""
+    if not signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not group_alive(pgid):
+            return
+        time.sleep(0.05)
+    signal_group(pgid, signal.SIGKILL)
+
+
+def kill_orphan_group(pid: int | None, started_at_ms: int | None) -> bool:
+    """SIGKILL a run's group left behind by a dead executor, if it is really that run's."""
+    if pid is None or not is_same_process(pid, started_at_ms):
+        return False
+    return signal_group(pid, signal.SIGKILL)

@@ -1,0 +1,234 @@
+"""Run records (SPEC §3): the value object every process and the CLI share, and its JSON view.
+
+The journal stores times as Unix milliseconds; the JSON view adds the RFC 3339 strings with
+milliseconds beside each ``*_unix_ms`` twin, as SPEC §3 asks.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from routines.model import Routine
+from routines.timefmt import format_rfc3339
+
+OUTPUT_TAIL_BYTES = 4096
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    DENIED = "denied"
+
+
+ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
+FINAL_STATUSES = (
+    RunStatus.SUCCEEDED,
+    RunStatus.FAILED,
+    RunStatus.CANCELLED,
+    RunStatus.SKIPPED,
+    RunStatus.DENIED,
+)
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_ulid(now_ms: int | None = None) -> str:
+    """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32 (sortable by time)."""
+    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    out = []
+    for _ in range(26):
+        out.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def new_token() -> str:
+    """An opaque random identifier for leases and daemon instances."""
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    run_id: str
+    chain_id: str
+    routine_id: str
+    attempt: int
+    trigger_kind: str
+    status: str
+    queued_at_ms: int
+    trigger_payload: str | None = None  # JSON text
+    scheduled_for_ms: int | None = None
+    fire_at_ms: int | None = None
+    not_before_ms: int | None = None
+    started_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    exit_code: int | None = None
+    error_kind: str | None = None
+    error_message: str | None = None
+    output_tail: str | None = None
+    log_path: str | None = None
+    definition_hash: str | None = None
+    missed_count: int | None = None
+    first_missed_ms: int | None = None
+    last_missed_ms: int | None = None
+    pid: int | None = None
+    lease_owner: str | None = None
+    heartbeat_ms: int | None = None
+    cancel_requested: bool = False
+    decided: bool = True  # False: a trigger the scheduler has not yet run through policy
+    spec: str | None = None  # JSON snapshot of what to run (action, retry, delivery)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+
+RUN_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Run))
+
+_TIME_FIELDS = (
+    ("scheduled_for", "scheduled_for_ms"),
+    ("fire_at", "fire_at_ms"),
+    ("queued_at", "queued_at_ms"),
+    ("not_before", "not_before_ms"),
+    ("started_at", "started_at_ms"),
+    ("finished_at", "finished_at_ms"),
+    ("first_missed", "first_missed_ms"),
+    ("last_missed", "last_missed_ms"),
+)
+
+
+def run_to_json(run: Run) -> dict[str, Any]:
+    """The SPEC §3 JSON shape of a run (time fields + ``*_unix_ms`` twins)."""
+    payload: Any = None
+    if run.trigger_payload is not None:
+        try:
+            payload = orjson.loads(run.trigger_payload)
+        except orjson.JSONDecodeError:
+            payload = run.trigger_payload
+    out: dict[str, Any] = {
+        "run_id": run.run_id,
+        "chain_id": run.chain_id,
+        "routine_id": run.routine_id,
+        "attempt": run.attempt,
+        "trigger_kind": run.trigger_kind,
+        "trigger_payload": payload,
+        "status": run.status,
+    }
+    for name, attr in _TIME_FIELDS:
+        ms = getattr(run, attr)
+        out[name] = None if ms is None else format_rfc3339(ms, always_ms=True)
+        out[f"{name}_unix_ms"] = ms
+    out.update(
+        exit_code=run.exit_code,
+        error_kind=run.error_kind,
+        error_message=run.error_message,
+        output_tail=run.output_tail,
+        log_path=run.log_path,
+        definition_hash=run.definition_hash,
+        missed_count=run.missed_count,
+    )
+    return out
+
+
+def run_spec(routine: Routine) -> str:
+    """The JSON snapshot a run executes: what was decided is what runs, even if the
+    definition is edited while the run waits."""
+    body = routine.to_json()
+    return orjson.dumps(
+        {
+            "action": body["action"],
+            "retry": body["retry"],
+            "concurrency": body["concurrency"],
+            "delivery": body["delivery"],
+        }
+    ).decode()
+
+
+def new_trigger_run(
+    routine_id: str,
+    *,
+    definition_hash: str | None,
+    spec: str | None,
+    trigger_kind: str,
+    now_ms: int,
+    decision_status: str = "pending",
+    error_kind: str | None = None,
+    error_message: str | None = None,
+    scheduled_for_ms: int | None = None,
+    fire_at_ms: int | None = None,
+    payload: str | None = None,
+) -> Run:
+    """Attempt 1 of a new chain for a trigger the policies have decided on."""
+    run_id = new_ulid(now_ms)
+    final = decision_status not in ("pending", "running")
+    return Run(
+        run_id=run_id,
+        chain_id=run_id,
+        routine_id=routine_id,
+        attempt=1,
+        trigger_kind=trigger_kind,
+        status=decision_status,
+        queued_at_ms=now_ms,
+        trigger_payload=payload,
+        scheduled_for_ms=scheduled_for_ms,
+        fire_at_ms=fire_at_ms,
+        finished_at_ms=now_ms if final else None,
+        error_kind=error_kind,
+        error_message=error_message,
+        definition_hash=definition_hash,
+        spec=None if final else spec,
+    )
+
+
+def spec_of(run: Run) -> dict[str, Any]:
+    """The run's decided snapshot (empty for records that never run)."""
+    if not run.spec:
+        return {}
+    value = orjson.loads(run.spec)
+    return value if isinstance(value, dict) else {}
+
+
+def retry_follow_up(run: Run, status: str, now_ms: int) -> Run | None:
+    """The next attempt of ``run``'s chain if its retry policy allows one, else None.
+
+    The wait is persisted as ``not_before`` on the new pending record, so it survives
+    restarts and counts as active for the concurrency policy.
+    """
+    from routines.model import Retry
+    from routines.policies import retry_delay_ms, should_retry
+
+    raw = spec_of(run).get("retry") or {}
+    retry = Retry(
+        max_attempts=int(raw.get("max_attempts", 1)),
+        backoff_ms=int(raw.get("backoff_ms", 1_000)),
+        max_backoff_ms=int(raw.get("max_backoff_ms", 3_600_000)),
+    )
+    if not should_retry(retry, run.attempt, status):
+        return None
+    return Run(
+        run_id=new_ulid(now_ms),
+        chain_id=run.chain_id,
+        routine_id=run.routine_id,
+        attempt=run.attempt + 1,
+        trigger_kind=run.trigger_kind,
+        status=RunStatus.PENDING.value,
+        queued_at_ms=now_ms,
+        trigger_payload=run.trigger_payload,
+        scheduled_for_ms=run.scheduled_for_ms,
+        fire_at_ms=run.fire_at_ms,
+        not_before_ms=now_ms + retry_delay_ms(retry, run.attempt),
+        definition_hash=run.definition_hash,
+        spec=run.spec,
+    )

@@ -1,0 +1,150 @@
+"""Entry point and shared plumbing of the supervised service processes.
+
+Each service runs in its own spawned process with one duplex pipe to the supervisor: the
+service sends ``ready``, ``heartbeat`` and ``poke`` messages; the supervisor sends ``poke``,
+``reload`` and ``stop``. EOF on the pipe means the supervisor died, which a service treats
+as ``stop`` — no orphaned scheduler keeps firing routines without its daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from palyrad.config import DaemonConfig, load_config
+from palyrad.daemon_log import setup_logging
+from palyrad.home import Home
+from palyrad.journal import Journal
+
+log = logging.getLogger("palyrad.service")
+
+HEARTBEAT_INTERVAL_S = 1.0
+
+
+class ServiceContext:
+    """What a service loop needs: its home, config, journal, and the pipe to the supervisor."""
+
+    def __init__(
+        self, name: str, home: Home, conn: Connection, instance: str, restarts: int
+    ) -> None:
+        self.name = name
+        self.home = home
+        self.conn = conn
+        self.instance = instance
+        self.restarts = restarts
+        self.config: DaemonConfig = load_config(home.config)
+        self.stop_event = threading.Event()
+        self.reload_event = threading.Event()
+        self._wake = threading.Event()
+        self._send_lock = threading.Lock()
+        self._journal: Journal | None = None
+
+    @property
+    def journal(self) -> Journal:
+        """This process's journal connection (opened lazily, owned by the main thread)."""
+        if self._journal is None:
+            self._journal = Journal(self.home.journal, synchronous=self.config.journal_synchronous)
+        return self._journal
+
+    def open_journal(self) -> Journal:
+        """A separate connection for a helper thread (sqlite3 connections are per thread)."""
+        return Journal(self.home.journal, synchronous=self.config.journal_synchronous)
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set()
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        with self._send_lock, contextlib.suppress(OSError, ValueError, BrokenPipeError):
+            self.conn.send(msg)
+
+    def ready(self, info: dict[str, Any] | None = None) -> None:
+        self.send(("ready", info or {}))
+
+    def poke(self, *targets: str) -> None:
+        """Ask the supervisor to wake ``targets`` (after committing to the journal)."""
+        self.send(("poke", targets))
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep until poked, stopped or ``timeout_s`` passes; True if something woke us."""
+        woke = self._wake.wait(timeout=max(0.0, timeout_s))
+        self._wake.clear()
+        return woke
+
+    def _reader(self) -> None:
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                log.warning("supervisor gone; stopping", extra={"service": self.name})
+                self.stop_event.set()
+                self._wake.set()
+                return
+            kind = msg[0] if isinstance(msg, tuple) and msg else None
+            if kind == "stop":
+                self.stop_event.set()
+            elif kind == "reload":
+                self.reload_event.set()
+            self._wake.set()
+
+    def _heartbeat(self) -> None:
+        while not self.stop_event.wait(HEARTBEAT_INTERVAL_S):
+            self.send(("heartbeat",))
+
+    def start_threads(self) -> None:
+        threading.Thread(target=self._reader, name="pipe-reader", daemon=True).start()
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+
+
+def service_main(name: str, home_root: str, conn: Connection, instance: str, restarts: int) -> None:
+    """Spawned-process entry: set up logging and signals, then run the named service loop."""
+    home = Home.at(home_root)
+    setup_logging(home.daemon_log, name)
+    # Ctrl-C in a foreground palyrad reaches the whole process group; the supervisor turns
+    # it into an orderly stop, so children ignore SIGINT and treat a direct SIGTERM as stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ctx = ServiceContext(name, home, conn, instance, restarts)
+
+    def on_term(signum: int, _frame: object) -> None:
+        ctx.stop_event.set()
+        ctx.wake()
+
+    signal.signal(signal.SIGTERM, on_term)
+    ctx.start_threads()
+    started = time.monotonic()
+    try:
+        if name == "scheduler":
+            from palyrad.services.scheduler import run_scheduler
+
+            run_scheduler(ctx)
+        elif name == "executor":
+            from palyrad.services.executor import run_executor
+
+            run_executor(ctx)
+        elif name == "self_healing":
+            from palyrad.services.self_healing import run_self_healing
+
+            run_self_healing(ctx)
+        elif name == "node_rpc":
+            from palyrad.services.node_rpc import run_node_rpc
+
+            run_node_rpc(ctx)
+        else:
+            raise ValueError(f"unknown service {name!r}")
+    except Exception:
+        log.exception("service crashed", extra={"service": name})
+        raise
+    finally:
+        log.info(
+            "service exiting",
+            extra={"service": name, "pid": os.getpid(), "uptime_s": time.monotonic() - started},
+        )

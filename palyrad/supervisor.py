@@ -1,0 +1,363 @@
+"""The supervisor: palyrad's main process. Tiny on purpose, so it almost never crashes.
+
+It owns the pid-file lock (one daemon per home), spawns each service as its own OS process
+(``multiprocessing`` with the ``spawn`` start method — never ``fork`` once threads exist),
+restarts crashed ones one-for-one with exponential backoff and an intensity limit, relays
+pokes (child pipes and the ``run/notify`` FIFO), and turns SIGTERM/SIGINT into a graceful stop
+with a deadline. It never touches SQLite: its view of the world is written to
+``run/status.json`` for ``palyra daemon status`` to read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import orjson
+
+from palyrad.config import DaemonConfig
+from palyrad.daemon_log import rotate_if_needed
+from palyrad.home import Home
+from palyrad.notify import POKE_ALL, SERVICE_FOR_BYTE, ensure_fifo
+from palyrad.runs import new_token
+from palyrad.status import DaemonStatus, ProcessStatus, write_status
+
+log = logging.getLogger("palyrad.supervisor")
+
+SERVICES: tuple[str, ...] = ("scheduler", "executor", "self_healing", "node_rpc")
+
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 30.0
+HEALTHY_RESET_S = 60.0
+INTENSITY_WINDOW_S = 60.0
+INTENSITY_MAX_RESTARTS = 5
+SILENT_CHILD_S = 30.0
+STATUS_INTERVAL_S = 1.0
+
+
+class AlreadyRunning(RuntimeError):
+    """Another palyrad holds this home's pid-file lock."""
+
+
+class PidLock:
+    """An ``flock`` on run/palyrad.pid: held exactly as long as the supervisor lives.
+
+    A kernel lock (not the file's existence) is the truth, so a stale pid file after a
+    crash never blocks the next start and never reads as running.
+    """
+
+    def __init__(self, home: Home) -> None:
+        self.path = home.pid_file
+        self.fd: int | None = None
+
+    def acquire(self, info: dict[str, Any]) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(f"palyrad is already running for this home ({self.path})")
+        os.ftruncate(fd, 0)
+        os.write(fd, orjson.dumps(info))
+        os.fsync(fd)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            os.close(self.fd)
+            self.fd = None
+
+
+@dataclass
+class Slot:
+    """One supervised service: its process, pipe, state and restart bookkeeping."""
+
+    name: str
+    process: BaseProcess | None = None
+    conn: multiprocessing.connection.Connection | None = None
+    state: str = "stopped"
+    restarts: int = 0
+    restart_times: deque[float] = field(default_factory=deque)
+    backoff_s: float = BACKOFF_START_S
+    next_start_at: float = 0.0
+    started_at: float = 0.0
+    last_heartbeat: float = 0.0
+    last_heartbeat_ms: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Supervisor:
+    def __init__(self, home: Home, config: DaemonConfig) -> None:
+        self.home = home
+        self.config = config
+        self.ctx = multiprocessing.get_context("spawn")
+        self.instance = new_token()
+        self.slots = {name: Slot(name) for name in SERVICES}
+        self.started_at_ms = time.time_ns() // 1_000_000
+        self.stopping = False
+        self.reload_requested = False
+        self.lock = PidLock(home)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._fifo_fd: int | None = None
+        self._fifo_keep: int | None = None
+        self._status_dirty = True
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.lock.acquire(
+            {"pid": os.getpid(), "instance": self.instance, "started_at_ms": self.started_at_ms}
+        )
+        try:
+            self._open_fifo()
+            self._install_signals()
+            log.info("palyrad starting", extra={"instance": self.instance})
+            for slot in self.slots.values():
+                self._start(slot)
+            self._loop()
+            self._shutdown()
+            log.info("palyrad stopped")
+            return 0
+        finally:
+            self._write_status(running=False)
+            self._close_fifo()
+            self.lock.release()
+
+    def _install_signals(self) -> None:
+        self._wake_w.setblocking(False)
+        self._wake_r.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno())
+
+        def on_stop(signum: int, _frame: object) -> None:
+            self.stopping = True
+
+        def on_hup(signum: int, _frame: object) -> None:
+            self.reload_requested = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def _open_fifo(self) -> None:
+        ensure_fifo(self.home.notify_fifo)
+        self._fifo_fd = os.open(self.home.notify_fifo, os.O_RDONLY | os.O_NONBLOCK)
+        # Our own writer keeps the FIFO from reporting EOF whenever a CLI poke closes.
+        self._fifo_keep = os.open(self.home.notify_fifo, os.O_WRONLY | os.O_NONBLOCK)
+
+    def _close_fifo(self) -> None:
+        for fd in (self._fifo_fd, self._fifo_keep):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        with contextlib.suppress(OSError):
+            self.home.notify_fifo.unlink()
+
+    # --- children ------------------------------------------------------------------------
+
+    def _start(self, slot: Slot) -> None:
+        from palyrad.services import service_main
+
+        parent, child = self.ctx.Pipe(duplex=True)
+        proc = self.ctx.Process(
+            target=service_main,
+            args=(slot.name, str(self.home.root), child, self.instance, slot.restarts),
+            name=f"palyrad-{slot.name}",
+            daemon=False,
+        )
+        proc.start()
+        child.close()
+        slot.process, slot.conn = proc, parent
+        slot.state = "starting"
+        slot.started_at = slot.last_heartbeat = time.monotonic()
+        self._status_dirty = True
+        log.info("started service", extra={"service": slot.name, "child_pid": proc.pid})
+
+    def _on_exit(self, slot: Slot, now: float) -> None:
+        proc = slot.process
+        code = proc.exitcode if proc is not None else None
+        if slot.conn is not None:
+            slot.conn.close()
+        slot.process, slot.conn = None, None
+        if self.stopping:
+            slot.state = "stopped"
+            return
+        log.warning("service exited", extra={"service": slot.name, "exit_code": code})
+        if now - slot.started_at > HEALTHY_RESET_S:
+            slot.backoff_s = BACKOFF_START_S
+        slot.restart_times.append(now)
+        while slot.restart_times and now - slot.restart_times[0] > INTENSITY_WINDOW_S:
+            slot.restart_times.popleft()
+        if len(slot.restart_times) > INTENSITY_MAX_RESTARTS:
+            slot.state = "fatal"
+            log.error(
+                "service restarted too often; giving up on it",
+                extra={"service": slot.name, "restarts_in_window": len(slot.restart_times)},
+            )
+        else:
+            slot.state = "restarting"
+            slot.next_start_at = now + slot.backoff_s
+            slot.backoff_s = min(slot.backoff_s * 2, BACKOFF_MAX_S)
+        self._status_dirty = True
+
+    def _handle_message(self, slot: Slot, msg: Any) -> None:
+        slot.last_heartbeat = time.monotonic()
+        slot.last_heartbeat_ms = time.time_ns() // 1_000_000
+        if not isinstance(msg, tuple) or not msg:
+            return
+        kind = msg[0]
+        if kind == "ready":
+            slot.state = "running"
+            slot.info = dict(msg[1]) if len(msg) > 1 and isinstance(msg[1], dict) else {}
+            self._status_dirty = True
+            log.info("service ready", extra={"service": slot.name})
+        elif kind == "poke":
+            targets = msg[1] if len(msg) > 1 else SERVICES
+            self._poke(targets, exclude=slot.name)
+
+    def _poke(self, targets: Any, exclude: str | None = None) -> None:
+        for name in targets:
+            target = self.slots.get(name)
+            if target is None or name == exclude or target.conn is None:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                target.conn.send(("poke",))
+
+    def _drain_fifo(self) -> None:
+        assert self._fifo_fd is not None
+        targets: set[str] = set()
+        while True:
+            try:
+                data = os.read(self._fifo_fd, 4096)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            for byte in data:
+                b = bytes([byte])
+                if b == POKE_ALL:
+                    targets.update(SERVICES)
+                elif b in SERVICE_FOR_BYTE:
+                    targets.add(SERVICE_FOR_BYTE[b])
+        if targets:
+            self._poke(sorted(targets))
+
+    # --- main loop -----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        last_status = 0.0
+        while not self.stopping:
+            now = time.monotonic()
+            for slot in self.slots.values():
+                if slot.state == "restarting" and now >= slot.next_start_at:
+                    slot.restarts += 1
+                    self._start(slot)
+            waitables: list[Any] = [self._wake_r, self._fifo_fd]
+            by_obj: dict[Any, tuple[str, Slot]] = {}
+            for slot in self.slots.values():
+                if slot.conn is not None and slot.process is not None:
+                    waitables += [slot.conn, slot.process.sentinel]
+                    by_obj[slot.conn] = ("msg", slot)
+                    by_obj[slot.process.sentinel] = ("exit", slot)
+            timeout = max(0.0, STATUS_INTERVAL_S - (now - last_status))
+            pending = [s.next_start_at - now for s in self.slots.values() if s.state == "restarting"]
+            if pending:
+                timeout = max(0.0, min([timeout, *pending]))
+            ready = multiprocessing.connection.wait(waitables, timeout=timeout)
+            now = time.monotonic()
+            for obj in ready:
+                if obj is self._wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        self._wake_r.recv(4096)
+                elif obj == self._fifo_fd:
+                    self._drain_fifo()
+                elif obj in by_obj:
+                    what, slot = by_obj[obj]
+                    if what == "msg":
+                        self._read_messages(slot)
+            for slot in self.slots.values():
+                proc = slot.process
+                if proc is not None and proc.exitcode is not None:
+                    self._on_exit(slot, now)
+                elif proc is not None and now - slot.last_heartbeat > SILENT_CHILD_S:
+                    log.error("service silent; killing it", extra={"service": slot.name})
+                    proc.kill()
+            if self.reload_requested:
+                self.reload_requested = False
+                log.info("SIGHUP: reloading")
+                self._broadcast(("reload",))
+            if self._status_dirty or now - last_status >= STATUS_INTERVAL_S:
+                self._write_status(running=True)
+                rotate_if_needed(
+                    self.home.daemon_log, self.config.log_max_bytes, self.config.log_backups
+                )
+                last_status = now
+
+    def _read_messages(self, slot: Slot) -> None:
+        conn = slot.conn
+        try:
+            while conn is not None and conn.poll():
+                self._handle_message(slot, conn.recv())
+        except (EOFError, OSError):
+            pass  # the sentinel reports the exit
+
+    def _broadcast(self, msg: tuple[Any, ...]) -> None:
+        for slot in self.slots.values():
+            if slot.conn is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    slot.conn.send(msg)
+
+    def _shutdown(self) -> None:
+        """Graceful stop: ask every child to stop, give them the deadline, then kill."""
+        log.info("graceful stop requested")
+        self._broadcast(("stop",))
+        deadline = time.monotonic() + self.config.stop_timeout_ms / 1000 + 5.0
+        for slot in self.slots.values():
+            proc = slot.process
+            if proc is None:
+                continue
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+            if proc.exitcode is None:
+                log.error("service ignored stop; killing it", extra={"service": slot.name})
+                proc.kill()
+                proc.join(timeout=5)
+            slot.state = "stopped"
+            slot.process = None
+
+    def _write_status(self, *, running: bool) -> None:
+        status = DaemonStatus(
+            running=running,
+            pid=os.getpid(),
+            instance=self.instance,
+            started_at_ms=self.started_at_ms,
+            processes=tuple(
+                ProcessStatus(
+                    name=s.name,
+                    pid=s.process.pid if s.process is not None else None,
+                    state=s.state if running else "stopped",
+                    restarts=s.restarts,
+                    last_heartbeat_ms=s.last_heartbeat_ms,
+                    info=s.info,
+                )
+                for s in self.slots.values()
+            ),
+        )
+        write_status(self.home, status)
+        self._status_dirty = False
+
+
+def run_supervisor(home: Home, config: DaemonConfig) -> int:
+    """Run palyrad in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    return Supervisor(home, config).run()

@@ -1,0 +1,135 @@
+"""Policies as pure functions of (definition, state, now) returning decisions.
+
+The daemon's processes apply these decisions; nothing here touches a clock, a file or the
+journal, so every table of cases runs in microseconds in the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from routines.jitter import fire_at_ms
+from routines.model import Concurrency, MisfirePolicy, Retry, Routine
+from routines.schedules import next_fire, ticks_between
+
+# A tick loop never walks more than this many ticks at once; the rest are counted.
+MAX_TICKS_PER_PLAN = 10_000
+
+
+def retry_delay_ms(retry: Retry, attempt: int) -> int:
+    """Wait before attempt ``attempt + 1``: ``min(backoff·2^(attempt−1), max_backoff)``."""
+    exponent = max(0, attempt - 1)
+    if exponent >= 62:
+        return retry.max_backoff_ms
+    return min(retry.backoff_ms * (1 << exponent), retry.max_backoff_ms)
+
+
+def should_retry(retry: Retry, attempt: int, status: str) -> bool:
+    """Failed (incl. timed out / crashed) attempts retry while attempts remain; never
+    ``cancelled`` or ``denied`` ones."""
+    return status == "failed" and attempt < retry.max_attempts
+
+
+@dataclass(frozen=True, slots=True)
+class TickPlan:
+    """What to do about a routine whose next fire is due.
+
+    ``run_ticks``: nominal instants that get a run (in order); ``skip``: a skip record
+    ``(missed_count, first_missed, last_missed)`` covering missed ticks that get no run;
+    ``last_nominal``: the newest tick accounted for; ``next_nominal``/``next_fire``: the
+    routine's next tick (None: the schedule has ended).
+    """
+
+    run_ticks: tuple[int, ...]
+    skip: tuple[int, int, int] | None
+    last_nominal: int
+    next_nominal: int | None
+    next_fire: int | None
+
+
+def plan_due(
+    routine: Routine, next_nominal: int, first_seen_ms: int, now_ms: int
+) -> TickPlan:
+    """Account for every tick from ``next_nominal`` up to ``now_ms`` (SPEC §2.3 misfire).
+
+    A tick is missed when now is more than ``grace_ms`` past its jittered fire time. Missed
+    ticks run (``catch_up``, newest kept, up to ``max_catch_up_runs``) or are folded into a
+    single skip record; the rest of the range is covered by that record, so no tick is lost.
+    """
+    schedule = routine.schedule
+    assert schedule is not None
+    grace = routine.misfire.grace_ms
+    jitter = routine.jitter_ms
+
+    # Ticks that are due now: next_nominal, then every later tick whose fire time passed.
+    ticks_after, extra_count = ticks_between(
+        schedule, next_nominal, now_ms, first_seen_ms=first_seen_ms, limit=MAX_TICKS_PER_PLAN
+    )
+    due = [next_nominal, *ticks_after]
+    total = 1 + extra_count
+    # A jittered tick whose fire time is still ahead is not due yet.
+    while len(due) > 1 and fire_at_ms(routine.id, due[-1], jitter) > now_ms:
+        due.pop()
+        total -= 1
+    last_nominal = due[-1]
+    nxt = next_fire(schedule, last_nominal, first_seen_ms=first_seen_ms)
+    nxt_fire = None if nxt is None else fire_at_ms(routine.id, nxt, jitter)
+
+    newest = due[-1]
+    newest_on_time = now_ms - fire_at_ms(routine.id, newest, jitter) <= grace
+    if total == 1 and newest_on_time:
+        return TickPlan((newest,), None, last_nominal, nxt, nxt_fire)
+
+    # Everything before the newest tick is missed (it is older than the newest, which is at
+    # least as late); the newest is missed only when it is itself past grace.
+    missed_total = total - 1 if newest_on_time else total
+    missed_known = due[:-1] if newest_on_time else due
+    on_time = (newest,) if newest_on_time else ()
+    first_missed = next_nominal
+    if routine.misfire.policy is MisfirePolicy.CATCH_UP and missed_total > 0:
+        keep = min(missed_total, routine.misfire.max_catch_up_runs)
+        # The newest `keep` missed ticks run; if the newest on-time tick exists it runs too,
+        # but never twice the same instant.
+        catch = tuple(missed_known[-keep:]) if keep else ()
+        runs = catch + on_time
+        skipped = missed_total - len(catch)
+        skip = None
+        if skipped > 0:
+            last_skipped = missed_known[-keep - 1] if len(missed_known) > keep else first_missed
+            skip = (skipped, first_missed, last_skipped)
+        return TickPlan(runs, skip, last_nominal, nxt, nxt_fire)
+    last_missed = missed_known[-1] if missed_known else first_missed
+    skip = (missed_total, first_missed, last_missed) if missed_total > 0 else None
+    return TickPlan(on_time, skip, last_nominal, nxt, nxt_fire)
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerDecision:
+    """``run`` (decided pending), or a final ``skipped``/``denied`` record with its reason."""
+
+    status: str
+    error_kind: str | None = None
+    error_message: str | None = None
+
+
+RUN = TriggerDecision("pending")
+
+
+def decide_concurrency(routine: Routine, active_count: int) -> TriggerDecision:
+    """The concurrency policy for a trigger arriving while ``active_count`` runs are active.
+
+    ``allow`` always runs (the executor's ``max_concurrent_runs`` caps it); ``forbid`` skips;
+    ``queue_one`` and ``replace`` are refined in the policies work (issue 4) — until then
+    ``queue_one`` keeps one pending and ``replace`` behaves like ``queue_one``.
+    """
+    if active_count == 0 or routine.concurrency is Concurrency.ALLOW:
+        return RUN
+    if routine.concurrency is Concurrency.FORBID:
+        return TriggerDecision(
+            "skipped", "concurrency_forbid", "a run of this routine is already active"
+        )
+    if active_count >= 2:
+        return TriggerDecision(
+            "skipped", "concurrency_queue_full", "one run is active and one is already queued"
+        )
+    return RUN
