@@ -296,12 +296,11 @@ class Executor:
                 signal_group(active.proc.pid, signal.SIGKILL)
                 if not active.eof.wait(1.0):
                     continue
-            else:
-                # Leftovers in the group after the main process ended are ours to clean up.
-                signal_group(active.proc.pid, signal.SIGKILL)
             self.finalize(active, now)
 
     def finalize(self, active: ActiveRun, now: int) -> None:
+        # Leftovers in the group after the main process ended are ours to clean up.
+        signal_group(active.proc.pid, signal.SIGKILL)
         self.active.pop(active.run.run_id, None)
         code = active.proc.returncode
         run = active.run
