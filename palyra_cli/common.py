@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
+from click.exceptions import NoArgsIsHelpError
 
 from palyrad.home import Home
 from palyrad.journal import Journal
@@ -29,7 +30,11 @@ class CliError(click.ClickException):
     def __init__(self, what: str, hint: str | None = None, code: int = 1) -> None:
         super().__init__(what)
         self.hint = hint
-        self.exit_code = code
+        self.code = code
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return self.code
 
     def format_message(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
@@ -40,6 +45,50 @@ class CliError(click.ClickException):
 
 def fail(what: str, hint: str | None = None, code: int = 1) -> NoReturn:
     raise CliError(what, hint, code)
+
+
+def fail_hinted(what: str, hint: str, code: int = 1) -> NoReturn:
+    """Like ``fail``, but keeps a library message's own ``(hint)`` instead of adding a second."""
+    fail(what, None if what.rstrip().endswith(")") else hint, code)
+
+
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as one line ``error: <what> (see: <command> --help)`` (exit 2)
+    instead of click's usage block, so every error has the SPEC §4 shape."""
+
+    def show(self, file: Any = None) -> None:
+        what = self.format_message().strip().rstrip(".")
+        what = what[:1].lower() + what[1:]
+        path = self.ctx.command_path if self.ctx is not None else "palyra"
+        click.echo(f"error: {what} (see: {path} --help)", err=True)
+
+
+def _one_line(exc: click.UsageError) -> click.UsageError:
+    if isinstance(exc, OneLineUsageError | NoArgsIsHelpError):
+        return exc  # a bare group prints its help (exit 2), as click does
+    return OneLineUsageError(exc.format_message(), exc.ctx)
+
+
+class PalyraGroup(click.Group):
+    """The root group: usage errors anywhere below it print one ``error:`` line."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
 
 def note(text: str) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from palyra_cli.common import home_option
+from palyra_cli.common import PalyraGroup, home_option
 from palyra_cli.daemon_cmds import daemon_group
 from palyra_cli.routine_cmds import cron_group, routines_group
 from palyra_cli.run_cmds import runs_group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=PalyraGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @home_option
 @click.version_option(package_name="palyra")
 def cli() -> None:

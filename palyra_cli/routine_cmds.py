@@ -14,6 +14,7 @@ from palyra_cli.common import (
     NOT_RUNNING_NOTE,
     emit_json,
     fail,
+    fail_hinted,
     get_home,
     home_option,
     json_option,
@@ -171,10 +172,14 @@ def validate_cmd(file: str | None, as_json: bool) -> None:
             fail(f"{file}: no such file", "give the path of a definitions.json", code=2)
         data = b'{"schema_version": 1, "routines": []}'
     except OSError as exc:
-        fail(f"{path}: {exc.strerror}", code=2)
-    name = _display_name(home, path) if not file else file
+        fail(f"{path}: {exc.strerror}", "give the path of a readable definitions.json", code=2)
+    name = file if file else _display_name(home, path)
     result = validate_text(
-        data, filename=name, now_ms=now_ms(), env=os.environ, default_timezone=default_timezone(home)
+        data,
+        filename=name,
+        now_ms=now_ms(),
+        env=os.environ,
+        default_timezone=default_timezone(home),
     )
     if as_json:
         emit_json(
@@ -226,8 +231,11 @@ def schedule_preview_cmd(
     if not 1 <= count <= MAX_PREVIEW:
         fail(f"--count {count} is out of range", f"use 1-{MAX_PREVIEW}", code=2)
     if jitter_ms is not None and (routine_id is None or not 0 <= jitter_ms <= 60_000):
-        fail("--jitter-ms needs --id and a value in 0-60000", "e.g. --jitter-ms 5000 --id backup",
-             code=2)
+        fail(
+            "--jitter-ms needs --id and a value in 0-60000",
+            "e.g. --jitter-ms 5000 --id backup",
+            code=2,
+        )
     try:
         start = now_ms() if from_ is None else parse_rfc3339(from_, default_zone=zone)
     except TimeFormatError as exc:
@@ -235,7 +243,7 @@ def schedule_preview_cmd(
     try:
         resolved = resolve_phrase(schedule, zone_name=zone_name, now_ms=start)
     except (PhraseError, ValueError) as exc:
-        fail(str(exc), "see: palyra routines schedule-preview --help", code=2)
+        fail_hinted(str(exc), "see: palyra routines schedule-preview --help", code=2)
     fires = upcoming(resolved, start, count, first_seen_ms=start)
     out_zone = get_zone(resolved.timezone) if isinstance(resolved, CronSchedule) else zone
     if jitter_ms and routine_id:
@@ -271,21 +279,29 @@ def upsert_cmd(file: str | None, dash: str | None, as_json: bool) -> None:
     source = file or dash
     if source is None:
         fail("no routine given", "use --file routine.json or - to read stdin", code=2)
+    name = "<stdin>" if source == "-" else source
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        fail(f"{source}: cannot read: {exc}", code=2)
+        fail(f"{name}: cannot read: {exc}", "give a UTF-8 JSON file with one routine", code=2)
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        fail(f"{source}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}", code=2)
-    routine = _parse_one(home, obj, text, "<stdin>" if source == "-" else source)
+        fail(f"{name}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}",
+             "fix the JSON and try again", code=2)
+    routine = _parse_one(home, obj, text, name)
     added: list[bool] = []
     outcome = _edit(home, lambda ed: added.append(ed.upsert(routine)))
     _print_routine(home, routine, as_json, "added" if added and added[0] else "replaced", outcome)
 
 
-def _parse_one(home: Home, obj: object, text: str | None, name: str) -> Routine:
+def _parse_one(
+    home: Home,
+    obj: object,
+    text: str | None,
+    name: str,
+    hint: str = "fix the routine and try again",
+) -> Routine:
     routine, errors, warnings = parse_routine(
         obj,
         now_ms=now_ms(),
@@ -297,9 +313,11 @@ def _parse_one(home: Home, obj: object, text: str | None, name: str) -> Routine:
     for w in warnings:
         note(f"warning: {format_issue(name, w)}")
     if routine is None:
+        # One error line (SPEC §4); the other errors follow as notes so none is hidden.
         for e in errors[1:]:
-            click.echo(format_issue(name, e), err=True)
-        fail(format_issue(name, errors[0]), "fix the routine and try again", code=2)
+            note(f"note: also: {format_issue(name, e)}")
+        more = f" and {len(errors) - 1} more (listed above)" if len(errors) > 1 else ""
+        fail(format_issue(name, errors[0]) + more, hint, code=2)
     return routine
 
 
@@ -450,7 +468,7 @@ def _run_now(routine_id: str, payload: str | None, as_json: bool) -> None:
     finally:
         journal.close()
     if not running:
-        note("note: palyrad is not running; the run stays pending until it starts")
+        note(NOT_RUNNING_NOTE)
     if as_json:
         emit_json({"run_id": run.run_id, "status": run.status, "error_kind": run.error_kind})
     else:
@@ -482,6 +500,14 @@ def cancel_cmd(run_id: str, home: Home, journal: Journal) -> None:
     click.echo(f"{run_id}: {'cancelled' if run.status == 'cancelled' else 'cancelling'}")
 
 
+def _is_defined(home: Home, routine_id: str) -> bool:
+    """Whether the id is defined (a broken definitions file counts as "maybe": True)."""
+    result = load(
+        home.definitions, now_ms=now_ms(), env=os.environ, default_timezone=default_timezone(home)
+    )
+    return result.definitions is None or routine_id in result.definitions.by_id()
+
+
 def _logs(
     home: Home,
     journal: Journal,
@@ -494,6 +520,8 @@ def _logs(
     if not 1 <= limit <= MAX_LOGS:
         fail(f"--limit {limit} is out of range", f"use 1-{MAX_LOGS}", code=2)
     runs = journal.runs_for_routine(routine_id, limit=limit, before_run_id=before, status=status)
+    if not runs and before is None and status is None and not _is_defined(home, routine_id):
+        fail(f"no routine {routine_id!r}", "see: palyra routines list")
     if as_json:
         emit_json({"runs": [run_to_json(r) for r in runs]})
         return
@@ -592,7 +620,10 @@ def cron_add_cmd(
     def change(ed: Any) -> None:
         taken = {r.id for r in ed.definitions.routines}
         if routine_id is not None and routine_id in taken:
-            fail(f"routine {routine_id!r} already exists", "use: palyra routines upsert to replace it")
+            fail(
+                f"routine {routine_id!r} already exists",
+                "use: palyra routines upsert to replace it",
+            )
         rid = routine_id or unique_id(slugify(name), taken)
         try:
             obj = schedule_routine_object(
@@ -613,8 +644,8 @@ def cron_add_cmd(
                 approval=approval,
             )
         except (PhraseError, ValueError) as exc:
-            fail(str(exc), "see: palyra routines schedule-preview --help", code=2)
-        routine = _parse_one(home, obj, None, "cron add")
+            fail_hinted(str(exc), "see: palyra routines schedule-preview --help", code=2)
+        routine = _parse_one(home, obj, None, "cron add", hint="see: palyra cron add --help")
         ed.upsert(routine)
         added.append(routine)
 

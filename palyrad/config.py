@@ -73,7 +73,9 @@ def load_config(path: Path) -> DaemonConfig:
             if typ is str and not isinstance(value, str):
                 raise ConfigError(f"{path}: [{section}] {key} must be a string")
             if typ is list:
-                if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+                if not (
+                    isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+                ):
                     raise ConfigError(
                         f"{path}: [{section}] {key} must be a non-empty list of strings"
                     )

@@ -49,8 +49,8 @@ def start_daemon(home: Home, *, timeout_s: float = 30.0) -> tuple[DaemonStatus, 
         code = proc.poll()
         if code is not None:
             reason = ""
-            with contextlib.suppress(OSError):
-                reason = open(err_path, encoding="utf-8", errors="replace").read().strip()
+            with contextlib.suppress(OSError), open(err_path, encoding="utf-8") as f:
+                reason = f.read().strip()
             raise DaemonControlError(
                 (reason.splitlines()[-1] if reason else f"palyrad exited with code {code}")
                 + f" (see {home.daemon_log})"

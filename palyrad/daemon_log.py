@@ -8,6 +8,7 @@ are logged by routine id, never by value.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -58,10 +59,8 @@ def setup_logging(log_file: Path, process_name: str, *, to_stderr: bool = False)
         err.setFormatter(JsonLineFormatter(process_name))
         root.addHandler(err)
     root.setLevel(logging.INFO)
-    try:
+    with contextlib.suppress(OSError):
         os.chmod(log_file, 0o600)
-    except OSError:
-        pass
 
 
 def rotate_if_needed(log_file: Path, max_bytes: int, backups: int) -> bool:

@@ -20,7 +20,9 @@ def cron_dashboard(views: list[RoutineView], now: int) -> dict[str, Any]:
         if v.next_run_ms is not None and v.next_run_ms + v.routine.misfire.grace_ms < now
     ]
     soon = [
-        v for v in enabled if v.next_run_ms is not None and now <= v.next_run_ms <= now + DUE_SOON_MS
+        v
+        for v in enabled
+        if v.next_run_ms is not None and now <= v.next_run_ms <= now + DUE_SOON_MS
     ]
     upcoming = sorted(
         (v for v in enabled if v.next_run_ms is not None and v.next_run_ms >= now),

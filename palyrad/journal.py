@@ -10,6 +10,7 @@ Migrations are numbered and forward-only; ``schema_migrations`` records which ra
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -202,10 +203,8 @@ class Journal:
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute(f"PRAGMA synchronous = {synchronous}")
         self.db.execute("PRAGMA foreign_keys = ON")
-        try:
+        with contextlib.suppress(OSError):
             path.chmod(0o600)
-        except OSError:
-            pass
         self.migrate()
 
     # --- plumbing ------------------------------------------------------------------------
@@ -350,9 +349,10 @@ class Journal:
         """
         with self.write() as db:
             before = db.total_changes
-            db.executemany(_RUN_INSERT.replace("INSERT", "INSERT OR IGNORE", 1), [
-                tuple(getattr(r, c) for c in RUN_COLUMNS) for r in runs
-            ])
+            db.executemany(
+                _RUN_INSERT.replace("INSERT", "INSERT OR IGNORE", 1),
+                [tuple(getattr(r, c) for c in RUN_COLUMNS) for r in runs],
+            )
             inserted = db.total_changes - before
             db.executemany(
                 "UPDATE routine_state SET last_nominal_ms = ?, next_nominal_ms = ?,"
@@ -488,8 +488,9 @@ class Journal:
         ).fetchone()
         return None if row[0] is None else int(row[0])
 
-    def mark_started(self, run_id: str, owner: str, pid: int, started_ms: int, log_path: str)\
-            -> bool:
+    def mark_started(
+        self, run_id: str, owner: str, pid: int, started_ms: int, log_path: str
+    ) -> bool:
         """pending → running, only while ``owner`` still holds the lease (fencing)."""
         with self.write() as db:
             cur = db.execute(

@@ -69,9 +69,17 @@ def routine_views(
     for r in defs.routines:
         if ids is not None and r.id not in ids:
             continue
-        approved = journal.is_approved(r.id, r.content_hash()) if r.approval is Approval.BEFORE_ENABLE else True
+        approved = (
+            journal.is_approved(r.id, r.content_hash())
+            if r.approval is Approval.BEFORE_ENABLE
+            else True
+        )
         out.append(
-            RoutineView(r, _next_run(r, states.get(r.id), now), last.get(r.id),
-                        routine_state_word(r, approved))
+            RoutineView(
+                r,
+                _next_run(r, states.get(r.id), now),
+                last.get(r.id),
+                routine_state_word(r, approved),
+            )
         )
     return out

@@ -17,7 +17,7 @@ def _palyrad_command() -> list[str]:
 
 
 def systemd_unit(home: Home, *, user: bool) -> str:
-    cmd = " ".join(_palyrad_command() + ["--home", str(home.root), "--no-log-stderr"])
+    cmd = " ".join([*_palyrad_command(), "--home", str(home.root), "--no-log-stderr"])
     return (
         "[Unit]\n"
         "Description=Palyra automation daemon\n"
@@ -38,7 +38,7 @@ def systemd_unit(home: Home, *, user: bool) -> str:
 def launchd_plist(home: Home) -> str:
     args = "".join(
         f"    <string>{a}</string>\n"
-        for a in _palyrad_command() + ["--home", str(home.root), "--no-log-stderr"]
+        for a in [*_palyrad_command(), "--home", str(home.root), "--no-log-stderr"]
     )
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -63,7 +63,10 @@ def install_service(home: Home, *, user: bool, write: bool = True) -> tuple[Path
         if user:
             base = Path(os.environ.get("XDG_CONFIG_HOME", "~/.config")).expanduser()
             path = base / "systemd" / "user" / "palyrad.service"
-            hint = "enable it with: systemctl --user daemon-reload && systemctl --user enable --now palyrad"
+            hint = (
+                "enable it with: systemctl --user daemon-reload && "
+                "systemctl --user enable --now palyrad"
+            )
         else:
             path = Path("/etc/systemd/system/palyrad.service")
             hint = "enable it with: systemctl daemon-reload && systemctl enable --now palyrad"

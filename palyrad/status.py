@@ -41,8 +41,10 @@ class DaemonStatus:
 
     @property
     def all_ready(self) -> bool:
-        return self.running and bool(self.processes) and all(
-            p.state == "running" for p in self.processes
+        return (
+            self.running
+            and bool(self.processes)
+            and all(p.state == "running" for p in self.processes)
         )
 
     def to_json(self) -> dict[str, Any]:

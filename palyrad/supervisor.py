@@ -67,7 +67,9 @@ class PidLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise AlreadyRunning(f"palyrad is already running for this home ({self.path})")
+            raise AlreadyRunning(
+                f"palyrad is already running for this home ({self.path})"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, orjson.dumps(info))
         os.fsync(fd)
@@ -272,7 +274,9 @@ class Supervisor:
                     by_obj[slot.conn] = ("msg", slot)
                     by_obj[slot.process.sentinel] = ("exit", slot)
             timeout = max(0.0, STATUS_INTERVAL_S - (now - last_status))
-            pending = [s.next_start_at - now for s in self.slots.values() if s.state == "restarting"]
+            pending = [
+                s.next_start_at - now for s in self.slots.values() if s.state == "restarting"
+            ]
             if pending:
                 timeout = max(0.0, min([timeout, *pending]))
             ready = multiprocessing.connection.wait(waitables, timeout=timeout)

@@ -47,9 +47,7 @@ class TickPlan:
     next_fire: int | None
 
 
-def plan_due(
-    routine: Routine, next_nominal: int, first_seen_ms: int, now_ms: int
-) -> TickPlan:
+def plan_due(routine: Routine, next_nominal: int, first_seen_ms: int, now_ms: int) -> TickPlan:
     """Account for every tick from ``next_nominal`` up to ``now_ms`` (SPEC §2.3 misfire).
 
     A tick is missed when now is more than ``grace_ms`` past its jittered fire time. Missed

@@ -24,7 +24,9 @@ T = TypeVar("T")
 BIN = Path(sys.executable).parent
 
 
-def palyra(home: Path, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def palyra(
+    home: Path, *args: str, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``palyra`` console script against ``home``."""
     proc = subprocess.run(
         [str(BIN / "palyra"), "--home", str(home), *args],
@@ -51,7 +53,9 @@ def wait_until(fn: Callable[[], T | None], timeout: float = 20.0, interval: floa
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
 
 
-def routine(rid: str, trigger: dict[str, Any], action: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def routine(
+    rid: str, trigger: dict[str, Any], action: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     return {"id": rid, "trigger": trigger, "action": action, **extra}
 
 

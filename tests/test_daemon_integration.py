@@ -89,10 +89,7 @@ def test_killed_service_is_restarted_and_routines_keep_running(daemon: Daemon) -
         os.kill(before.pid, signal.SIGKILL)
         after = wait_until(
             lambda n=name, b=before: (
-                (p := daemon.status().process(n))
-                and p.state == "running"
-                and p.pid != b.pid
-                and p
+                (p := daemon.status().process(n)) and p.state == "running" and p.pid != b.pid and p
             ),
             timeout=20,
         )

@@ -190,7 +190,9 @@ class Executor:
                 )
             except OSError as exc:
                 log_file.close()
-                raise SpawnError("spawn_failed", f"cannot start {argv[0]!r}: {exc.strerror}") from exc
+                raise SpawnError(
+                    "spawn_failed", f"cannot start {argv[0]!r}: {exc.strerror}"
+                ) from exc
         except SpawnError as exc:
             self._finish_unstarted(run, exc.kind, str(exc))
             return
@@ -212,6 +214,7 @@ class Executor:
         """Copy output to the run log up to the cap, keeping the tail; feed the prompt."""
         proc = active.proc
         if stdin_data is not None and proc.stdin is not None:
+
             def feed() -> None:
                 with contextlib.suppress(OSError):
                     assert proc.stdin is not None

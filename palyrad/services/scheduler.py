@@ -108,7 +108,9 @@ class Scheduler:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if result.definitions is None:
             lines = [format_issue(str(self.path), e) for e in result.errors]
-            log.error("definitions invalid; keeping the last good ones", extra={"errors": lines[:20]})
+            log.error(
+                "definitions invalid; keeping the last good ones", extra={"errors": lines[:20]}
+            )
             self.journal.set_state(
                 STATE_DEFINITIONS_ERROR,
                 orjson.dumps({"at_ms": now, "file_hash": digest, "errors": lines[:100]}).decode(),
@@ -177,7 +179,9 @@ class Scheduler:
                 continue
             # New routine, changed schedule, or re-enabled: the schedule restarts from now
             # (ticks before the daemon applied it, or while disabled, are never "missed").
-            first_seen = now if st is None or st.schedule_key != item.schedule_key else st.first_seen_ms
+            first_seen = (
+                now if st is None or st.schedule_key != item.schedule_key else st.first_seen_ms
+            )
             nominal = fire = None
             if r.schedule is not None:
                 nominal = next_fire(r.schedule, now, first_seen_ms=first_seen)
