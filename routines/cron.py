@@ -64,6 +64,10 @@ _DIGITS = re.compile(r"[0-9]+")
 _DAYS_IN_MONTH_MAX = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
+# (day-of-month, day-of-week, nW days) → {year*12+month: matching days}; see CronExpr.
+_DAY_CACHES: dict[tuple[str, str, tuple[int, ...]], dict[int, tuple[int, ...]]] = {}
+
+
 class CronError(ValueError):
     """An invalid cron expression; ``detail`` names the field and the problem."""
 
@@ -330,7 +334,10 @@ class CronExpr:
         self._min_below = _below_table(sim.minutes, 60)
         self._hour_below = _below_table(sim.hours, 24)
         self._per_day = len(sim.hours) * len(sim.minutes) * len(sim.seconds)
-        self._day_cache: dict[int, tuple[int, ...]] = {}
+        # Day lists depend only on the day fields, so expressions that share them (most
+        # share "* * 1-5" or "* * *") share one cache.
+        day_spec = (normalized[_DOM], normalized[_DOW], w_days)
+        self._day_cache = _DAY_CACHES.setdefault(day_spec, {})
 
     def __repr__(self) -> str:
         return f"CronExpr({self.expr!r})"
@@ -343,8 +350,11 @@ class CronExpr:
         days = self._day_cache.get(key)
         if days is None:
             last = calendar.monthrange(y, m)[1]
-            match = self._sim.match_day
-            days = tuple(d for d in range(1, last + 1) if match(date(y, m, d)))
+            if self.fields[_DOM] == "*" and self.fields[_DOW] == "*":
+                days = tuple(range(1, last + 1))
+            else:
+                match = self._sim.match_day
+                days = tuple(d for d in range(1, last + 1) if match(date(y, m, d)))
             if len(self._day_cache) >= 1024:
                 self._day_cache.clear()
             self._day_cache[key] = days

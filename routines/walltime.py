@@ -17,7 +17,7 @@ instant after the gap; a wall time that occurs twice resolves to its first occur
 from __future__ import annotations
 
 from bisect import bisect_right
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timezone, tzinfo
 from threading import Lock
 
 __all__ = [
@@ -40,7 +40,6 @@ MIN_SUPPORTED_S = -62_000_000_000  # ~ year 5
 MAX_SUPPORTED_S = 253_000_000_000  # ~ year 9987
 _MARGIN_S = 2 * 86_400  # offsets are within ±26 h, so this covers every wall → instant lookup
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def days_from_civil(y: int, m: int, d: int) -> int:
@@ -95,8 +94,7 @@ class ZoneTransitions:
     # --- probing -------------------------------------------------------------------------
 
     def _probe(self, t: int) -> int:
-        dt = _EPOCH + timedelta(seconds=t)
-        off = self.zone.utcoffset(dt.astimezone(self.zone))
+        off = datetime.fromtimestamp(t, self.zone).utcoffset()
         return int(off.total_seconds()) if off is not None else 0
 
     def _scan(self, start: int, end: int) -> list[tuple[int, int, int]]:
