@@ -126,6 +126,22 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+MIGRATIONS += (
+    # 2: delivery outbox for channel results (acknowledged by paired nodes)
+    """
+    CREATE TABLE outbox (
+        outbox_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL,
+        routine_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        acked_ms INTEGER
+    );
+    CREATE INDEX outbox_unacked ON outbox(channel, outbox_id) WHERE acked_ms IS NULL;
+    """,
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -339,7 +355,7 @@ class Journal:
     def record_ticks(
         self,
         runs: Sequence[Run],
-        advances: Sequence[tuple[str, int, int | None, int | None]],
+        advances: Sequence[tuple[str, int | None, int | None, int | None]],
     ) -> int:
         """Insert the runs for due ticks and move each routine's next fire, atomically.
 
@@ -464,7 +480,7 @@ class Journal:
             for run_id in run_ids:
                 cur = db.execute(
                     "UPDATE runs SET lease_owner = ?, heartbeat_ms = ? WHERE run_id = ?"
-                    " AND status = 'pending' AND lease_owner IS NULL",
+                    " AND status = 'pending' AND lease_owner IS NULL AND cancel_requested = 0",
                     (owner, now_ms, run_id),
                 )
                 if cur.rowcount == 1:
@@ -496,7 +512,7 @@ class Journal:
             cur = db.execute(
                 "UPDATE runs SET status = 'running', pid = ?, started_at_ms = ?,"
                 " heartbeat_ms = ?, log_path = ? WHERE run_id = ? AND lease_owner = ?"
-                " AND status = 'pending'",
+                " AND status = 'pending' AND cancel_requested = 0",
                 (pid, started_ms, started_ms, log_path, run_id, owner),
             )
             return cur.rowcount == 1
@@ -620,6 +636,44 @@ class Journal:
             db.executemany("DELETE FROM runs WHERE run_id = ?", [(v[0],) for v in victims])
         return [v[1] for v in victims if v[1]]
 
+    def active_heads(self) -> dict[str, str]:
+        """Per routine, the oldest chain among its active runs: for one-at-a-time routines
+        only that chain may run next (a retry wait keeps its place ahead of queued runs)."""
+        rows = self.db.execute(
+            "SELECT routine_id, MIN(chain_id) FROM runs WHERE status IN ('pending', 'running')"
+            " AND decided = 1 GROUP BY routine_id"
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def last_start_ms(self, routine_id: str) -> int | None:
+        """When the routine's last run started — or will start, for decided pending runs
+        (cooldown must not let two queued runs start back to back)."""
+        row = self.db.execute(
+            "SELECT MAX(CASE WHEN status IN ('pending', 'running') THEN"
+            " COALESCE(started_at_ms, queued_at_ms) ELSE started_at_ms END) FROM runs"
+            " WHERE routine_id = ? AND decided = 1 AND status != 'skipped'",
+            (routine_id,),
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def cancel_active_runs(self, routine_id: str, now_ms: int) -> int:
+        """Cancel every active run of a routine (``replace``): unstarted ones at once, running
+        ones by flagging them for the executor. Returns how many were affected."""
+        with self.write() as db:
+            n = db.execute(
+                "UPDATE runs SET status = 'cancelled', error_kind = 'cancelled',"
+                " error_message = 'replaced by a newer trigger', finished_at_ms = ?,"
+                " cancel_requested = 1 WHERE routine_id = ? AND status = 'pending'"
+                " AND decided = 1 AND lease_owner IS NULL",
+                (now_ms, routine_id),
+            ).rowcount
+            n += db.execute(
+                "UPDATE runs SET cancel_requested = 1 WHERE routine_id = ? AND decided = 1"
+                " AND (status = 'running' OR (status = 'pending' AND lease_owner IS NOT NULL))",
+                (routine_id,),
+            ).rowcount
+        return n
+
     # --- approvals -----------------------------------------------------------------------
 
     def is_approved(self, routine_id: str, definition_hash: str) -> bool:
@@ -628,6 +682,113 @@ class Journal:
             (routine_id, definition_hash),
         ).fetchone()
         return row is not None and row[0] is not None
+
+    def approved_set(self) -> set[tuple[str, str]]:
+        rows = self.db.execute(
+            "SELECT routine_id, definition_hash FROM approvals WHERE granted_at_ms IS NOT NULL"
+        )
+        return {(r[0], r[1]) for r in rows}
+
+    def request_approvals(self, requests: Sequence[tuple[str, str, str]], now_ms: int) -> None:
+        """Record pending approvals ``(routine_id, definition_hash, mode)``: one per hash."""
+        if not requests:
+            return
+        with self.write() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO approvals (routine_id, definition_hash, mode,"
+                " requested_at_ms) VALUES (?, ?, ?, ?)",
+                [(rid, h, mode, now_ms) for rid, h, mode in requests],
+            )
+
+    def grant_approval(self, routine_id: str, definition_hash: str, mode: str, now_ms: int) -> None:
+        with self.write() as db:
+            db.execute(
+                "INSERT INTO approvals (routine_id, definition_hash, mode, requested_at_ms,"
+                " granted_at_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT(routine_id, definition_hash)"
+                " DO UPDATE SET granted_at_ms = excluded.granted_at_ms",
+                (routine_id, definition_hash, mode, now_ms, now_ms),
+            )
+            db.execute(
+                "INSERT INTO daemon_state VALUES ('approvals_changed', ?, ?) ON CONFLICT(key)"
+                " DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+                (str(now_ms), now_ms),
+            )
+
+    def pending_approvals(self) -> list[tuple[str, str, str, int]]:
+        """``(routine_id, mode, definition_hash, requested_at_ms)`` not yet granted."""
+        rows = self.db.execute(
+            "SELECT routine_id, mode, definition_hash, requested_at_ms FROM approvals"
+            " WHERE granted_at_ms IS NULL ORDER BY requested_at_ms, routine_id"
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def drop_stale_approval_requests(self, current: dict[str, str]) -> None:
+        """Forget ungranted requests for hashes that are no longer the definition's."""
+        with self.write() as db:
+            rows = db.execute(
+                "SELECT routine_id, definition_hash FROM approvals WHERE granted_at_ms IS NULL"
+            ).fetchall()
+            stale = [(r[0], r[1]) for r in rows if current.get(r[0]) != r[1]]
+            db.executemany(
+                "DELETE FROM approvals WHERE routine_id = ? AND definition_hash = ?", stale
+            )
+
+    # --- events and outbox ---------------------------------------------------------------
+
+    def emit_event(self, name: str, payload: str | None, now_ms: int) -> int:
+        with self.write() as db:
+            cur = db.execute(
+                "INSERT INTO events (name, payload, created_ms) VALUES (?, ?, ?)",
+                (name, payload, now_ms),
+            )
+            return int(cur.lastrowid or 0)
+
+    def unconsumed_events(self, limit: int) -> list[tuple[int, str, str | None, int]]:
+        rows = self.db.execute(
+            "SELECT event_id, name, payload, created_ms FROM events WHERE consumed_ms IS NULL"
+            " ORDER BY event_id LIMIT ?",
+            (limit,),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def insert_runs_consuming_events(
+        self, runs: Sequence[Run], event_ids: Sequence[int], now_ms: int
+    ) -> None:
+        """Trigger records for events and the events' consumption, atomically."""
+        with self.write() as db:
+            db.executemany(_RUN_INSERT, [tuple(getattr(r, c) for c in RUN_COLUMNS) for r in runs])
+            db.executemany(
+                "UPDATE events SET consumed_ms = ? WHERE event_id = ?",
+                [(now_ms, e) for e in event_ids],
+            )
+
+    def prune_events(self, older_than_ms: int) -> None:
+        with self.write() as db:
+            db.execute(
+                "DELETE FROM events WHERE consumed_ms IS NOT NULL AND consumed_ms < ?",
+                (older_than_ms,),
+            )
+
+    def add_outbox(
+        self, channel: str, routine_id: str, run_id: str, payload: str, now_ms: int
+    ) -> None:
+        with self.write() as db:
+            db.execute(
+                "INSERT INTO outbox (channel, routine_id, run_id, payload, created_ms)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (channel, routine_id, run_id, payload, now_ms),
+            )
+
+    def outbox_pending(
+        self, channel: str | None = None, limit: int = 100
+    ) -> list[tuple[int, str, str]]:
+        sql = "SELECT outbox_id, channel, payload FROM outbox WHERE acked_ms IS NULL"
+        args: list[Any] = []
+        if channel is not None:
+            sql += " AND channel = ?"
+            args.append(channel)
+        rows = self.db.execute(sql + " ORDER BY outbox_id LIMIT ?", [*args, limit])
+        return [(r[0], r[1], r[2]) for r in rows]
 
     # --- process heartbeats --------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -43,10 +44,25 @@ FINAL_STATUSES = (
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
+_ulid_lock = threading.Lock()
+_ulid_last: list[int] = [0, 0]  # last (ms, random) handed out by this process
+
+
 def new_ulid(now_ms: int | None = None) -> str:
-    """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32 (sortable by time)."""
+    """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32.
+
+    Monotonic within a process: ids made in the same millisecond increment the random part,
+    so ordering by id is creation order (catch-up runs and queues rely on that).
+    """
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    with _ulid_lock:
+        last_ms, last_rand = _ulid_last
+        if ms <= last_ms:
+            ms, rand = last_ms, (last_rand + 1) & ((1 << 80) - 1)
+        else:
+            rand = int.from_bytes(os.urandom(10), "big") >> 1  # headroom for increments
+        _ulid_last[0], _ulid_last[1] = ms, rand
+    value = (ms << 80) | rand
     out = []
     for _ in range(26):
         out.append(_CROCKFORD[value & 31])

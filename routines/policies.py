@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from routines.jitter import fire_at_ms
-from routines.model import Concurrency, MisfirePolicy, Retry, Routine
+from routines.model import Approval, Concurrency, MisfirePolicy, Retry, Routine
+from routines.quiet_hours import is_quiet, quiet_end_after
 from routines.schedules import next_fire, ticks_between
 
 # A tick loop never walks more than this many ticks at once; the rest are counted.
@@ -103,31 +104,84 @@ def plan_due(routine: Routine, next_nominal: int, first_seen_ms: int, now_ms: in
 
 @dataclass(frozen=True, slots=True)
 class TriggerDecision:
-    """``run`` (decided pending), or a final ``skipped``/``denied`` record with its reason."""
+    """``pending`` (may run), or a final ``skipped`` record with its reason.
+
+    ``cancel_active``: the ``replace`` policy — cancel the routine's active runs first; the
+    new run waits (pending) until they have ended as ``cancelled``.
+    ``request_approval``: record a pending approval for the current definition hash.
+    """
 
     status: str
     error_kind: str | None = None
     error_message: str | None = None
+    cancel_active: bool = False
+    request_approval: bool = False
+
+    @property
+    def runs(self) -> bool:
+        return self.status == "pending"
 
 
 RUN = TriggerDecision("pending")
+RUN_REPLACING = TriggerDecision("pending", cancel_active=True)
 
 
-def decide_concurrency(routine: Routine, active_count: int) -> TriggerDecision:
-    """The concurrency policy for a trigger arriving while ``active_count`` runs are active.
+@dataclass(frozen=True, slots=True)
+class RoutineRuntime:
+    """What the journal knows about a routine at decision time."""
 
-    ``allow`` always runs (the executor's ``max_concurrent_runs`` caps it); ``forbid`` skips;
-    ``queue_one`` and ``replace`` are refined in the policies work (issue 4) — until then
-    ``queue_one`` keeps one pending and ``replace`` behaves like ``queue_one``.
-    """
-    if active_count == 0 or routine.concurrency is Concurrency.ALLOW:
+    active: int = 0  # running + decided pending (retry waits and queued runs included)
+    last_started_ms: int | None = None  # cooldown is measured from the last *start*
+    approved: bool = True  # an approval is granted for the current definition hash
+
+
+def _skip(kind: str, message: str, **kw: bool) -> TriggerDecision:
+    return TriggerDecision("skipped", kind, message, **kw)
+
+
+def decide_concurrency(routine: Routine, active: int) -> TriggerDecision:
+    """The concurrency policy for a trigger arriving while ``active`` runs are active."""
+    if active == 0 or routine.concurrency is Concurrency.ALLOW:
         return RUN
     if routine.concurrency is Concurrency.FORBID:
-        return TriggerDecision(
-            "skipped", "concurrency_forbid", "a run of this routine is already active"
-        )
-    if active_count >= 2:
-        return TriggerDecision(
-            "skipped", "concurrency_queue_full", "one run is active and one is already queued"
-        )
+        return _skip("concurrency_forbid", "a run of this routine is already active")
+    if routine.concurrency is Concurrency.REPLACE:
+        return RUN_REPLACING
+    # queue_one: the active chain plus at most one queued trigger.
+    if active >= 2:
+        return _skip("concurrency_queue_full", "one run is active and one is already queued")
     return RUN
+
+
+def decide_trigger(
+    routine: Routine, rt: RoutineRuntime, now_ms: int, *, scheduled: bool
+) -> TriggerDecision:
+    """Every SPEC §2.3 policy for one trigger, in order: approval, quiet hours, cooldown,
+    concurrency. Scheduled ticks meet quiet hours earlier, as misfires (see ``plan_due``),
+    so here they are only checked for non-scheduled triggers."""
+    if routine.approval is Approval.BEFORE_FIRST_RUN and not rt.approved:
+        return _skip(
+            "approval_required",
+            "the definition changed or is new; approve it: palyra routines approve "
+            + routine.id,
+            request_approval=True,
+        )
+    if not scheduled and routine.quiet_hours is not None and is_quiet(
+        routine.quiet_hours, now_ms, routine.zone_name
+    ):
+        return _skip("quiet_hours", "the trigger arrived inside quiet hours")
+    if (
+        routine.cooldown_ms > 0
+        and rt.last_started_ms is not None
+        and now_ms < rt.last_started_ms + routine.cooldown_ms
+    ):
+        return _skip("cooldown_active", "the previous run started less than cooldown_ms ago")
+    return decide_concurrency(routine, rt.active)
+
+
+def quiet_until(routine: Routine, at_ms: int) -> int | None:
+    """When a scheduled tick due at ``at_ms`` may fire: ``at_ms`` outside quiet hours,
+    else the end of the window (ticks held back become misfires); None = always quiet."""
+    if routine.quiet_hours is None:
+        return at_ms
+    return quiet_end_after(routine.quiet_hours, at_ms, routine.zone_name)

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
+from palyrad.delivery import deliver
 from palyrad.journal import Journal
 from palyrad.process_groups import kill_orphan_group, signal_group
 from palyrad.runs import OUTPUT_TAIL_BYTES, Run, RunStatus, retry_follow_up, spec_of
@@ -94,6 +97,8 @@ class Executor:
         self.active: dict[str, ActiveRun] = {}
         self.max_concurrent = ctx.config.max_concurrent_runs
         self.max_output = ctx.config.max_output_bytes
+        self._listened: set[str] = set()
+        self._listened_at = -10_000
 
     # --- crash recovery ------------------------------------------------------------------
 
@@ -131,11 +136,14 @@ class Executor:
         if not candidates:
             return
         busy = self.journal.running_routine_ids() | {a.run.routine_id for a in self.active.values()}
+        heads = self.journal.active_heads()
         chosen: list[Run] = []
         for run in candidates:
             exclusive = spec_of(run).get("concurrency", "forbid") != "allow"
-            if exclusive and run.routine_id in busy:
-                continue  # one at a time: queued and catch-up runs wait their turn
+            if exclusive and (run.routine_id in busy or heads.get(run.routine_id) != run.chain_id):
+                # One at a time, oldest chain first: queued and catch-up runs wait their
+                # turn, and a retry waiting out its backoff keeps its place in line.
+                continue
             chosen.append(run)
             if exclusive:
                 busy.add(run.routine_id)
@@ -320,7 +328,7 @@ class Executor:
             status, kind = RunStatus.FAILED, "exit_code"
             msg = f"exited with code {code}" if code >= 0 else f"killed by signal {-code}"
         follow = retry_follow_up(run, status.value, now)
-        self.journal.finish_run(
+        done = self.journal.finish_run(
             run.run_id,
             status=status,
             finished_ms=now,
@@ -331,12 +339,46 @@ class Executor:
             owner=self.owner,
             follow_up=follow,
         )
+        if done:
+            self.after_finish(run.run_id, now)
         log.info(
             "run finished",
             extra={"run_id": run.run_id, "status": status.value, "exit_code": code},
         )
         # The scheduler may be holding a queued trigger for this routine.
         self.ctx.poke("scheduler")
+
+    def after_finish(self, run_id: str, now: int) -> None:
+        """Deliver the result and emit ``run.succeeded``/``run.failed`` if anyone listens."""
+        run = self.journal.get_run(run_id)
+        if run is None:
+            return
+        deliver(self.journal, run, spec_of(run).get("delivery") or {}, now)
+        name = {"succeeded": "run.succeeded", "failed": "run.failed"}.get(run.status)
+        if name is None or name not in self.listened_events(now):
+            return
+        depth = 0
+        if run.trigger_kind == "system_event" and run.trigger_payload:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                depth = int(orjson.loads(run.trigger_payload).get("depth", 0)) + 1
+        payload = {
+            "run_id": run.run_id,
+            "routine_id": run.routine_id,
+            "status": run.status,
+            "error_kind": run.error_kind,
+            "exit_code": run.exit_code,
+            "depth": depth,
+        }
+        self.journal.emit_event(name, orjson.dumps(payload).decode(), now)
+        self.ctx.poke("scheduler")
+
+    def listened_events(self, now: int) -> set[str]:
+        """Event names some routine listens to (published by the scheduler; cached 1 s)."""
+        if now - self._listened_at > 1_000:
+            raw = self.journal.get_state("listened_events")
+            self._listened = set(orjson.loads(raw)) if raw else set()
+            self._listened_at = now
+        return self._listened
 
     def heartbeat(self, now: int) -> None:
         if self.active:

@@ -1,9 +1,13 @@
 """The scheduler service: decides *when*, and turns due ticks and triggers into run records.
 
 Loop: reload definitions if they changed (watchdog + a stat check as backstop), run new
-triggers through policy, claim due ticks in batches (run records and the routine's next fire
-in one transaction), then sleep until the earliest next fire, the 15 s cap (so clock jumps
-and suspend are noticed), or a poke.
+triggers (run-now, hooks, events, settled file bursts) through policy, claim due ticks in
+batches (run records and the routine's next fire in one transaction), then sleep until the
+earliest next fire, a file burst settling, the 15 s cap (so clock jumps and suspend are
+noticed), or a poke.
+
+Every decision is a pure function in ``routines.policies``; this module only gathers the
+journal state those functions need and applies what they decide.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -24,10 +28,24 @@ from watchdog.observers import Observer
 from palyrad.journal import Journal, RoutineState
 from palyrad.runs import Run, new_trigger_run, run_spec
 from palyrad.services import ServiceContext
+from palyrad.services.file_watch import FileWatchManager
 from routines.definitions_file import atomic_write
 from routines.jitter import fire_at_ms
-from routines.model import Definitions, Routine
-from routines.policies import RUN, decide_concurrency, plan_due
+from routines.model import (
+    Approval,
+    Definitions,
+    FileWatchTrigger,
+    HookTrigger,
+    Routine,
+    SystemEventTrigger,
+)
+from routines.policies import (
+    RoutineRuntime,
+    TriggerDecision,
+    decide_trigger,
+    plan_due,
+    quiet_until,
+)
 from routines.schedules import next_fire
 from routines.timefmt import format_rfc3339, now_ms
 from routines.validate import format_issue, validate_text
@@ -35,10 +53,14 @@ from routines.validate import format_issue, validate_text
 log = logging.getLogger("palyrad.scheduler")
 
 IDLE_CAP_MS = 15_000
+ALWAYS_QUIET_RECHECK_MS = 60_000
 DUE_BATCH = 1_000
+EVENT_BATCH = 500
 DEBOUNCE_S = 0.05
+MAX_EVENT_DEPTH = 8  # event → run → event … chains stop here (no ping-pong storms)
 STATE_DEFINITIONS_ERROR = "definitions_error"
 STATE_DEFINITIONS_APPLIED = "definitions_applied"
+STATE_APPROVALS_CHANGED = "approvals_changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +84,10 @@ def _file_signature(path: Path) -> tuple[int, int, int] | None:
 class _DefinitionsEvents(FileSystemEventHandler):
     """Wakes the loop when definitions.json is created, written, or renamed into place."""
 
-    def __init__(self, names: set[str], on_change: threading.Event, wake: ServiceContext) -> None:
+    def __init__(self, names: set[str], on_change: threading.Event, ctx: ServiceContext) -> None:
         self.names = names
         self.on_change = on_change
-        self.ctx = wake
+        self.ctx = ctx
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         paths = [event.src_path, getattr(event, "dest_path", "")]
@@ -75,15 +97,18 @@ class _DefinitionsEvents(FileSystemEventHandler):
 
 
 class Scheduler:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, files: FileWatchManager | None = None) -> None:
         self.ctx = ctx
         self.journal: Journal = ctx.journal
         self.path = ctx.home.definitions
         self.last_good = ctx.home.routines_dir / ".definitions.last-good.json"
         self.routines: dict[str, Loaded] = {}
+        self.approved: set[tuple[str, str]] = set()
+        self.approvals_marker: str | None = None
         self.signature: tuple[int, int, int] | None = (-1, -1, -1)
         self.changed = threading.Event()
         self.env: Mapping[str, str] = os.environ
+        self.files = files
 
     # --- definitions ---------------------------------------------------------------------
 
@@ -148,37 +173,53 @@ class Scheduler:
             log.warning("started with the last good definitions")
             self.apply(result.definitions, now)
 
+    def _effective_enabled(self, item: Loaded) -> bool:
+        r = item.routine
+        if not r.enabled:
+            return False
+        if r.approval is Approval.BEFORE_ENABLE:
+            return (r.id, item.definition_hash) in self.approved
+        return True
+
     def apply(self, defs: Definitions, now: int) -> None:
-        """Sync definitions into the journal; unchanged routines keep their schedule."""
-        loaded: dict[str, Loaded] = {}
-        for r in defs.routines:
-            loaded[r.id] = Loaded(r, r.content_hash(), run_spec(r), r.schedule_key())
+        """Sync definitions into the journal; unchanged routines keep their schedule.
+
+        A change to routine A never touches B's row. A routine whose schedule changed, that
+        is new, or that was (re-)enabled restarts its schedule from now: ticks before the
+        daemon applied it, or while it was disabled, are never "missed".
+        """
+        loaded = {
+            r.id: Loaded(r, r.content_hash(), run_spec(r), r.schedule_key()) for r in defs.routines
+        }
+        previous = self.routines
+        self.approved = self.journal.approved_set()
+        self.approvals_marker = self.journal.get_state(STATE_APPROVALS_CHANGED)
         states = self.journal.routine_states()
         upserts: list[RoutineState] = []
         for rid, item in loaded.items():
             r = item.routine
+            enabled = self._effective_enabled(item)
             st = states.get(rid)
             if (
                 st is not None
                 and st.schedule_key == item.schedule_key
-                and (st.enabled or not r.enabled)
+                and (st.enabled or not enabled)
             ):
-                if st.definition_hash != item.definition_hash or st.enabled != r.enabled:
+                if st.definition_hash != item.definition_hash or st.enabled != enabled:
+                    # Same schedule: keep its place; undo any quiet-hours deferral, which is
+                    # recomputed from the (possibly edited) quiet hours at the next tick.
+                    fire = st.next_fire_ms
+                    if st.next_nominal_ms is not None:
+                        fire = fire_at_ms(rid, st.next_nominal_ms, r.jitter_ms)
                     upserts.append(
-                        RoutineState(
-                            rid,
-                            item.definition_hash,
-                            item.schedule_key,
-                            r.enabled,
-                            st.first_seen_ms,
-                            st.next_nominal_ms,
-                            st.next_fire_ms,
-                            st.last_nominal_ms,
+                        replace(
+                            st,
+                            definition_hash=item.definition_hash,
+                            enabled=enabled,
+                            next_fire_ms=fire,
                         )
                     )
                 continue
-            # New routine, changed schedule, or re-enabled: the schedule restarts from now
-            # (ticks before the daemon applied it, or while disabled, are never "missed").
             first_seen = (
                 now if st is None or st.schedule_key != item.schedule_key else st.first_seen_ms
             )
@@ -191,7 +232,7 @@ class Scheduler:
                     rid,
                     item.definition_hash,
                     item.schedule_key,
-                    r.enabled,
+                    enabled,
                     first_seen,
                     nominal,
                     fire,
@@ -202,9 +243,52 @@ class Scheduler:
         if upserts or deletes:
             self.journal.sync_routine_states(upserts, deletes, now)
         self.routines = loaded
+        self._sync_approval_requests(now)
+        listened = sorted(
+            {
+                item.routine.trigger.event
+                for item in loaded.values()
+                if isinstance(item.routine.trigger, SystemEventTrigger)
+            }
+        )
+        self.journal.set_state("listened_events", orjson.dumps(listened).decode(), now)
+        if self.files is not None:
+            self.files.reconcile(
+                {
+                    rid: item.routine.trigger
+                    for rid, item in loaded.items()
+                    if isinstance(item.routine.trigger, FileWatchTrigger)
+                    and self._effective_enabled(item)
+                }
+            )
+        changed = sorted(
+            rid
+            for rid in set(loaded) | set(previous)
+            if (previous.get(rid) is None)
+            or (loaded.get(rid) is None)
+            or previous[rid].definition_hash != loaded[rid].definition_hash
+            or previous[rid].routine.enabled != loaded[rid].routine.enabled
+        )
+        if changed and previous:
+            self.journal.emit_event(
+                "routine.changed", orjson.dumps({"routine_ids": changed[:1000]}).decode(), now
+            )
         log.info(
             "definitions applied",
             extra={"routines": len(loaded), "changed": len(upserts), "deleted": len(deletes)},
+        )
+
+    def _sync_approval_requests(self, now: int) -> None:
+        current = {rid: item.definition_hash for rid, item in self.routines.items()}
+        self.journal.drop_stale_approval_requests(current)
+        self.journal.request_approvals(
+            [
+                (rid, item.definition_hash, Approval.BEFORE_ENABLE.value)
+                for rid, item in self.routines.items()
+                if item.routine.approval is Approval.BEFORE_ENABLE
+                and (rid, item.definition_hash) not in self.approved
+            ],
+            now,
         )
 
     def reload_if_changed(self) -> None:
@@ -215,8 +299,44 @@ class Scheduler:
         elif _file_signature(self.path) != self.signature or self.ctx.reload_event.is_set():
             self.ctx.reload_event.clear()
             self.reload()
+        elif self.journal.get_state(STATE_APPROVALS_CHANGED) != self.approvals_marker:
+            self.apply(Definitions(tuple(i.routine for i in self.routines.values())), now_ms())
 
-    # --- triggers and ticks --------------------------------------------------------------
+    # --- decisions -----------------------------------------------------------------------
+
+    def _runtime(self, item: Loaded, active: dict[str, int]) -> RoutineRuntime:
+        r = item.routine
+        return RoutineRuntime(
+            active=active.get(r.id, 0),
+            last_started_ms=self.journal.last_start_ms(r.id) if r.cooldown_ms > 0 else None,
+            approved=r.approval is not Approval.BEFORE_FIRST_RUN
+            or (r.id, item.definition_hash) in self.approved,
+        )
+
+    def _decide(
+        self, item: Loaded, active: dict[str, int], now: int, *, scheduled: bool
+    ) -> TriggerDecision:
+        """Decide one trigger and apply its side effects (replace, approval requests)."""
+        r = item.routine
+        if not self._effective_enabled(item):
+            if r.enabled and r.approval is Approval.BEFORE_ENABLE:
+                return TriggerDecision(
+                    "skipped",
+                    "approval_required",
+                    f"awaiting approval: palyra routines approve {r.id}",
+                )
+            return TriggerDecision("skipped", "routine_disabled", "the routine is disabled")
+        d = decide_trigger(r, self._runtime(item, active), now, scheduled=scheduled)
+        if d.request_approval:
+            self.journal.request_approvals(
+                [(r.id, item.definition_hash, Approval.BEFORE_FIRST_RUN.value)], now
+            )
+        if d.cancel_active:
+            self.journal.cancel_active_runs(r.id, now)
+            active[r.id] = 0
+        if d.runs:
+            active[r.id] = active.get(r.id, 0) + 1
+        return d
 
     def decide_triggers(self, now: int) -> bool:
         """Run undecided triggers (run-now, events) through policy; True if any may run."""
@@ -233,34 +353,85 @@ class Scheduler:
                     (run.run_id, "skipped", "routine_not_found", "no such routine", None, None)
                 )
                 continue
-            if not item.routine.enabled:
-                decisions.append(
-                    (
-                        run.run_id,
-                        "skipped",
-                        "routine_disabled",
-                        "the routine is disabled",
-                        None,
-                        item.definition_hash,
-                    )
-                )
-                continue
-            d = decide_concurrency(item.routine, active.get(run.routine_id, 0))
-            if d is RUN:
-                active[run.routine_id] = active.get(run.routine_id, 0) + 1
-                runnable = True
+            d = self._decide(item, active, now, scheduled=False)
+            runnable = runnable or d.runs
             decisions.append(
                 (
                     run.run_id,
                     d.status,
                     d.error_kind,
                     d.error_message,
-                    item.spec if d is RUN else None,
+                    item.spec if d.runs else None,
                     item.definition_hash,
                 )
             )
         self.journal.decide_runs(decisions, now)
         return runnable
+
+    def _trigger_run(
+        self, item: Loaded, kind: str, payload: object, d: TriggerDecision, now: int
+    ) -> Run:
+        return new_trigger_run(
+            item.routine.id,
+            definition_hash=item.definition_hash,
+            spec=item.spec,
+            trigger_kind=kind,
+            now_ms=now,
+            decision_status=d.status,
+            error_kind=d.error_kind,
+            error_message=d.error_message,
+            payload=orjson.dumps(payload).decode(),
+        )
+
+    def consume_events(self, now: int) -> bool:
+        """Turn journaled events (system events, operator events, hook fires) into triggers."""
+        events = self.journal.unconsumed_events(EVENT_BATCH)
+        if not events:
+            return False
+        active = self.journal.active_counts()
+        runs: list[Run] = []
+        for _event_id, name, raw, _created in events:
+            body = orjson.loads(raw) if raw else {}
+            if not isinstance(body, dict):
+                body = {"payload": body}
+            depth = int(body.get("depth", 0))
+            for item in self.routines.values():
+                trig = item.routine.trigger
+                if isinstance(trig, SystemEventTrigger) and trig.event == name:
+                    if depth >= MAX_EVENT_DEPTH or body.get("routine_id") == item.routine.id:
+                        continue  # never let a routine trigger itself, nor chains run away
+                    payload = {"event": name, **body}
+                    kind = "system_event"
+                elif (
+                    isinstance(trig, HookTrigger)
+                    and name == f"hook:{trig.hook_id}"
+                    and (trig.event is None or trig.event == body.get("event"))
+                ):
+                    payload = {"hook_id": trig.hook_id, **body}
+                    kind = "hook"
+                else:
+                    continue
+                d = self._decide(item, active, now, scheduled=False)
+                runs.append(self._trigger_run(item, kind, payload, d, now))
+        self.journal.insert_runs_consuming_events(runs, [e[0] for e in events], now)
+        return any(r.status == "pending" for r in runs)
+
+    def fire_file_bursts(self, now: int) -> bool:
+        if self.files is None:
+            return False
+        settled = self.files.pop_settled()
+        if not settled:
+            return False
+        active = self.journal.active_counts()
+        runs = []
+        for rid, events in settled:
+            item = self.routines.get(rid)
+            if item is None:
+                continue
+            d = self._decide(item, active, now, scheduled=False)
+            runs.append(self._trigger_run(item, "file_watch", {"events": events}, d, now))
+        self.journal.insert_runs_consuming_events(runs, [], now)
+        return any(r.status == "pending" for r in runs)
 
     def fire_due(self, now: int) -> tuple[int, bool]:
         """Record runs for every due tick (one transaction per batch); returns
@@ -270,7 +441,7 @@ class Scheduler:
             return 0, False
         active = self.journal.active_counts()
         runs: list[Run] = []
-        advances: list[tuple[str, int, int | None, int | None]] = []
+        advances: list[tuple[str, int | None, int | None, int | None]] = []
         runnable = False
         for st in due:
             item = self.routines.get(st.routine_id)
@@ -279,6 +450,13 @@ class Scheduler:
                 advances.append((st.routine_id, st.next_nominal_ms, None, None))
                 continue
             r = item.routine
+            allowed = quiet_until(r, now)
+            if allowed is None or allowed > now:
+                # Quiet hours: hold the tick; when the window ends it is a misfire like any
+                # other (skip record, or catch-up run at the window's end).
+                hold = now + ALWAYS_QUIET_RECHECK_MS if allowed is None else allowed
+                advances.append((r.id, st.last_nominal_ms, st.next_nominal_ms, hold))
+                continue
             plan = plan_due(r, st.next_nominal_ms, st.first_seen_ms, now)
             if plan.skip is not None:
                 count, first, last = plan.skip
@@ -290,65 +468,72 @@ class Scheduler:
                     now_ms=now,
                     decision_status="skipped",
                     error_kind="misfire_skipped",
-                    error_message=f"{count} tick(s) missed their grace period",
+                    error_message=f"{count} tick(s) could not start within grace_ms",
                 )
-                runs.append(_with_missed(skip, count, first, last))
-            decision = decide_concurrency(r, active.get(r.id, 0))
-            for tick in plan.run_ticks:
-                # Catch-up runs of one tick range are one decision: they queue behind each
-                # other instead of forbid-skipping each other.
-                run = new_trigger_run(
-                    r.id,
-                    definition_hash=item.definition_hash,
-                    spec=item.spec,
-                    trigger_kind="schedule",
-                    now_ms=now,
-                    decision_status=decision.status,
-                    error_kind=decision.error_kind,
-                    error_message=decision.error_message,
-                    scheduled_for_ms=tick,
-                    fire_at_ms=fire_at_ms(r.id, tick, r.jitter_ms),
-                    payload=orjson.dumps(
-                        {"scheduled_for": format_rfc3339(tick, always_ms=True)}
-                    ).decode(),
+                runs.append(
+                    replace(skip, missed_count=count, first_missed_ms=first, last_missed_ms=last)
                 )
-                runs.append(run)
-                if decision is RUN:
-                    runnable = True
-                    active[r.id] = active.get(r.id, 0) + 1
+            if plan.run_ticks:
+                # Catch-up runs of one range are one decision: they queue behind each other
+                # instead of forbid-skipping each other.
+                decision = self._decide(item, active, now, scheduled=True)
+                for tick in plan.run_ticks:
+                    payload = {"scheduled_for": format_rfc3339(tick, always_ms=True)}
+                    run = self._trigger_run(item, "schedule", payload, decision, now)
+                    runs.append(
+                        replace(
+                            run,
+                            scheduled_for_ms=tick,
+                            fire_at_ms=fire_at_ms(r.id, tick, r.jitter_ms),
+                        )
+                    )
+                runnable = runnable or decision.runs
             advances.append((r.id, plan.last_nominal, plan.next_nominal, plan.next_fire))
         self.journal.record_ticks(runs, advances)
         return len(due), runnable
 
-
-def _with_missed(run: Run, count: int, first: int, last: int) -> Run:
-    from dataclasses import replace
-
-    return replace(run, missed_count=count, first_missed_ms=first, last_missed_ms=last)
+    def emit_started(self, now: int) -> None:
+        self.journal.emit_event(
+            "daemon.started", orjson.dumps({"instance": self.ctx.instance}).decode(), now
+        )
 
 
 def run_scheduler(ctx: ServiceContext) -> None:
-    sched = Scheduler(ctx)
-    sched.reload(startup=True)
     observer = Observer()
-    handler = _DefinitionsEvents({"definitions.json"}, sched.changed, ctx)
-    ctx.home.routines_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    observer.schedule(handler, str(ctx.home.routines_dir), recursive=False)
     observer.daemon = True
+    files = FileWatchManager(observer, ctx.wake)
+    sched = Scheduler(ctx, files)
+    sched.reload(startup=True)
+    ctx.home.routines_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    observer.schedule(
+        _DefinitionsEvents({"definitions.json"}, sched.changed, ctx),
+        str(ctx.home.routines_dir),
+        recursive=False,
+    )
     observer.start()
+    if ctx.restarts == 0:
+        sched.emit_started(now_ms())
     ctx.ready({"routines": len(sched.routines)})
     try:
         while not ctx.stopping:
             sched.reload_if_changed()
+            if files.dirty:
+                files.reconcile()
             now = now_ms()
             runnable = sched.decide_triggers(now)
+            runnable = sched.consume_events(now) or runnable
+            runnable = sched.fire_file_bursts(now) or runnable
             handled, fired = sched.fire_due(now)
             if runnable or fired:
                 ctx.poke("executor")
             if handled >= DUE_BATCH:
                 continue  # more due right now
             earliest = ctx.journal.earliest_fire_ms()
-            timeout = IDLE_CAP_MS if earliest is None else min(IDLE_CAP_MS, earliest - now_ms())
-            ctx.wait(max(0, timeout) / 1000)
+            timeout_ms = IDLE_CAP_MS if earliest is None else min(IDLE_CAP_MS, earliest - now_ms())
+            burst = files.next_deadline_s()
+            timeout_s = max(0, timeout_ms) / 1000
+            if burst is not None:
+                timeout_s = min(timeout_s, burst)
+            ctx.wait(timeout_s)
     finally:
         observer.stop()
