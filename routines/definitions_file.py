@@ -1,0 +1,298 @@
+"""The definitions store: reading, the one atomic file writer, and locked edits.
+
+Writers never leave a partial file: the new content goes to a temporary file in the same
+directory, is fsynced, renamed over the old one, and the directory is fsynced. The previous
+version is kept as ``definitions.json.bak``. Edits by the CLI (and later the daemon) take an
+exclusive ``flock`` on ``.definitions.json.lock`` so concurrent writers serialize, and an
+invalid file (a broken hand edit) is never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import orjson
+
+from routines.model import MAX_FILE_BYTES, MAX_ROUTINES, Definitions, Routine
+from routines.validate import (
+    Issue,
+    ValidationResult,
+    decode_document,
+    file_issue,
+    format_issue,
+    format_path,
+    parse_routine,
+    validate_text,
+)
+
+__all__ = [
+    "DefinitionsError",
+    "Editor",
+    "atomic_write",
+    "definitions_path",
+    "dumps",
+    "load",
+    "locked_edit",
+]
+
+
+class DefinitionsError(Exception):
+    """Definitions that cannot be used or written; ``issues`` says why, ``lines`` formatted."""
+
+    def __init__(self, filename: str, issues: list[Issue], summary: str = "") -> None:
+        self.filename = filename
+        self.issues = issues
+        self.summary = summary
+        self.lines = [format_issue(filename, i) for i in issues]
+        head = summary or f"{filename} is invalid"
+        super().__init__("\n".join([head, *self.lines]))
+
+
+def definitions_path(home: Path) -> Path:
+    """``HOME/routines/definitions.json``."""
+    return home / "routines" / "definitions.json"
+
+
+def load(
+    path: Path,
+    *,
+    now_ms: int,
+    env: Mapping[str, str],
+    default_timezone: str = "UTC",
+) -> ValidationResult:
+    """Read and validate a definitions file; a missing file is an empty, valid document."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                return ValidationResult(
+                    None,
+                    [
+                        file_issue(
+                            f"file is {size} bytes; the limit is {MAX_FILE_BYTES} bytes (64 MiB)"
+                        )
+                    ],
+                )
+            data = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        return ValidationResult(Definitions())
+    except IsADirectoryError:
+        return ValidationResult(None, [file_issue("is a directory, not a file")])
+    except OSError as exc:
+        return ValidationResult(None, [file_issue(f"cannot read the file: {exc.strerror}")])
+    text = decode_document(data)
+    del data  # only the text is needed from here on: keeps peak memory down
+    if isinstance(text, Issue):
+        return ValidationResult(None, [text])
+    return validate_text(
+        text, filename=str(path), now_ms=now_ms, env=env, default_timezone=default_timezone
+    )
+
+
+def dumps(defs: Definitions) -> bytes:
+    """The canonical file content: 2-space indented JSON in model key order, newline-ended."""
+    return orjson.dumps(defs.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some filesystems cannot fsync a directory
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _ensure_dir(path: Path) -> None:
+    """Create ``path`` and missing parents with mode 0700 (existing ones are left alone)."""
+    missing: list[Path] = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d, 0o700)
+            os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def atomic_write(path: Path, data: bytes, *, keep_backup: bool = True) -> None:
+    """Replace ``path`` with ``data`` so that readers (and crashes) see the old or the new
+    content, never a mix: temp file in the same directory, fsync, rename, fsync directory.
+    With ``keep_backup`` the previous content stays in ``<name>.bak``. The file is 0600.
+    """
+    parent = path.parent
+    _ensure_dir(parent)
+    fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_backup and path.exists():
+            _backup(path)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(parent)
+
+
+def _backup(path: Path) -> None:
+    """Point ``<name>.bak`` at the current content atomically (hard link, else a copy)."""
+    bak = path.with_name(path.name + ".bak")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{bak.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        tmp.unlink()
+        try:
+            os.link(path, tmp)
+        except OSError:
+            data = path.read_bytes()
+            with open(tmp, "xb") as f:
+                os.fchmod(f.fileno(), 0o600)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, bak)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+class Editor:
+    """The definitions being edited inside ``locked_edit``; assign or use upsert/remove."""
+
+    def __init__(self, path: Path, original: Definitions, warnings: list[Issue]) -> None:
+        self.path = path
+        self.original = original
+        self.definitions = original
+        self.warnings = warnings
+
+    @property
+    def changed(self) -> bool:
+        return self.definitions != self.original
+
+    def get(self, routine_id: str) -> Routine | None:
+        """The routine with this id, or None."""
+        for r in self.definitions.routines:
+            if r.id == routine_id:
+                return r
+        return None
+
+    def upsert(self, routine: Routine) -> bool:
+        """Replace the routine with the same id in place, or append it; True if it was new."""
+        routines = list(self.definitions.routines)
+        for i, r in enumerate(routines):
+            if r.id == routine.id:
+                routines[i] = routine
+                self.definitions = Definitions(routines=tuple(routines))
+                return False
+        routines.append(routine)
+        self.definitions = Definitions(routines=tuple(routines))
+        return True
+
+    def remove(self, routine_id: str) -> bool:
+        """Delete the routine with this id; False if there was none."""
+        kept = tuple(r for r in self.definitions.routines if r.id != routine_id)
+        if len(kept) == len(self.definitions.routines):
+            return False
+        self.definitions = Definitions(routines=kept)
+        return True
+
+
+def _check_new(editor: Editor, *, now_ms: int, env: Mapping[str, str], tz: str) -> None:
+    """Refuse to write definitions the validator would reject (checks what changed only)."""
+    filename = str(editor.path)
+    defs = editor.definitions
+    issues: list[Issue] = []
+    if len(defs.routines) > MAX_ROUTINES:
+        issues.append(
+            Issue(
+                "routines",
+                0,
+                0,
+                f"too many routines: {len(defs.routines)} (the limit is {MAX_ROUTINES})",
+            )
+        )
+    before = set(editor.original.routines)
+    seen: dict[str, int] = {}
+    for i, r in enumerate(defs.routines):
+        j = seen.setdefault(r.id, i)
+        if j != i:
+            issues.append(
+                Issue(
+                    format_path(("routines", i, "id")),
+                    0,
+                    0,
+                    f'duplicate id "{r.id}" (first defined at routines[{j}])',
+                )
+            )
+        if r in before:
+            continue
+        _, errors, _ = parse_routine(
+            orjson.loads(orjson.dumps(r.to_json())), now_ms=now_ms, env=env, default_timezone=tz
+        )
+        prefix = format_path(("routines", i))
+        issues += [
+            Issue(f"{prefix}.{e.path}" if e.path else prefix, 0, 0, e.message) for e in errors
+        ]
+    if issues:
+        raise DefinitionsError(filename, issues, "refusing to write invalid definitions")
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files of writers that died mid-write (only safe while holding the lock)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+@contextlib.contextmanager
+def locked_edit(
+    path: Path,
+    *,
+    now_ms: int,
+    env: Mapping[str, str],
+    default_timezone: str = "UTC",
+) -> Iterator[Editor]:
+    """Serialize with other writers, load the current file, let the caller edit, and write
+    atomically on success when something changed. Raises DefinitionsError (without writing)
+    when the current file is invalid or the edited definitions would be.
+    """
+    _ensure_dir(path.parent)
+    lock_path = path.with_name(f".{path.name}.lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        result = load(path, now_ms=now_ms, env=env, default_timezone=default_timezone)
+        if result.definitions is None:
+            raise DefinitionsError(
+                str(path),
+                result.errors,
+                f"{path} has errors; fix them (or restore {path.name}.bak) before editing "
+                "it with the CLI",
+            )
+        editor = Editor(path, result.definitions, result.warnings)
+        yield editor
+        if editor.changed:
+            _check_new(editor, now_ms=now_ms, env=env, tz=default_timezone)
+            _remove_stale_temps(path)
+            atomic_write(path, dumps(editor.definitions))
+    finally:
+        os.close(fd)  # releases the flock
