@@ -16,6 +16,7 @@ import click
 import orjson
 from click.exceptions import NoArgsIsHelpError
 
+from palyrad.config import ConfigError
 from palyrad.home import Home
 from palyrad.journal import Journal
 
@@ -89,6 +90,10 @@ class PalyraGroup(click.Group):
             return super().invoke(ctx)
         except click.UsageError as exc:
             raise _one_line(exc) from None
+        except ConfigError as exc:  # a broken palyra.toml: invalid input, not a traceback
+            what = str(exc)
+            hint = None if what.rstrip().endswith(")") else "fix palyra.toml"
+            raise CliError(what, hint, code=2) from None
 
 
 def note(text: str) -> None:

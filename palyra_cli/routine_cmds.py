@@ -51,6 +51,13 @@ def _display_name(home: Home, path: Path) -> str:
         return str(path)
 
 
+def _zone_hint(tz_option: str | None) -> str:
+    """Where a bad zone came from: --tz, or [scheduler] timezone in palyra.toml."""
+    if tz_option is None:
+        return "set [scheduler] timezone in palyra.toml to an IANA name such as Europe/Prague"
+    return "use an IANA name such as Europe/Prague"
+
+
 def _issue_json(issue: Issue) -> dict[str, Any]:
     return {
         "path": issue.path,
@@ -227,7 +234,7 @@ def schedule_preview_cmd(
     try:
         zone = get_zone(zone_name)
     except TimeFormatError as exc:
-        fail(str(exc), "use an IANA name such as Europe/Prague", code=2)
+        fail(str(exc), _zone_hint(tz), code=2)
     if not 1 <= count <= MAX_PREVIEW:
         fail(f"--count {count} is out of range", f"use 1-{MAX_PREVIEW}", code=2)
     if jitter_ms is not None and (routine_id is None or not 0 <= jitter_ms <= 60_000):
@@ -287,8 +294,11 @@ def upsert_cmd(file: str | None, dash: str | None, as_json: bool) -> None:
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        fail(f"{name}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}",
-             "fix the JSON and try again", code=2)
+        fail(
+            f"{name}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}",
+            "fix the JSON and try again",
+            code=2,
+        )
     routine = _parse_one(home, obj, text, name)
     added: list[bool] = []
     outcome = _edit(home, lambda ed: added.append(ed.upsert(routine)))
@@ -612,8 +622,11 @@ def cron_add_cmd(
     zone = tz or default_timezone(home)
     try:
         get_zone(zone)
+    except TimeFormatError as exc:
+        fail(str(exc), _zone_hint(tz), code=2)
+    try:
         action = command_action(shell=shell, argv=argv or None, prompt=prompt)
-    except (TimeFormatError, ValueError) as exc:
+    except ValueError as exc:
         fail(str(exc), "see: palyra cron add --help", code=2)
     added: list[Routine] = []
 
