@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 
+import orjson
+
 from palyrad.home import Home
 from palyrad.journal import Journal
 from palyrad.notify import POKE_EXECUTOR, POKE_SCHEDULER, poke_fifo
 from palyrad.runs import Run, new_ulid
 from palyrad.status import daemon_alive
-from routines.model import Definitions
+from routines.model import Approval, Definitions
 from routines.timefmt import now_ms
 
 DECIDE_TIMEOUT_S = 5.0
@@ -36,6 +38,12 @@ def run_now(
         raise TriggerRefused(f"no routine {routine_id!r}")
     if not routine.enabled:
         raise TriggerRefused(f"routine {routine_id!r} is disabled")
+    if routine.approval is Approval.BEFORE_ENABLE and not journal.is_approved(
+        routine_id, routine.content_hash()
+    ):
+        raise TriggerRefused(
+            f"routine {routine_id!r} is awaiting approval (palyra routines approve {routine_id})"
+        )
     now = now_ms()
     run_id = new_ulid(now)
     journal.insert_run(
@@ -70,3 +78,35 @@ def cancel(home: Home, journal: Journal, run_id: str) -> Run | None:
     if run is not None and run.is_active:
         poke_fifo(home.notify_fifo, POKE_EXECUTOR)
     return run
+
+
+OPERATOR_EVENT_PREFIX = "operator."
+MAX_PAYLOAD_BYTES = 64 * 1024
+
+
+def emit_operator_event(home: Home, journal: Journal, name: str, payload: str | None) -> str:
+    """``palyra events emit NAME`` → the event ``operator.NAME`` for system_event routines."""
+    full = name if name.startswith(OPERATOR_EVENT_PREFIX) else OPERATOR_EVENT_PREFIX + name
+    body = {"payload": _payload_value(payload)}
+    journal.emit_event(full, orjson.dumps(body).decode(), now_ms())
+    poke_fifo(home.notify_fifo, POKE_SCHEDULER)
+    return full
+
+
+def fire_hook(
+    home: Home, journal: Journal, hook_id: str, event: str | None, payload: str | None
+) -> None:
+    """``palyra hooks fire HOOK_ID`` → every ``hook`` routine with that id (and event)."""
+    body: dict[str, object] = {"payload": _payload_value(payload)}
+    if event is not None:
+        body["event"] = event
+    journal.emit_event(f"hook:{hook_id}", orjson.dumps(body).decode(), now_ms())
+    poke_fifo(home.notify_fifo, POKE_SCHEDULER)
+
+
+def _payload_value(payload: str | None) -> object:
+    if payload is None:
+        return None
+    if len(payload.encode()) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"payload is larger than {MAX_PAYLOAD_BYTES} bytes")
+    return orjson.loads(payload)

@@ -1133,13 +1133,6 @@ def test_run_now_disabled_or_unknown_is_refused_without_a_record(home: Path) -> 
     assert journal_runs(home) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="palyrad/triggers.py run_now refuses only when not routine.enabled, so a routine "
-    "with approval=before_enable that was never approved (state awaiting_approval, SPEC §2.3: "
-    "'stays disabled until palyra routines approve') gets a pending manual run recorded "
-    "instead of being refused with exit 1 and no record",
-)
 def test_run_now_awaiting_approval_is_refused_without_a_record(home: Path) -> None:
     write_defs(home, [manual("gated", approval="before_enable")])
     assert run(home, "routines", "show", "gated", "--json").json()["state"] == "awaiting_approval"
