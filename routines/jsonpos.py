@@ -74,6 +74,31 @@ def line_columns(text: str, offsets: Iterable[int]) -> dict[int, tuple[int, int]
     return out
 
 
+# The standard scanner's messages, reworded for people editing a file by hand.
+_MESSAGES = {
+    "Expecting ',' delimiter": "expected ',' or a closing bracket",
+    "Expecting ':' delimiter": "expected ':' after the key",
+    "Expecting property name enclosed in double quotes": (
+        "expected a key in double quotes (a trailing comma is not allowed)"
+    ),
+    "Expecting value": "expected a JSON value",
+    "Unterminated string starting at": "unterminated string",
+    "Invalid control character at": (
+        "control character inside a string (write it escaped, e.g. \\n or \\t)"
+    ),
+    "Invalid \\escape": "invalid escape sequence in a string",
+    "Invalid \\uXXXX escape": "invalid \\u escape in a string",
+}
+
+
+def _friendly(message: str) -> str:
+    return _MESSAGES.get(message, message)
+
+
+def _stop_offset(stop: StopIteration, default: int) -> int:
+    return stop.value if isinstance(stop.value, int) else default
+
+
 class _Node:
     """A trie of requested paths; offsets are filled in as the walk meets them."""
 
@@ -112,10 +137,10 @@ class _Walker:
         scan = self._checking if checking else self._plain
         try:
             _, end = scan(self.text, pos)
-        except StopIteration:
-            raise self.error("expected a JSON value", pos) from None
+        except StopIteration as stop:  # .value: where a value was expected (maybe nested)
+            raise self.error("expected a JSON value", _stop_offset(stop, pos)) from None
         except json.JSONDecodeError as exc:
-            raise self.error(exc.msg, exc.pos) from None
+            raise self.error(_friendly(exc.msg), exc.pos) from None
         except RecursionError:
             raise self.error("nesting too deep", pos) from None
         return int(end)
@@ -160,7 +185,7 @@ class _Walker:
             try:
                 key, pos = scanstring(text, pos + 1, True)
             except json.JSONDecodeError as exc:
-                raise self.error(exc.msg, exc.pos) from None
+                raise self.error(_friendly(exc.msg), exc.pos) from None
             if self.find_duplicates:
                 if key in seen:
                     self.duplicates.append(((*path, key), key_at))
@@ -313,10 +338,10 @@ class Reader:
         """Parse the value at ``pos``: (value, end offset)."""
         try:
             return self._scan(self.text, pos)
-        except StopIteration:
-            raise self.error("expected a JSON value", pos) from None
+        except StopIteration as stop:  # .value: where a value was expected (maybe nested)
+            raise self.error("expected a JSON value", _stop_offset(stop, pos)) from None
         except json.JSONDecodeError as exc:
-            raise self.error(exc.msg, exc.pos) from None
+            raise self.error(_friendly(exc.msg), exc.pos) from None
         except RecursionError:
             raise self.error("nesting too deep", pos) from None
         except ValueError as exc:  # e.g. an integer beyond Python's digit limit
@@ -327,7 +352,7 @@ class Reader:
         try:
             key, end = scanstring(self.text, pos + 1, True)
         except json.JSONDecodeError as exc:
-            raise self.error(exc.msg, exc.pos) from None
+            raise self.error(_friendly(exc.msg), exc.pos) from None
         return str(key), int(end)
 
 

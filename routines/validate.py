@@ -203,6 +203,7 @@ _EVENT_ORDER = {e: i for i, e in enumerate(FileEvent)}
 _ALL_EVENTS = tuple(FileEvent)
 
 _ID_RE = re.compile(ID_PATTERN)
+_ID_MATCH = _ID_RE.fullmatch
 _HHMM_RE = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]")
 _RFC3339_RE = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
@@ -568,7 +569,7 @@ class _Parser:
         if not text.startswith("}", pos):
             while True:
                 if not text.startswith('"', pos):
-                    raise rd.error("expected a key in double quotes", pos)
+                    raise rd.error(_expected_key(text, pos), pos)
                 key_at = pos
                 key, pos = rd.string(pos)
                 pos = rd.ws(pos)
@@ -660,6 +661,8 @@ class _Parser:
                 pos = rd.ws(end)
                 if text.startswith(",", pos):
                     pos = rd.ws(pos + 1)
+                    if text.startswith("]", pos):
+                        raise rd.error("a trailing comma is not allowed", pos)
                     continue
                 if text.startswith("]", pos):
                     break
@@ -699,14 +702,19 @@ class _Parser:
     # -- routine --------------------------------------------------------------------------
 
     def routine(self, obj: Any, p: Path) -> Routine | None:
-        o = self.obj(obj, p)
-        if o is None:
+        # The hot path of a big file: common cases are checked inline, before any call.
+        if type(obj) is not dict:
+            self.err(p, f"must be an object, got {_describe(obj)}")
             return None
+        o: dict[str, Any] = obj
+        self.keys_seen += len(o)
         start = len(self.errors)
         if not o.keys() <= _ROUTINE_KEYS:
             self.unknown_keys(o, _ROUTINE_KEYS, p)
 
-        rid = self.routine_id(o, p)
+        rid = o.get("id")
+        if type(rid) is not str or _ID_MATCH(rid) is None:
+            rid = self.routine_id(o, p)
         trigger: Trigger | None = None
         v = o.get("trigger", _MISSING)
         if v is _MISSING:
@@ -802,12 +810,16 @@ class _Parser:
         return None
 
     def trigger(self, v: Any, p: Path) -> Trigger | None:
-        o = self.obj(v, p)
-        if o is None:
+        if type(v) is not dict:
+            self.obj(v, p)  # reports the wrong type
             return None
-        kind = self.kind(o, "kind", p, _TRIGGER_KEYS)
-        if kind is None:
-            return None
+        o: dict[str, Any] = v
+        self.keys_seen += len(o)
+        kind = o.get("kind")
+        if type(kind) is not str or kind not in _TRIGGER_KEYS:
+            kind = self.kind(o, "kind", p, _TRIGGER_KEYS)
+            if kind is None:
+                return None
         allowed = _TRIGGER_KEYS[kind]
         if not o.keys() <= allowed:
             self.unknown_keys(
@@ -849,12 +861,16 @@ class _Parser:
         return None if hook_id is None else HookTrigger(hook_id=hook_id, event=event)
 
     def schedule(self, v: Any, p: Path) -> Schedule | None:
-        o = self.obj(v, p)
-        if o is None:
+        if type(v) is not dict:
+            self.obj(v, p)  # reports the wrong type
             return None
-        typ = self.kind(o, "type", p, _SCHEDULE_KEYS)
-        if typ is None:
-            return None
+        o: dict[str, Any] = v
+        self.keys_seen += len(o)
+        typ = o.get("type")
+        if type(typ) is not str or typ not in _SCHEDULE_KEYS:
+            typ = self.kind(o, "type", p, _SCHEDULE_KEYS)
+            if typ is None:
+                return None
         allowed = _SCHEDULE_KEYS[typ]
         if not o.keys() <= allowed:
             self.unknown_keys(
@@ -1013,12 +1029,16 @@ class _Parser:
     # -- actions --------------------------------------------------------------------------
 
     def action(self, v: Any, p: Path) -> Action | None:
-        o = self.obj(v, p)
-        if o is None:
+        if type(v) is not dict:
+            self.obj(v, p)  # reports the wrong type
             return None
-        kind = self.kind(o, "kind", p, _ACTION_KEYS)
-        if kind is None:
-            return None
+        o: dict[str, Any] = v
+        self.keys_seen += len(o)
+        kind = o.get("kind")
+        if type(kind) is not str or kind not in _ACTION_KEYS:
+            kind = self.kind(o, "kind", p, _ACTION_KEYS)
+            if kind is None:
+                return None
         allowed = _ACTION_KEYS[kind]
         if not o.keys() <= allowed:
             self.unknown_keys(
@@ -1235,6 +1255,12 @@ class _Parser:
             silent_policy=silent,
             failure_channel=failure,
         )
+
+
+def _expected_key(text: str, pos: int) -> str:
+    if text.startswith("}", pos):
+        return "a trailing comma is not allowed"
+    return "expected a key in double quotes"
 
 
 # --- positions ---------------------------------------------------------------------------
