@@ -17,7 +17,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from palyrad.config import DaemonConfig, load_config
+from palyrad.config import ConfigError, DaemonConfig, load_config
 from palyrad.daemon_log import setup_logging
 from palyrad.home import Home
 from palyrad.journal import Journal
@@ -25,6 +25,7 @@ from palyrad.journal import Journal
 log = logging.getLogger("palyrad.service")
 
 HEARTBEAT_INTERVAL_S = 1.0
+JOURNAL_HEARTBEAT_EVERY = 5  # journal a heartbeat every 5th pipe heartbeat
 
 
 class ServiceContext:
@@ -93,12 +94,41 @@ class ServiceContext:
             if kind == "stop":
                 self.stop_event.set()
             elif kind == "reload":
+                self.reload_config()
                 self.reload_event.set()
             self._wake.set()
 
+    def reload_config(self) -> None:
+        """SIGHUP: re-read palyra.toml; a broken file keeps the running config."""
+        try:
+            self.config = load_config(self.home.config)
+        except ConfigError as exc:
+            log.error("palyra.toml not reloaded", extra={"error": str(exc)})
+        else:
+            log.info("palyra.toml reloaded", extra={"service": self.name})
+
     def _heartbeat(self) -> None:
+        """Heartbeats to the supervisor every second and to the journal every few (for
+        status, doctor and self-healing), from this thread's own connection."""
+        journal: Journal | None = None
+        beats = 0
         while not self.stop_event.wait(HEARTBEAT_INTERVAL_S):
             self.send(("heartbeat",))
+            beats += 1
+            if beats % JOURNAL_HEARTBEAT_EVERY:
+                continue
+            try:
+                journal = journal or self.open_journal()
+                journal.process_heartbeat(
+                    self.name,
+                    os.getpid(),
+                    self.instance,
+                    "running",
+                    self.restarts,
+                    time.time_ns() // 1_000_000,
+                )
+            except Exception:  # a busy journal must never kill the heartbeat thread
+                log.warning("could not journal heartbeat", exc_info=True)
 
     def start_threads(self) -> None:
         threading.Thread(target=self._reader, name="pipe-reader", daemon=True).start()

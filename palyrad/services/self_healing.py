@@ -7,7 +7,9 @@ never the half hour the system we learned from left crashed runs "running".
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 
 from palyrad.process_groups import kill_orphan_group
 from palyrad.runs import RunStatus, retry_follow_up
@@ -38,9 +40,32 @@ def sweep_stale_runs(ctx: ServiceContext, now: int) -> int:
     return len(stale)
 
 
+PRUNE_INTERVAL_MS = 10 * 60_000
+DAY_MS = 86_400_000
+
+
+def prune_history(ctx: ServiceContext, now: int) -> int:
+    """Keep the newest ``max_runs_per_routine`` runs per routine, none older than
+    ``max_age_days``; logs follow their run. Consumed events older than a day go too."""
+    cfg = ctx.config
+    logs = ctx.journal.prune_runs(cfg.max_runs_per_routine, now - cfg.max_age_days * DAY_MS)
+    for path in logs:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    ctx.journal.prune_events(now - DAY_MS)
+    if logs:
+        log.info("pruned run history", extra={"runs": len(logs)})
+    return len(logs)
+
+
 def run_self_healing(ctx: ServiceContext) -> None:
     interval_s = max(0.5, min(5.0, ctx.config.stale_run_ms / 4000))
     ctx.ready()
+    next_prune = now_ms() + 30_000  # not at start-up: let the daemon settle first
     while not ctx.stopping:
-        sweep_stale_runs(ctx, now_ms())
+        now = now_ms()
+        sweep_stale_runs(ctx, now)
+        if now >= next_prune:
+            prune_history(ctx, now)
+            next_prune = now + PRUNE_INTERVAL_MS
         ctx.wait(interval_s)
