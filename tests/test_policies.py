@@ -300,3 +300,19 @@ def test_always_quiet_when_start_equals_end() -> None:
     assert quiet_until(r, NOW) is None
     d = decide_trigger(r, RoutineRuntime(), NOW, scheduled=False)
     assert d.error_kind == "quiet_hours"
+
+
+def test_quiet_hours_night_becomes_one_misfire_at_the_window_end() -> None:
+    # hourly, quiet 22:00-07:00, catch_up(1): the 22:00 tick is held until 07:00, then the
+    # nine held ticks are misfires: one catch-up run (06:00), the rest one skip record, and
+    # the 07:00 tick runs on time (docs/policies.md, "Quiet hours").
+    r = replace(prague_quiet(), misfire=Misfire(MisfirePolicy.CATCH_UP, 60_000, 1))
+    first = parse_rfc3339("2026-06-01T22:00:00+02:00")
+    held_until = quiet_until(r, first)
+    assert held_until == parse_rfc3339("2026-06-02T07:00:00+02:00")
+    plan = plan_due(r, first, first - H, held_until)
+    assert plan.run_ticks == (held_until - H, held_until)
+    assert plan.skip == (8, first, held_until - 2 * H)
+    skip_instead = plan_due(replace(r, misfire=Misfire()), first, first - H, held_until)
+    assert skip_instead.run_ticks == (held_until,)
+    assert skip_instead.skip == (9, first, held_until - H)
