@@ -244,3 +244,50 @@ def test_status_when_stopped_and_after_crash(daemon: Daemon) -> None:
     # A stale pid file after a crash reads as stopped.
     body = orjson.loads(palyra(daemon.root, "daemon", "status", "--json").stdout)
     assert body["running"] is False
+
+
+def test_stuck_run_is_failed_and_killed_by_self_healing(daemon: Daemon) -> None:
+    daemon.home.config.write_text(
+        "[executor]\nheartbeat_interval_ms = 200\n[self_healing]\nstale_run_ms = 1500\n"
+    )
+    marker = daemon.root / "started"
+    daemon.write_definitions(
+        [routine("stuck", {"kind": "manual"}, shell(f"touch {marker}; sleep 60"))]
+    )
+    daemon.start()
+    run_id = orjson.loads(palyra(daemon.root, "routines", "run-now", "stuck", "--json").stdout)[
+        "run_id"
+    ]
+    wait_until(marker.exists, timeout=15)
+    run = wait_until(lambda: (r := daemon.journal.get_run(run_id)) and r.pid and r)
+    executor = daemon.status().process("executor")
+    assert executor is not None and executor.pid is not None
+    os.kill(executor.pid, signal.SIGSTOP)  # the executor hangs: no more heartbeats
+    try:
+        failed = wait_until(
+            lambda: (r := daemon.journal.get_run(run_id)) and r.status == "failed" and r,
+            timeout=20,
+        )
+        assert failed.error_kind == "heartbeat_lost"
+        wait_until(lambda: not _group_alive(run.pid), timeout=10)
+    finally:
+        os.kill(executor.pid, signal.SIGCONT)
+
+
+def test_runs_show_follow_streams_until_the_run_ends(daemon: Daemon) -> None:
+    daemon.write_definitions(
+        [
+            routine(
+                "chatty",
+                {"kind": "manual"},
+                shell("for i in 1 2 3; do echo line$i; sleep 0.3; done"),
+            )
+        ]
+    )
+    daemon.start()
+    run_id = orjson.loads(palyra(daemon.root, "routines", "run-now", "chatty", "--json").stdout)[
+        "run_id"
+    ]
+    out = palyra(daemon.root, "runs", "show", run_id, "--follow", timeout=30).stdout
+    assert out.splitlines() == ["line1", "line2", "line3"]
+    assert daemon.journal.get_run(run_id).status == "succeeded"
