@@ -124,8 +124,8 @@ def section_palyra(mix: list[tuple[str, str]], starts: list[int], rounds: int) -
     parse_cron.cache_clear()
     work: list[tuple[CronExpr, tzinfo]] = []
     t0 = time.perf_counter()
-    for expr, zone in mix:
-        work.append((parse_cron(expr), get_zone(zone)))
+    for expr, zone_name in mix:
+        work.append((parse_cron(expr), get_zone(zone_name)))
     for after in starts:
         for cron, zone in work:
             cron.next_after(after, zone)

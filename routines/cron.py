@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Callable
 from datetime import date, datetime, tzinfo
 from functools import lru_cache
@@ -494,10 +494,8 @@ class CronExpr:
         # so they are the walls in one interval, except that all walls of a gap (and the
         # wall right after it) share one instant and count once.
         total = self._count_walls(table.first_wall_after(a + 1), table.first_wall_after(b + 1))
-        for i in range(bisect_right(table.trans, a), bisect_right(table.trans, b)):
-            before, after = table.before[i], table.after[i]
+        for tr, before, after in table.transitions_between(a, b):
             if after > before:
-                tr = table.trans[i]
                 shared = self._count_walls(tr + before, tr + after + 1)
                 total -= max(0, shared - 1)
         return total

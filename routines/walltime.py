@@ -19,6 +19,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from datetime import datetime, timezone, tzinfo
 from threading import Lock
+from typing import NamedTuple
 
 __all__ = [
     "MAX_SUPPORTED_S",
@@ -39,7 +40,6 @@ _CHUNK_S = 1 << 25
 MIN_SUPPORTED_S = -62_000_000_000  # ~ year 5
 MAX_SUPPORTED_S = 253_000_000_000  # ~ year 9987
 _MARGIN_S = 2 * 86_400  # offsets are within ±26 h, so this covers every wall → instant lookup
-
 
 
 def days_from_civil(y: int, m: int, d: int) -> int:
@@ -65,13 +65,30 @@ def civil_from_days(z: int) -> tuple[int, int, int]:
     return yoe + era * 400 + (m <= 2), m, d
 
 
-class ZoneTransitions:
-    """Offset transitions of one zone, as parallel sorted integer lists (seconds).
+class _Table(NamedTuple):
+    """An immutable snapshot of a zone's known transitions (seconds), replaced as a whole
+    when it grows so that readers never need the lock.
 
     ``trans[i]`` is the first instant with offset ``after[i]``; the instant before it had
     ``before[i]``. ``wall_lo[i]``/``wall_hi[i]`` bound the wall times the transition makes
     special: missing (gap, ``after > before``) or repeated (overlap, ``after < before``).
     """
+
+    lo_s: int  # covered instants: [lo_s, hi_s)
+    hi_s: int
+    init_off: int  # offset in force at lo_s, before trans[0]
+    trans: tuple[int, ...]
+    before: tuple[int, ...]
+    after: tuple[int, ...]
+    wall_lo: tuple[int, ...]
+    wall_hi: tuple[int, ...]
+
+
+_EMPTY = _Table(0, 0, 0, (), (), (), (), ())
+
+
+class ZoneTransitions:
+    """Wall time ↔ instant for one zone, from a lazily grown table of offset transitions."""
 
     def __init__(self, zone: tzinfo) -> None:
         self.zone = zone
@@ -80,16 +97,7 @@ class ZoneTransitions:
         if isinstance(zone, timezone):
             off = zone.utcoffset(None)
             self.fixed = int(off.total_seconds())
-        self.trans: list[int] = []
-        self.before: list[int] = []
-        self.after: list[int] = []
-        self.wall_lo: list[int] = []
-        self.wall_hi: list[int] = []
-        self._lo_chunk = 0
-        self._hi_chunk = 0  # covered chunks: [lo, hi); empty until first use
-        self._lo_s = 0
-        self._hi_s = 0
-        self._init_off = 0  # offset in force at _lo_s, before trans[0]
+        self._table = _EMPTY
 
     # --- probing -------------------------------------------------------------------------
 
@@ -119,42 +127,40 @@ class ZoneTransitions:
             prev_t, prev = t, cur
             t = min(t + _PROBE_STEP_S, end - 1)
 
-    def _ensure(self, t: int) -> None:
-        """Make sure the table covers instants t ± 2 days."""
-        if self._lo_s + _MARGIN_S <= t < self._hi_s - _MARGIN_S:
-            return
+    def _covering(self, t: int) -> _Table:
+        """A snapshot that covers instants t ± 2 days, growing the table when needed."""
+        table = self._table
+        if table.lo_s + _MARGIN_S <= t < table.hi_s - _MARGIN_S:
+            return table
         lo_k = max(t - _MARGIN_S, MIN_SUPPORTED_S) // _CHUNK_S
         hi_k = min(t + _MARGIN_S, MAX_SUPPORTED_S) // _CHUNK_S + 1
         with self._lock:
-            if self._hi_chunk == self._lo_chunk:  # empty table
-                self._lo_chunk = self._hi_chunk = lo_k
-                self._lo_s = self._hi_s = lo_k * _CHUNK_S
-            while self._lo_chunk > lo_k:
-                self._lo_chunk -= 1
-                self._lo_s = self._lo_chunk * _CHUNK_S
-                found = self._scan(self._lo_s, self._lo_s + _CHUNK_S)
-                self._insert(found, front=True)
-            while self._hi_chunk < hi_k:
-                found = self._scan(self._hi_s, self._hi_s + _CHUNK_S)
-                self._hi_chunk += 1
-                self._hi_s = self._hi_chunk * _CHUNK_S
-                self._insert(found, front=False)
-            self._init_off = self._probe(self._lo_s)
-
-    def _insert(self, found: list[tuple[int, int, int]], *, front: bool) -> None:
-        tr = [f[0] for f in found]
-        bf = [f[1] for f in found]
-        af = [f[2] for f in found]
-        lo = [f[0] + min(f[1], f[2]) for f in found]
-        hi = [f[0] + max(f[1], f[2]) for f in found]
-        # Replace whole lists (never mutate in place) so lock-free readers see a consistent
-        # snapshot of each list.
-        if front:
-            self.trans, self.before, self.after = tr + self.trans, bf + self.before, af + self.after
-            self.wall_lo, self.wall_hi = lo + self.wall_lo, hi + self.wall_hi
-        else:
-            self.trans, self.before, self.after = self.trans + tr, self.before + bf, self.after + af
-            self.wall_lo, self.wall_hi = self.wall_lo + lo, self.wall_hi + hi
+            table = self._table
+            if table.hi_s == table.lo_s:
+                lo_s = hi_s = lo_k * _CHUNK_S
+                found: list[tuple[int, int, int]] = []
+            else:
+                lo_s, hi_s = table.lo_s, table.hi_s
+                found = list(zip(table.trans, table.before, table.after, strict=True))
+            if lo_s > lo_k * _CHUNK_S:
+                found = self._scan(lo_k * _CHUNK_S, lo_s) + found
+                lo_s = lo_k * _CHUNK_S
+            if hi_s < hi_k * _CHUNK_S:
+                found = found + self._scan(hi_s, hi_k * _CHUNK_S)
+                hi_s = hi_k * _CHUNK_S
+            if (lo_s, hi_s) != (table.lo_s, table.hi_s):
+                table = _Table(
+                    lo_s=lo_s,
+                    hi_s=hi_s,
+                    init_off=self._probe(lo_s),
+                    trans=tuple(f[0] for f in found),
+                    before=tuple(f[1] for f in found),
+                    after=tuple(f[2] for f in found),
+                    wall_lo=tuple(f[0] + min(f[1], f[2]) for f in found),
+                    wall_hi=tuple(f[0] + max(f[1], f[2]) for f in found),
+                )
+                self._table = table
+            return table
 
     # --- queries -------------------------------------------------------------------------
 
@@ -162,9 +168,9 @@ class ZoneTransitions:
         """UTC offset in seconds at instant t (Unix seconds)."""
         if self.fixed is not None:
             return self.fixed
-        self._ensure(t)
-        i = bisect_right(self.trans, t) - 1
-        return self.after[i] if i >= 0 else self._init_off
+        table = self._covering(t)
+        i = bisect_right(table.trans, t) - 1
+        return table.after[i] if i >= 0 else table.init_off
 
     def segment(self, t: int) -> tuple[int, int]:
         """(offset at t, first instant after t where the offset may change).
@@ -174,31 +180,46 @@ class ZoneTransitions:
         """
         if self.fixed is not None:
             return self.fixed, MAX_SUPPORTED_S
-        self._ensure(t)
-        trans = self.trans
+        table = self._covering(t)
+        trans = table.trans
         i = bisect_right(trans, t) - 1
-        off = self.after[i] if i >= 0 else self._init_off
-        end = trans[i + 1] if i + 1 < len(trans) else self._hi_s - _MARGIN_S
+        off = table.after[i] if i >= 0 else table.init_off
+        end = trans[i + 1] if i + 1 < len(trans) else table.hi_s - _MARGIN_S
         return off, max(end, t + 1)
+
+    def transitions_between(self, a: int, b: int) -> list[tuple[int, int, int]]:
+        """Transitions T with a < T <= b, as (T, offset before, offset after)."""
+        if self.fixed is not None or b <= a:
+            return []
+        out: list[tuple[int, int, int]] = []
+        t = a
+        while t < b:
+            table = self._covering(t + 1)  # covers (t, stop]
+            stop = min(b, table.hi_s - _MARGIN_S - 1)
+            for i in range(bisect_right(table.trans, t), bisect_right(table.trans, stop)):
+                out.append((table.trans[i], table.before[i], table.after[i]))
+            t = stop
+        return out
 
     def wall_of(self, t: int) -> int:
         """Local wall time (seconds) at instant t."""
         return t + self.offset_at(t)
 
-    def _locate_wall(self, w: int) -> int:
-        """Index of the last transition whose special wall range starts at or before w."""
-        self._ensure(w)
-        return bisect_right(self.wall_lo, w) - 1
+    def _locate_wall(self, w: int) -> tuple[_Table, int]:
+        """The table, and the index of the last transition whose special wall range starts
+        at or before w (-1 when none)."""
+        table = self._covering(w)
+        return table, bisect_right(table.wall_lo, w) - 1
 
     def instants(self, w: int) -> tuple[int, ...]:
         """Every real instant whose wall time is w: none (gap), one, or two (overlap)."""
         if self.fixed is not None:
             return (w - self.fixed,)
-        i = self._locate_wall(w)
+        table, i = self._locate_wall(w)
         if i < 0:
-            return (w - self._init_off,)
-        b, a = self.before[i], self.after[i]
-        if w < self.wall_hi[i]:
+            return (w - table.init_off,)
+        b, a = table.before[i], table.after[i]
+        if w < table.wall_hi[i]:
             if a > b:
                 return ()
             return (w - b, w - a)
@@ -209,12 +230,12 @@ class ZoneTransitions:
         first instant after the gap when w does not exist."""
         if self.fixed is not None:
             return w - self.fixed
-        i = self._locate_wall(w)
+        table, i = self._locate_wall(w)
         if i < 0:
-            return w - self._init_off
-        b, a = self.before[i], self.after[i]
-        if w < self.wall_hi[i]:
-            return self.trans[i] if a > b else w - b
+            return w - table.init_off
+        b, a = table.before[i], table.after[i]
+        if w < table.wall_hi[i]:
+            return table.trans[i] if a > b else w - b
         return w - a
 
     def first_wall_after(self, t: int) -> int:
@@ -226,12 +247,12 @@ class ZoneTransitions:
         """
         if self.fixed is not None:
             return t + self.fixed
-        self._ensure(t)
-        i = bisect_right(self.trans, t) - 1
+        table = self._covering(t)
+        i = bisect_right(table.trans, t) - 1
         if i < 0:
-            return t + self._init_off
-        b, a = self.before[i], self.after[i]
-        tr = self.trans[i]
+            return t + table.init_off
+        b, a = table.before[i], table.after[i]
+        tr = table.trans[i]
         if a > b and tr == t:
             return tr + b
         if a < b and t < tr + (b - a):
