@@ -245,9 +245,7 @@ def _check_new(editor: Editor, *, now_ms: int, env: Mapping[str, str], tz: str) 
             )
         if r in before:
             continue
-        _, errors, _ = parse_routine(
-            orjson.loads(orjson.dumps(r.to_json())), now_ms=now_ms, env=env, default_timezone=tz
-        )
+        _, errors, _ = parse_routine(r.to_json(), now_ms=now_ms, env=env, default_timezone=tz)
         prefix = format_path(("routines", i))
         issues += [
             Issue(f"{prefix}.{e.path}" if e.path else prefix, 0, 0, e.message) for e in errors

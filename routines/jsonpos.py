@@ -95,6 +95,16 @@ def _friendly(message: str) -> str:
     return _MESSAGES.get(message, message)
 
 
+def _value_expected(text: str, offset: int) -> str:
+    if text.startswith("]", offset):
+        i = offset - 1
+        while i >= 0 and text[i] in " \t\n\r":
+            i -= 1
+        if i >= 0 and text[i] == ",":
+            return "a trailing comma is not allowed"
+    return "expected a JSON value"
+
+
 def _stop_offset(stop: StopIteration, default: int) -> int:
     return stop.value if isinstance(stop.value, int) else default
 
@@ -138,7 +148,8 @@ class _Walker:
         try:
             _, end = scan(self.text, pos)
         except StopIteration as stop:  # .value: where a value was expected (maybe nested)
-            raise self.error("expected a JSON value", _stop_offset(stop, pos)) from None
+            off = _stop_offset(stop, pos)
+            raise self.error(_value_expected(self.text, off), off) from None
         except json.JSONDecodeError as exc:
             raise self.error(_friendly(exc.msg), exc.pos) from None
         except RecursionError:
@@ -180,7 +191,13 @@ class _Walker:
             return pos + 1
         while True:
             if pos >= len(text) or text[pos] != '"':
-                raise self.error("expected a key in double quotes", pos)
+                trailing = text.startswith("}", pos)
+                raise self.error(
+                    "a trailing comma is not allowed"
+                    if trailing
+                    else "expected a key in double quotes",
+                    pos,
+                )
             key_at = pos
             try:
                 key, pos = scanstring(text, pos + 1, True)
@@ -217,6 +234,8 @@ class _Walker:
             index += 1
             if pos < len(text) and text[pos] == ",":
                 pos = self.ws(pos + 1)
+                if text.startswith("]", pos):
+                    raise self.error("a trailing comma is not allowed", pos)
                 continue
             if pos < len(text) and text[pos] == "]":
                 return pos + 1
@@ -339,7 +358,8 @@ class Reader:
         try:
             return self._scan(self.text, pos)
         except StopIteration as stop:  # .value: where a value was expected (maybe nested)
-            raise self.error("expected a JSON value", _stop_offset(stop, pos)) from None
+            off = _stop_offset(stop, pos)
+            raise self.error(_value_expected(self.text, off), off) from None
         except json.JSONDecodeError as exc:
             raise self.error(_friendly(exc.msg), exc.pos) from None
         except RecursionError:

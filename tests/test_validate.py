@@ -958,6 +958,12 @@ def test_invalid_utf8_is_a_file_level_error_at_1_1() -> None:
         ('{"schema_version": 1, "routines": ["é", \'x\']}', 1, 41, "expected a JSON value"),
         ('{"schema_version": 1, "routines": [{"id": "abc}]}', 1, 43, "unterminated string"),
         ('{"schema_version": 1} {}', 1, 23, "unexpected data after the JSON document"),
+        (
+            '{"schema_version": 1, "routines": [{"tags": ["a",]}]}',
+            1,
+            50,
+            "a trailing comma is not allowed",
+        ),
         ("", 1, 1, "the document is empty (expected a JSON object)"),
         ("  \n ", 2, 2, "the document is empty (expected a JSON object)"),
         ('{"schema_version": 1, "routines": [', 1, 36, "expected a JSON value"),
