@@ -100,7 +100,7 @@ def write_status(home: Home, status: DaemonStatus) -> None:
             for p in status.processes
         ],
     }
-    atomic_write(_status_path(home), orjson.dumps(data), keep_backup=False)
+    atomic_write(_status_path(home), orjson.dumps(data), keep_backup=False, durable=False)
 
 
 def daemon_alive(home: Home) -> bool:

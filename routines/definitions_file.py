@@ -126,10 +126,14 @@ def _ensure_dir(path: Path) -> None:
             os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
 
 
-def atomic_write(path: Path, data: bytes, *, keep_backup: bool = True) -> None:
+def atomic_write(
+    path: Path, data: bytes, *, keep_backup: bool = True, durable: bool = True
+) -> None:
     """Replace ``path`` with ``data`` so that readers (and crashes) see the old or the new
     content, never a mix: temp file in the same directory, fsync, rename, fsync directory.
     With ``keep_backup`` the previous content stays in ``<name>.bak``. The file is 0600.
+    ``durable=False`` skips the fsyncs, for files that only describe the running process
+    (readers still never see a torn file; a power cut may lose the latest version).
     """
     parent = path.parent
     _ensure_dir(parent)
@@ -140,7 +144,8 @@ def atomic_write(path: Path, data: bytes, *, keep_backup: bool = True) -> None:
             os.fchmod(f.fileno(), 0o600)
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         if keep_backup and path.exists():
             _backup(path)
         os.replace(tmp, path)
@@ -148,7 +153,8 @@ def atomic_write(path: Path, data: bytes, *, keep_backup: bool = True) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(parent)
+    if durable:
+        _fsync_dir(parent)
 
 
 def _backup(path: Path) -> None:
