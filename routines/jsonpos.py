@@ -126,8 +126,12 @@ class _Walker:
         self.find_duplicates = find_duplicates
         self.flagged = False
         self.duplicates: list[tuple[Path, int]] = []
-        self._plain = _scanner(json.JSONDecoder(object_pairs_hook=_discard))
-        self._checking = _scanner(json.JSONDecoder(object_pairs_hook=self._check_pairs))
+        self._plain = _SKIP
+        self._checking = (
+            _scanner(json.JSONDecoder(object_pairs_hook=self._check_pairs))
+            if find_duplicates
+            else _SKIP
+        )
 
     def _check_pairs(self, pairs: list[tuple[str, Any]]) -> None:
         if not self.flagged and len({k for k, _ in pairs}) != len(pairs):
@@ -244,6 +248,9 @@ class _Walker:
 
 def _discard(pairs: list[tuple[str, Any]]) -> None:
     return None
+
+
+_SKIP = _scanner(json.JSONDecoder(object_pairs_hook=_discard))  # parses, keeps nothing
 
 
 def locate(
