@@ -96,8 +96,26 @@ def load(
 
 
 def dumps(defs: Definitions) -> bytes:
-    """The canonical file content: 2-space indented JSON in model key order, newline-ended."""
-    return orjson.dumps(defs.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+    """The canonical file content: 2-space indented JSON in model key order, newline-ended
+    (byte for byte ``orjson.dumps(defs.to_json(), option=OPT_INDENT_2) + b"\\n"``).
+
+    Built one routine at a time, so a big document never exists as one tree of dicts. A
+    document that indented would pass the 64 MiB limit (100 000 routines with every default
+    spelled out take ~90 MB) is written with one compact routine per line instead (~55%).
+    """
+    head = b'{\n  "schema_version": %d,\n  "routines": [' % defs.schema_version
+    if not defs.routines:
+        return head + b"]\n}\n"
+    parts = [
+        b"    " + orjson.dumps(r.to_json(), option=orjson.OPT_INDENT_2).replace(b"\n", b"\n    ")
+        for r in defs.routines
+    ]
+    size = len(head) + sum(len(p) + 2 for p in parts) + 6
+    if size <= MAX_FILE_BYTES:
+        return b"".join([head, b"\n", b",\n".join(parts), b"\n  ]\n}\n"])
+    del parts
+    lines = [orjson.dumps(r.to_json()) for r in defs.routines]
+    return b"".join([head, b"\n", b",\n".join(lines), b"\n]}\n"])
 
 
 def _fsync_dir(path: Path) -> None:
@@ -296,7 +314,19 @@ def locked_edit(
         yield editor
         if editor.changed:
             _check_new(editor, now_ms=now_ms, env=env, tz=default_timezone)
+            data = dumps(editor.definitions)
+            if len(data) > MAX_FILE_BYTES:
+                raise DefinitionsError(
+                    str(path),
+                    [
+                        file_issue(
+                            f"the file would be {len(data)} bytes; the limit is "
+                            f"{MAX_FILE_BYTES} bytes (64 MiB)"
+                        )
+                    ],
+                    "refusing to write definitions that could not be loaded again",
+                )
             _remove_stale_temps(path)
-            atomic_write(path, dumps(editor.definitions))
+            atomic_write(path, data)
     finally:
         os.close(fd)  # releases the flock

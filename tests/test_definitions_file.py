@@ -98,13 +98,41 @@ def test_load_reports_invalid_utf8_and_positions(tmp_path: Path) -> None:
 
 
 def test_dumps_is_canonical_indented_json_with_a_trailing_newline() -> None:
-    defs = defs_of("b", "a")
+    defs = Definitions((routine("b", tags=["x", "y"], name="B"), routine("a")))
     data = dumps(defs)
     assert data.endswith(b"}\n") and not data.endswith(b"\n\n")
     assert data == orjson.dumps(defs.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
     assert data.startswith(b'{\n  "schema_version": 1,\n  "routines": [\n    {\n      "id": "b",')
     keys = list(orjson.loads(data)["routines"][0])
     assert keys == list(defs.routines[0].to_json())
+
+
+def test_dumps_of_an_empty_document_and_of_a_document_too_big_to_indent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    empty = Definitions()
+    assert dumps(empty) == orjson.dumps(empty.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+    defs = defs_of("a", "b", "c")
+    indented = dumps(defs)
+    monkeypatch.setattr(definitions_file, "MAX_FILE_BYTES", len(indented) - 1)
+    compact = dumps(defs)
+    assert len(compact) < len(indented) * 0.6
+    assert compact.count(b"\n") == 4 + len(defs.routines)  # one routine per line
+    assert compact.splitlines()[3] == orjson.dumps(defs.routines[0].to_json()) + b","
+    assert orjson.loads(compact) == defs.to_json()
+
+
+def test_locked_edit_refuses_to_write_a_file_over_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = definitions_path(tmp_path)
+    atomic_write(path, dumps(defs_of("a")))
+    before = path.read_bytes()
+    monkeypatch.setattr(definitions_file, "MAX_FILE_BYTES", len(before) + 10)
+    with pytest.raises(DefinitionsError) as info, locked_edit(path, now_ms=NOW, env={}) as ed:
+        ed.upsert(routine("b"))
+    assert path.read_bytes() == before
+    assert info.value.issues[0].message.startswith("the file would be ")
 
 
 # --- atomic_write -------------------------------------------------------------------------
@@ -355,3 +383,12 @@ def test_concurrent_locked_edits_lose_no_update(tmp_path: Path) -> None:
     assert res.definitions is not None
     ids = sorted(r.id for r in res.definitions.routines)
     assert ids == sorted(f"w{w}-{i}" for w in range(workers) for i in range(per_worker))
+
+
+def test_load_benchmark_runs_on_a_small_document() -> None:
+    from bench import definitions_load
+
+    figures = definitions_load.run(rounds=1, routines=300)
+    assert figures["loaded_routines"] == 300 and figures["errors_on_valid"] == 0
+    assert figures["error_path_errors"] == 100
+    assert figures["rss_peak_mb"] > 0 and figures["load_median_s"] > 0
