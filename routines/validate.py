@@ -900,7 +900,11 @@ class _Parser:
                 tz = self.default_timezone
                 msg = self.zone(tz)
                 if msg is not None:
-                    self.err((*p, "timezone"), f"no timezone given and the default {msg}")
+                    self.missing(
+                        p,
+                        "timezone",
+                        f" (the default time zone {_describe(tz)} from palyra.toml is unknown)",
+                    )
                     return None
             elif tz is None:
                 self.null(p, "timezone")
@@ -921,10 +925,9 @@ class _Parser:
                 cron = self._schedules[key] = CronSchedule(expr=expr, timezone=tz)
             return cron
         if typ == "every":
+            n = len(self.errors)
             if "interval_ms" not in o:
                 self.missing(p, "interval_ms")
-                return None
-            n = len(self.errors)
             interval = self.ms(o, "interval_ms", p, 0, MIN_EVERY_INTERVAL_MS)
             anchor = self.opt_string(o, "anchor", p)
             anchor_ms: int | None = None

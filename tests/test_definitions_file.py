@@ -171,7 +171,7 @@ def test_atomic_write_failure_leaves_the_old_file(
     def boom(*_: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(definitions_file.os, "fsync", boom)
+    monkeypatch.setattr(os, "fsync", boom)
     with pytest.raises(OSError):
         atomic_write(path, b"new")
     assert path.read_bytes() == b"old"

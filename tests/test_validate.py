@@ -66,8 +66,8 @@ MINIMAL = (
 )
 
 
-def single_error(text: str) -> Issue:
-    res = check(text)
+def single_error(text: str | bytes, **kw: object) -> Issue:
+    res = check(text, **kw)
     assert res.definitions is None
     assert len(res.errors) == 1, res.errors
     return res.errors[0]
@@ -174,6 +174,12 @@ def test_cron_timezone_defaults_to_configured_zone() -> None:
     assert res.definitions is not None
     sched = res.definitions.routines[0].schedule
     assert sched == CronSchedule("0 9 * * *", "Asia/Tokyo")
+    err = single_error(one_routine(body), default_timezone="Mars/Base")
+    assert (err.path, err.message) == (
+        "routines[0].trigger.schedule.timezone",
+        'missing required key "timezone" (the default time zone "Mars/Base" from palyra.toml '
+        "is unknown)",
+    )
 
 
 @pytest.mark.parametrize(
@@ -938,7 +944,7 @@ def test_every_error_is_reported_in_document_order() -> None:
 
 def test_invalid_utf8_is_a_file_level_error_at_1_1() -> None:
     data = one_routine(MINIMAL).encode().replace(b'"r1"', b'"r\xff1"')
-    err = single_error(data)  # type: ignore[arg-type]
+    err = single_error(data)
     assert (err.path, err.line, err.column) == ("", 1, 1)
     assert err.message.startswith("file is not valid UTF-8 (invalid byte 0xff at byte offset ")
     assert format_issue("d.json", err).startswith("d.json:1:1: file is not valid UTF-8")
@@ -1024,7 +1030,7 @@ def test_columns_count_characters_not_bytes() -> None:
 
 def test_byte_order_mark_is_accepted() -> None:
     data = b"\xef\xbb\xbf" + one_routine(MINIMAL[:-1] + ', "jitter_ms": -1}').encode()
-    err = single_error(data)  # type: ignore[arg-type]
+    err = single_error(data)
     assert (err.line, err.column) == at(data[3:].decode(), "-1")
 
 
