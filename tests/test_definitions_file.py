@@ -33,7 +33,7 @@ NOW = 1_774_000_000_000
 
 
 def routine(rid: str, **extra: object) -> Routine:
-    obj = {
+    obj: dict[str, object] = {
         "id": rid,
         "trigger": {"kind": "manual"},
         "action": {"kind": "command", "argv": ["true"]},
