@@ -688,6 +688,10 @@ class _Parser:
         if not self.starts:
             return
         a, b = self.array_span
+        # The text never holds fewer keys than validation saw, and escaped quotes can only
+        # make the first estimate bigger: equality there settles it without the exact count.
+        if _count_text_keys(text, a, b, exact=False) == self.keys_seen:
+            return
         if _count_text_keys(text, a, b) == self.keys_seen:
             return
         bounds = [*self.starts, b]
@@ -1280,11 +1284,12 @@ _KEY_END_WS = re.compile(r'"[ \t\n\r]+:')
 _ESCAPED_KEY_END = re.compile(r'(?<!\\)(?:\\\\)*\\"[ \t\n\r]*:')
 
 
-def _count_text_keys(text: str, start: int, end: int) -> int:
+def _count_text_keys(text: str, start: int, end: int, *, exact: bool = True) -> int:
     """The number of object keys in a *valid* JSON text slice: every closing quote followed
-    by ':' ends a key, and a quote inside a string is escaped (odd run of backslashes)."""
+    by ':' ends a key, and a quote inside a string is escaped (odd run of backslashes).
+    With ``exact=False`` escaped quotes followed by ':' are counted too (an upper bound)."""
     n = text.count('":', start, end) + len(_KEY_END_WS.findall(text, start, end))
-    if text.find('\\"', start, end) >= 0:
+    if exact and text.find('\\"', start, end) >= 0:
         n -= len(_ESCAPED_KEY_END.findall(text, start, end))
     return n
 
