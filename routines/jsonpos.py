@@ -2,8 +2,9 @@
 
 Validation works on parsed values (fast); this module maps its findings back to the text only
 when there is something to report. It walks the text along the requested paths and skips
-every other value with the C scanner of the standard ``json`` module, so a 50 MB document is
-located in about a second rather than tokenized character by character in Python.
+every other value with the C scanner of the standard ``json`` module, so even a 50 MB
+document is located in about a second rather than tokenized character by character in
+Python. ``Reader`` lets a caller stream a big document value by value the same way.
 Lines and columns are 1-based and columns count characters, not bytes.
 """
 
@@ -65,11 +66,11 @@ def line_columns(text: str, offsets: Iterable[int]) -> dict[int, tuple[int, int]
     out: dict[int, tuple[int, int]] = {}
     line = 1
     last = 0
-    for off in sorted(set(offsets)):
-        off = max(0, min(off, len(text)))
+    for key in sorted(set(offsets)):
+        off = max(0, min(key, len(text)))
         line += text.count("\n", last, off)
         line_start = text.rfind("\n", 0, off) + 1
-        out[off] = (line, off - line_start + 1)
+        out[key] = (line, off - line_start + 1)
         last = off
     return out
 
@@ -138,7 +139,8 @@ class _Walker:
             self.flagged = True
 
     def error(self, message: str, offset: int) -> JsonSyntaxError:
-        line, column = line_columns(self.text, [offset])[max(0, min(offset, len(self.text)))]
+        offset = max(0, min(offset, len(self.text)))
+        line, column = line_columns(self.text, [offset])[offset]
         return JsonSyntaxError(message, offset, line, column)
 
     def ws(self, pos: int) -> int:
@@ -180,7 +182,7 @@ class _Walker:
             if not self.flagged:
                 return end
             node = None  # a duplicate is somewhere inside: walk it key by key
-        c = self.text[pos]
+        c = self.text[pos : pos + 1]
         if c == "{":
             return self.object(pos, node, path)
         if c == "[":
