@@ -1208,3 +1208,41 @@ def test_jsonpos_line_columns() -> None:
         8: (4, 1),
         9: (4, 2),
     }
+
+
+def test_jsonpos_finds_every_value_of_random_documents() -> None:
+    import random
+
+    rng = random.Random(5)
+
+    def value(depth: int) -> object:
+        r = rng.random()
+        if depth > 3 or r < 0.4:
+            return rng.choice([1, -2.5, True, None, "é\"x\\", "日本", "", "a\nb"])
+        if r < 0.7:
+            return [value(depth + 1) for _ in range(rng.randrange(4))]
+        return {f"k{i}é": value(depth + 1) for i in range(rng.randrange(4))}
+
+    def leaves(v: object, path: jsonpos.Path) -> list[tuple[jsonpos.Path, object]]:
+        out = [(path, v)]
+        if isinstance(v, dict):
+            for k, x in v.items():
+                out += leaves(x, (*path, k))
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                out += leaves(x, (*path, i))
+        return out
+
+    for _ in range(200):
+        doc = value(0)
+        indent = rng.choice([None, 1, 2, "\t"])
+        text = json.dumps(doc, indent=indent, ensure_ascii=rng.random() < 0.5)
+        paths = leaves(doc, ())
+        offsets, dups = jsonpos.locate_offsets(text, [(p, False) for p, _ in paths])
+        assert dups == []
+        lc = jsonpos.line_columns(text, offsets)
+        for (path, v), off in zip(paths, offsets, strict=True):
+            decoded, _ = json.JSONDecoder().raw_decode(text, off)
+            assert decoded == v, (path, text)
+            line, col = lc[off]
+            assert text.splitlines()[line - 1][col - 1] == text[off]
