@@ -257,6 +257,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--routines", type=int, default=100_000)
+    ap.add_argument("--out", type=Path, help="also write the figures as JSON to this file")
     args = ap.parse_args()
     print(
         f"method: {args.routines} generated routines (55% cron from a pool of {DISTINCT_CRONS} "
@@ -268,6 +269,9 @@ def main() -> None:
         "included); error path = the same file with 100 injected errors"
     )
     f = run(args.rounds, args.routines)
+    if args.out is not None:
+        f["load_average_after"] = os.getloadavg()[0]
+        args.out.write_text(json.dumps(f, indent=2) + "\n")
     print(
         f"file: {f['file_mb']:.1f} MiB, {f['loaded_routines']} routines loaded, "
         f"{f['errors_on_valid']} errors, {f['warnings']} warnings"
