@@ -81,6 +81,9 @@ def _file_signature(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+_CHANGE_EVENTS = frozenset({"created", "modified", "moved", "deleted", "closed"})
+
+
 class _DefinitionsEvents(FileSystemEventHandler):
     """Wakes the loop when definitions.json is created, written, or renamed into place."""
 
@@ -90,6 +93,8 @@ class _DefinitionsEvents(FileSystemEventHandler):
         self.ctx = ctx
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in _CHANGE_EVENTS:
+            return  # a reader opening the file (every CLI command) is not a change
         paths = [event.src_path, getattr(event, "dest_path", "")]
         if any(os.path.basename(os.fsdecode(p)) in self.names for p in paths if p):
             self.on_change.set()
@@ -295,7 +300,8 @@ class Scheduler:
         if self.changed.is_set():
             time.sleep(DEBOUNCE_S)  # let a multi-step save settle
             self.changed.clear()
-            self.reload()
+            if _file_signature(self.path) != self.signature:
+                self.reload()
         elif _file_signature(self.path) != self.signature or self.ctx.reload_event.is_set():
             self.ctx.reload_event.clear()
             self.reload()
