@@ -115,3 +115,26 @@ def test_prune_keeps_the_newest_per_routine_and_active_runs(journal: Journal) ->
     assert left == {runs[4].run_id, active.run_id}
     # age limit
     assert journal.prune_runs(max_per_routine=100, older_than_ms=1_000) == ["/l4"]
+
+
+@pytest.mark.parametrize(
+    ("reason", "code", "status", "kind"),
+    [
+        (None, 0, "succeeded", None),
+        (None, 3, "failed", "exit_code"),
+        (None, -9, "failed", "exit_code"),
+        ("timeout", -15, "failed", "timeout"),
+        ("cancelled", -15, "cancelled", "cancelled"),
+        ("daemon_stopped", -15, "failed", "daemon_stopped"),
+        # a run that had already exited 0 when the stop came is a success, not a failure
+        # the retry policy would run again
+        ("daemon_stopped", 0, "succeeded", None),
+    ],
+)
+def test_outcome_classification(
+    reason: str | None, code: int, status: str, kind: str | None
+) -> None:
+    from palyrad.services.executor import classify_outcome
+
+    got_status, got_kind, _ = classify_outcome(reason, code)
+    assert (got_status.value, got_kind) == (status, kind)

@@ -63,6 +63,25 @@ class ActiveRun:
         return data.decode("utf-8", errors="replace")
 
 
+def classify_outcome(reason: str | None, code: int) -> tuple[RunStatus, str | None, str | None]:
+    """A finished process's run status, error_kind and message.
+
+    Why we stopped it decides first (cancel, timeout), except that a process that exited 0
+    succeeded even if a daemon stop was racing its end: a finished success is never turned
+    into a failure that the retry policy would then run again.
+    """
+    if reason == "cancelled":
+        return RunStatus.CANCELLED, "cancelled", "cancelled"
+    if reason == "timeout":
+        return RunStatus.FAILED, "timeout", "timed out"
+    if code == 0:
+        return RunStatus.SUCCEEDED, None, None
+    if reason == "daemon_stopped":
+        return RunStatus.FAILED, "daemon_stopped", "the daemon stopped"
+    msg = f"exited with code {code}" if code >= 0 else f"killed by signal {-code}"
+    return RunStatus.FAILED, "exit_code", msg
+
+
 class SpawnError(Exception):
     """The action could not be started; ``kind`` is the run's error_kind."""
 
@@ -315,18 +334,7 @@ class Executor:
         self.active.pop(active.run.run_id, None)
         code = active.proc.returncode
         run = active.run
-        kind: str | None
-        if active.reason == "cancelled":
-            status, kind, msg = RunStatus.CANCELLED, "cancelled", "cancelled"
-        elif active.reason == "timeout":
-            status, kind, msg = RunStatus.FAILED, "timeout", "timed out"
-        elif active.reason == "daemon_stopped":
-            status, kind, msg = RunStatus.FAILED, "daemon_stopped", "the daemon stopped"
-        elif code == 0:
-            status, kind, msg = RunStatus.SUCCEEDED, None, None
-        else:
-            status, kind = RunStatus.FAILED, "exit_code"
-            msg = f"exited with code {code}" if code >= 0 else f"killed by signal {-code}"
+        status, kind, msg = classify_outcome(active.reason, code)
         follow = retry_follow_up(run, status.value, now)
         done = self.journal.finish_run(
             run.run_id,
@@ -402,7 +410,8 @@ class Executor:
         """Graceful stop: SIGTERM every run, SIGKILL after the deadline, finalize them."""
         now = now_ms()
         for active in self.active.values():
-            self._terminate(active, "daemon_stopped", now)
+            if active.exited_ms is None:  # finished runs are finalized as what they were
+                self._terminate(active, "daemon_stopped", now)
         deadline = time.monotonic() + self.ctx.config.stop_timeout_ms / 1000
         while self.active and time.monotonic() < deadline:
             for active in list(self.active.values()):
