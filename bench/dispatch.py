@@ -467,7 +467,7 @@ def measure_run_now(
         for _ in range(n_lib):
             rid = next(it)
             t = now_ms()
-            run, _running = run_now(home, journal, defs, rid, None)
+            run, _running = run_now(home, journal, rid, None, lambda: defs)
             samples.append({"path": "library", "routine_id": rid, "t_invoke_ms": t,
                             "call_ms": now_ms() - t, "run_id": run.run_id, "error": None})
             time.sleep(0.05)
@@ -649,7 +649,7 @@ def palyra_throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         journal = Journal(home.journal)
         try:
             for k in range(args.backlog):
-                run_now(home, journal, loaded, tp_ids[k % len(tp_ids)], None)
+                run_now(home, journal, tp_ids[k % len(tp_ids)], None, lambda: loaded)
         finally:
             journal.close()
         sampler: ProcSampler | None = None

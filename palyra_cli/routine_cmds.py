@@ -469,10 +469,9 @@ def _run_now(routine_id: str, payload: str | None, as_json: bool) -> None:
             orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
             fail(f"--payload is not valid JSON: {exc.msg}", "e.g. --payload '{\"k\": 1}'", code=2)
-    defs = load_definitions(home)
     journal = open_journal(home)
     try:
-        run, running = run_now(home, journal, defs, routine_id, payload)
+        run, running = run_now(home, journal, routine_id, payload, lambda: load_definitions(home))
     except TriggerRefused as exc:
         fail(str(exc), "see: palyra routines list")
     finally:

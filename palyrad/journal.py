@@ -142,6 +142,19 @@ MIGRATIONS += (
     """,
 )
 
+MIGRATIONS += (
+    # 3: indexes the hot loops can actually use. SQLite only uses a partial index when the
+    # query's WHERE implies the index's, and `status = 'running'` does not imply
+    # `status IN ('pending', 'running')`, so runs_active was never used: every executor
+    # loop scanned the whole runs table.
+    """
+    DROP INDEX runs_active;
+    CREATE INDEX runs_status ON runs(status, routine_id);
+    CREATE INDEX runs_undecided ON runs(run_id) WHERE decided = 0;
+    CREATE INDEX runs_cancel_requested ON runs(lease_owner) WHERE cancel_requested = 1;
+    """,
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -461,10 +474,12 @@ class Journal:
         )
 
     def runnable_pending(self, now_ms: int, limit: int) -> list[Run]:
-        """Decided, unleased pending runs whose wait is over, oldest first (FIFO)."""
+        """Decided, unleased pending runs whose wait is over: manual triggers first (someone
+        is waiting at a prompt), then oldest first (FIFO)."""
         rows = self.db.execute(
             _RUN_SELECT + " WHERE status = 'pending' AND decided = 1 AND lease_owner IS NULL"
-            " AND (not_before_ms IS NULL OR not_before_ms <= ?) ORDER BY run_id LIMIT ?",
+            " AND (not_before_ms IS NULL OR not_before_ms <= ?)"
+            " ORDER BY trigger_kind != 'manual', run_id LIMIT ?",
             (now_ms, limit),
         )
         return [_run_row(r) for r in rows]

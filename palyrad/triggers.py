@@ -8,9 +8,11 @@ record simply waits, ``pending``, for the next start.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import orjson
 
+from palyrad.edits import STATE_DEFINITIONS_APPLIED, file_hash
 from palyrad.home import Home
 from palyrad.journal import Journal
 from palyrad.notify import POKE_EXECUTOR, POKE_SCHEDULER, poke_fifo
@@ -26,13 +28,21 @@ class TriggerRefused(Exception):
     """The trigger was refused before any record was made (unknown or disabled routine)."""
 
 
-def run_now(
-    home: Home, journal: Journal, defs: Definitions, routine_id: str, payload: str | None
-) -> tuple[Run, bool]:
-    """Record a manual trigger; wait (daemon running) until the policies decided it.
+def applied_gate(home: Home, journal: Journal, routine_id: str) -> bool | None:
+    """Whether the running daemon would accept a trigger for ``routine_id`` — answered from
+    the journal when the file on disk is exactly what the daemon applied (no need to parse
+    100 000 routines to trigger one); None when only the definitions file can tell."""
+    if not daemon_alive(home):
+        return None
+    raw = journal.get_state(STATE_DEFINITIONS_APPLIED)
+    if not raw or orjson.loads(raw).get("file_hash") != file_hash(home):
+        return None
+    state = journal.routine_state(routine_id)
+    return None if state is None else state.enabled
 
-    Returns the run record and whether the daemon was running.
-    """
+
+def check_triggerable(journal: Journal, defs: Definitions, routine_id: str) -> None:
+    """Refuse (no record) unknown, disabled and awaiting-approval routines."""
     routine = defs.by_id().get(routine_id)
     if routine is None:
         raise TriggerRefused(f"no routine {routine_id!r}")
@@ -43,6 +53,27 @@ def run_now(
     ):
         raise TriggerRefused(
             f"routine {routine_id!r} is awaiting approval (palyra routines approve {routine_id})"
+        )
+
+
+def run_now(
+    home: Home,
+    journal: Journal,
+    routine_id: str,
+    payload: str | None,
+    load_definitions: Callable[[], Definitions],
+) -> tuple[Run, bool]:
+    """Record a manual trigger; wait (daemon running) until the policies decided it.
+
+    Returns the run record and whether the daemon was running.
+    """
+    gate = applied_gate(home, journal, routine_id)
+    if gate is None:
+        check_triggerable(journal, load_definitions(), routine_id)
+    elif not gate:
+        raise TriggerRefused(
+            f"routine {routine_id!r} is disabled or awaiting approval (see: palyra routines "
+            f"show {routine_id})"
         )
     now = now_ms()
     run_id = new_ulid(now)
@@ -67,7 +98,7 @@ def run_now(
             run = journal.get_run(run_id)
             if run is not None and run.decided:
                 break
-            time.sleep(0.01)
+            time.sleep(0.005)
     assert run is not None
     return run, running
 

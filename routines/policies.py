@@ -15,6 +15,8 @@ from routines.schedules import next_fire, ticks_between
 
 # A tick loop never walks more than this many ticks at once; the rest are counted.
 MAX_TICKS_PER_PLAN = 10_000
+# At most this many ticks run as "on time" in one plan (the rest of the range is missed).
+MAX_ON_TIME_RUNS = 100
 
 
 def retry_delay_ms(retry: Retry, attempt: int) -> int:
@@ -74,32 +76,34 @@ def plan_due(routine: Routine, next_nominal: int, first_seen_ms: int, now_ms: in
     nxt = next_fire(schedule, last_nominal, first_seen_ms=first_seen_ms)
     nxt_fire = None if nxt is None else fire_at_ms(routine.id, nxt, jitter)
 
-    newest = due[-1]
-    newest_on_time = now_ms - fire_at_ms(routine.id, newest, jitter) <= grace
-    if total == 1 and newest_on_time:
-        return TickPlan((newest,), None, last_nominal, nxt, nxt_fire)
+    # On time: the newest ticks still within grace of their fire time (a scheduler that
+    # fell a little behind runs them all, in order); the older ones are missed. Capped so
+    # that a huge grace on a fast schedule cannot queue an unbounded burst.
+    n_on_time = 0
+    for tick in reversed(due):
+        if n_on_time >= MAX_ON_TIME_RUNS or now_ms - fire_at_ms(routine.id, tick, jitter) > grace:
+            break
+        n_on_time += 1
+    on_time = tuple(due[len(due) - n_on_time :])
+    missed_known = due[: len(due) - n_on_time]
+    missed_total = total - n_on_time
+    if missed_total == 0:
+        return TickPlan(on_time, None, last_nominal, nxt, nxt_fire)
 
-    # Everything before the newest tick is missed (it is older than the newest, which is at
-    # least as late); the newest is missed only when it is itself past grace.
-    missed_total = total - 1 if newest_on_time else total
-    missed_known = due[:-1] if newest_on_time else due
-    on_time = (newest,) if newest_on_time else ()
     first_missed = next_nominal
-    if routine.misfire.policy is MisfirePolicy.CATCH_UP and missed_total > 0:
+    if routine.misfire.policy is MisfirePolicy.CATCH_UP:
         keep = min(missed_total, routine.misfire.max_catch_up_runs)
-        # The newest `keep` missed ticks run; if the newest on-time tick exists it runs too,
-        # but never twice the same instant.
+        # The newest `keep` missed ticks run before the on-time ones; the rest are one skip.
         catch = tuple(missed_known[-keep:]) if keep else ()
-        runs = catch + on_time
         skipped = missed_total - len(catch)
         skip = None
         if skipped > 0:
             last_skipped = missed_known[-keep - 1] if len(missed_known) > keep else first_missed
             skip = (skipped, first_missed, last_skipped)
-        return TickPlan(runs, skip, last_nominal, nxt, nxt_fire)
-    last_missed = missed_known[-1] if missed_known else first_missed
-    skip = (missed_total, first_missed, last_missed) if missed_total > 0 else None
-    return TickPlan(on_time, skip, last_nominal, nxt, nxt_fire)
+        return TickPlan(catch + on_time, skip, last_nominal, nxt, nxt_fire)
+    return TickPlan(
+        on_time, (missed_total, first_missed, missed_known[-1]), last_nominal, nxt, nxt_fire
+    )
 
 
 @dataclass(frozen=True, slots=True)

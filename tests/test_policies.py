@@ -120,19 +120,38 @@ def test_catch_up_keeps_the_newest_ticks_and_accounts_for_the_rest() -> None:
     assert covered == {T0 + k * MIN for k in range(1, 11)}
 
 
-def test_only_the_newest_due_tick_counts_as_on_time() -> None:
-    # With a 1 s schedule and a 60 s grace, the last minute of an outage is "within grace",
-    # but only the newest tick runs as the current one; the others are missed (skip policy
-    # records them; catch_up would run some of them, bounded).
+def test_ticks_within_grace_all_run_when_the_scheduler_falls_behind() -> None:
+    # A 1 s schedule, the scheduler 2.5 s behind: every tick is within the 60 s grace, so
+    # all three run, in order; none is a misfire (SPEC §2.3: missed = not startable within
+    # grace).
+    r = every_minute(trigger=ScheduleTrigger(EverySchedule(1_000, "2026-06-01T00:00:00Z", T0)))
+    plan = plan_due(r, T0 + 1_000, T0, T0 + 3_500)
+    assert plan.run_ticks == (T0 + 1_000, T0 + 2_000, T0 + 3_000)
+    assert plan.skip is None
+
+
+def test_after_an_outage_only_the_ticks_within_grace_are_on_time() -> None:
     r = every_minute(trigger=ScheduleTrigger(EverySchedule(1_000, "2026-06-01T00:00:00Z", T0)))
     plan = plan_due(r, T0 + 1_000, T0, T0 + 600_000)
-    assert plan.run_ticks == (T0 + 600_000,)
-    assert plan.skip == (599, T0 + 1_000, T0 + 599_000)
+    # 600 s down with a 60 s grace: the last 61 ticks (540 s … 600 s) are on time
+    assert plan.run_ticks == tuple(T0 + k * 1_000 for k in range(540, 601))
+    assert plan.skip == (539, T0 + 1_000, T0 + 539_000)
+
+
+def test_on_time_runs_are_capped() -> None:
+    r = every_minute(
+        trigger=ScheduleTrigger(EverySchedule(1_000, "2026-06-01T00:00:00Z", T0)),
+        misfire=Misfire(grace_ms=3_600_000),
+    )
+    plan = plan_due(r, T0 + 1_000, T0, T0 + 600_000)
+    assert len(plan.run_ticks) == 100 and plan.run_ticks[-1] == T0 + 600_000
+    assert plan.skip == (500, T0 + 1_000, T0 + 500_000)
 
 
 def test_catch_up_with_on_time_newest_runs_missed_plus_current() -> None:
     r = every_minute(misfire=Misfire(MisfirePolicy.CATCH_UP, 60_000, 2))
     plan = plan_due(r, T0 + MIN, T0, T0 + 5 * MIN + 1_000)
+    # 00:04 is 61 s late (missed), 00:05 is 1 s late (on time)
     assert plan.run_ticks == (T0 + 3 * MIN, T0 + 4 * MIN, T0 + 5 * MIN)
     assert plan.skip == (2, T0 + MIN, T0 + 2 * MIN)
 
@@ -145,10 +164,10 @@ def test_catch_up_after_a_week_is_bounded() -> None:
     week = 7 * 24 * H
     plan = plan_due(r, T0 + 1_000, T0, T0 + week)
     total = week // 1_000
-    # 100 catch-up runs (the newest missed ticks) + the current, on-time tick
-    assert len(plan.run_ticks) == 101
+    # 100 catch-up runs (the newest missed ticks) + the 61 ticks still within grace
+    assert len(plan.run_ticks) == 161
     assert plan.run_ticks[-1] == T0 + week
-    assert plan.skip == (total - 101, T0 + 1_000, plan.run_ticks[0] - 1_000)
+    assert plan.skip == (total - 161, T0 + 1_000, plan.run_ticks[0] - 1_000)
     assert plan.next_nominal == T0 + week + 1_000
 
 

@@ -235,7 +235,7 @@ class Executor:
             target=self._pump, args=(active, log_file, stdin_data), daemon=True
         ).start()
         threading.Thread(target=self._wait, args=(active,), daemon=True).start()
-        log.info("run started", extra={"run_id": run.run_id, "routine_id": run.routine_id})
+        log.debug("run started", extra={"run_id": run.run_id, "routine_id": run.routine_id})
 
     def _pump(self, active: ActiveRun, log_file: IO[bytes], stdin_data: bytes | None) -> None:
         """Copy output to the run log up to the cap, keeping the tail; feed the prompt."""
@@ -292,7 +292,6 @@ class Executor:
             follow_up=retry_follow_up(run, RunStatus.FAILED.value, now),
         )
         log.warning("run could not start", extra={"run_id": run.run_id, "error_kind": kind})
-        self.ctx.poke("scheduler")
 
     # --- supervision of running runs -----------------------------------------------------
 
@@ -349,12 +348,10 @@ class Executor:
         )
         if done:
             self.after_finish(run.run_id, now)
-        log.info(
+        (log.info if status is not RunStatus.SUCCEEDED else log.debug)(
             "run finished",
             extra={"run_id": run.run_id, "status": status.value, "exit_code": code},
         )
-        # The scheduler may be holding a queued trigger for this routine.
-        self.ctx.poke("scheduler")
 
     def after_finish(self, run_id: str, now: int) -> None:
         """Deliver the result and emit ``run.succeeded``/``run.failed`` if anyone listens."""
