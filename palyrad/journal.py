@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from palyrad.runs import RUN_COLUMNS, Run, RunStatus
+from palyrad.runs import RUN_COLUMNS, Run, RunStatus, ulid_floor
 
 BUSY_TIMEOUT_MS = 10_000
+PRUNE_BATCH = 500
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -635,21 +636,57 @@ class Journal:
         )
         return [_run_row(r) for r in rows]
 
-    def prune_runs(self, max_per_routine: int, older_than_ms: int) -> list[str]:
+    def prune_runs(
+        self, max_per_routine: int, older_than_ms: int, *, batch: int = PRUNE_BATCH
+    ) -> list[str]:
         """Delete finished runs beyond the per-routine cap or older than the age limit.
 
+        Works in small write transactions (``batch`` rows each) found through indexes, so
+        pruning a million-row history never holds the write lock long enough to delay a tick.
+        Age is judged by the run id (a ULID carries the instant the run was queued).
         Returns the deleted runs' log paths so the caller can remove the files.
         """
-        with self.write() as db:
-            victims = db.execute(
-                "SELECT run_id, log_path FROM runs WHERE status NOT IN ('pending', 'running')"
-                " AND (COALESCE(finished_at_ms, queued_at_ms) < ? OR run_id IN ("
-                " SELECT run_id FROM (SELECT run_id, ROW_NUMBER() OVER (PARTITION BY"
-                " routine_id ORDER BY run_id DESC) AS n FROM runs) WHERE n > ?))",
-                (older_than_ms, max_per_routine),
+        logs: list[str] = []
+        floor = ulid_floor(older_than_ms)
+        while True:
+            rows = self.db.execute(
+                "SELECT run_id, log_path FROM runs WHERE run_id < ? AND status NOT IN"
+                " ('pending', 'running') LIMIT ?",
+                (floor, batch),
             ).fetchall()
-            db.executemany("DELETE FROM runs WHERE run_id = ?", [(v[0],) for v in victims])
-        return [v[1] for v in victims if v[1]]
+            if not rows:
+                break
+            logs += self._delete_runs(rows)
+        over = self.db.execute(
+            "SELECT routine_id FROM runs GROUP BY routine_id HAVING COUNT(*) > ?",
+            (max_per_routine,),
+        ).fetchall()
+        for (routine_id,) in over:
+            cutoff = self.db.execute(
+                "SELECT run_id FROM runs WHERE routine_id = ? ORDER BY run_id DESC"
+                " LIMIT 1 OFFSET ?",
+                (routine_id, max_per_routine - 1),
+            ).fetchone()
+            if cutoff is None:
+                continue
+            while True:
+                rows = self.db.execute(
+                    "SELECT run_id, log_path FROM runs WHERE routine_id = ? AND run_id < ?"
+                    " AND status NOT IN ('pending', 'running') LIMIT ?",
+                    (routine_id, cutoff[0], batch),
+                ).fetchall()
+                if not rows:
+                    break
+                logs += self._delete_runs(rows)
+        return logs
+
+    def _delete_runs(self, rows: Sequence[sqlite3.Row]) -> list[str]:
+        with self.write() as db:
+            db.executemany(
+                "DELETE FROM runs WHERE run_id = ? AND status NOT IN ('pending', 'running')",
+                [(r[0],) for r in rows],
+            )
+        return [r[1] for r in rows if r[1]]
 
     def active_heads(self) -> dict[str, str]:
         """Per routine, the oldest chain among its active runs: for one-at-a-time routines

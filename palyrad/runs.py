@@ -62,12 +62,20 @@ def new_ulid(now_ms: int | None = None) -> str:
         else:
             rand = int.from_bytes(os.urandom(10), "big") >> 1  # headroom for increments
         _ulid_last[0], _ulid_last[1] = ms, rand
-    value = (ms << 80) | rand
+    return _encode_ulid((ms << 80) | rand)
+
+
+def _encode_ulid(value: int) -> str:
     out = []
     for _ in range(26):
         out.append(_CROCKFORD[value & 31])
         value >>= 5
     return "".join(reversed(out))
+
+
+def ulid_floor(ms: int) -> str:
+    """The smallest ULID of millisecond ``ms``: ids below it were made before ``ms``."""
+    return _encode_ulid(max(0, ms) << 80)
 
 
 def new_token() -> str:

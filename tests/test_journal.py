@@ -105,16 +105,30 @@ def test_retry_follow_up_is_inserted_with_the_finish(journal: Journal) -> None:
 
 
 def test_prune_keeps_the_newest_per_routine_and_active_runs(journal: Journal) -> None:
-    runs = [_run(status="succeeded", finished_at_ms=100 + i, log_path=f"/l{i}") for i in range(5)]
+    from palyrad.runs import ulid_floor
+
+    day = 86_400_000
+    # five finished runs queued on days 1..5, and one still active
+    runs = [
+        _run(
+            run_id=ulid_floor(k * day),
+            status="succeeded",
+            finished_at_ms=k * day,
+            log_path=f"/l{k}",
+        )
+        for k in range(1, 6)
+    ]
     active = _run()
     for r in [*runs, active]:
         journal.insert_run(r)
-    removed = journal.prune_runs(max_per_routine=2, older_than_ms=0)
-    assert sorted(removed) == ["/l0", "/l1", "/l2", "/l3"]
+    removed = journal.prune_runs(max_per_routine=2, older_than_ms=0, batch=2)
+    assert sorted(removed) == ["/l1", "/l2", "/l3", "/l4"]
     left = {r.run_id for r in journal.runs_for_routine("r")}
     assert left == {runs[4].run_id, active.run_id}
-    # age limit
-    assert journal.prune_runs(max_per_routine=100, older_than_ms=1_000) == ["/l4"]
+    # the age limit goes by when the run was queued (its ULID)
+    assert journal.prune_runs(max_per_routine=100, older_than_ms=5 * day) == []
+    assert journal.prune_runs(max_per_routine=100, older_than_ms=5 * day + 1) == ["/l5"]
+    assert journal.get_run(active.run_id) is not None
 
 
 @pytest.mark.parametrize(
