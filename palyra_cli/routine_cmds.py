@@ -674,59 +674,12 @@ def cron_list_cmd(as_json: bool, home: Home, journal: Journal) -> None:
     _list(home, journal, as_json, schedule_only=True)
 
 
-@cron_group.command("pause")
-@click.argument("routine_id")
-@home_option
-def cron_pause_cmd(routine_id: str) -> None:
-    """Disable a routine."""
-    _set_enabled(routine_id, False)
-
-
-@cron_group.command("resume")
-@click.argument("routine_id")
-@home_option
-def cron_resume_cmd(routine_id: str) -> None:
-    """Enable a routine."""
-    _set_enabled(routine_id, True)
-
-
-@cron_group.command("delete")
-@click.argument("routine_id")
-@home_option
-def cron_delete_cmd(routine_id: str) -> None:
-    """Delete a routine."""
-    _delete(routine_id)
-
-
-@cron_group.command("run-now")
-@click.argument("routine_id")
-@click.option("--payload", metavar="JSON")
-@json_option
-@home_option
-def cron_run_now_cmd(routine_id: str, payload: str | None, as_json: bool) -> None:
-    """Trigger a routine now."""
-    _run_now(routine_id, payload, as_json)
-
-
-@cron_group.command("logs")
-@click.argument("routine_id")
-@click.option("--limit", default=50, show_default=True, type=int)
-@click.option("--before", metavar="RUN_ID", default=None)
-@click.option("--status", type=_STATUS_CHOICE, default=None)
-@json_option
-@home_option
-@with_journal
-def cron_logs_cmd(
-    routine_id: str,
-    limit: int,
-    before: str | None,
-    status: str | None,
-    as_json: bool,
-    home: Home,
-    journal: Journal,
-) -> None:
-    """A routine's runs, newest first."""
-    _logs(home, journal, routine_id, limit, before, status, as_json)
+# The cron group's aliases are the routines commands themselves, not copies of them.
+cron_group.add_command(disable_cmd, "pause")
+cron_group.add_command(enable_cmd, "resume")
+cron_group.add_command(delete_cmd, "delete")
+cron_group.add_command(run_now_cmd, "run-now")
+cron_group.add_command(logs_cmd, "logs")
 
 
 @cron_group.command("status")

@@ -42,7 +42,11 @@ class ServiceContext:
         self.config: DaemonConfig = load_config(home.config)
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
-        self._wake = threading.Event()
+        # A wake counter under a condition, not an Event: a wake that arrives while the
+        # loop is busy is never lost (Event.wait() + clear() drops one set in between).
+        self._cond = threading.Condition()
+        self._wake_seq = 0
+        self._seen_seq = 0
         self._send_lock = threading.Lock()
         self._journal: Journal | None = None
 
@@ -73,12 +77,18 @@ class ServiceContext:
         self.send(("poke", targets))
 
     def wake(self) -> None:
-        self._wake.set()
+        with self._cond:
+            self._wake_seq += 1
+            self._cond.notify_all()
 
     def wait(self, timeout_s: float) -> bool:
-        """Sleep until poked, stopped or ``timeout_s`` passes; True if something woke us."""
-        woke = self._wake.wait(timeout=max(0.0, timeout_s))
-        self._wake.clear()
+        """Sleep until poked, stopped or ``timeout_s`` passes; True if something woke us
+        (including a wake that arrived while the caller was busy since its last wait)."""
+        with self._cond:
+            if self._wake_seq == self._seen_seq and timeout_s > 0:
+                self._cond.wait(timeout=timeout_s)
+            woke = self._wake_seq != self._seen_seq
+            self._seen_seq = self._wake_seq
         return woke
 
     def _reader(self) -> None:
@@ -88,7 +98,7 @@ class ServiceContext:
             except (EOFError, OSError):
                 log.warning("supervisor gone; stopping", extra={"service": self.name})
                 self.stop_event.set()
-                self._wake.set()
+                self.wake()
                 return
             kind = msg[0] if isinstance(msg, tuple) and msg else None
             if kind == "stop":
@@ -96,7 +106,7 @@ class ServiceContext:
             elif kind == "reload":
                 self.reload_config()
                 self.reload_event.set()
-            self._wake.set()
+            self.wake()
 
     def reload_config(self) -> None:
         """SIGHUP: re-read palyra.toml; a broken file keeps the running config."""

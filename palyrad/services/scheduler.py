@@ -114,6 +114,7 @@ class Scheduler:
         self.changed = threading.Event()
         self.env: Mapping[str, str] = os.environ
         self.files = files
+        self.more = False  # a batch limit was hit: there is more to do right away
 
     # --- definitions ---------------------------------------------------------------------
 
@@ -345,8 +346,10 @@ class Scheduler:
         return d
 
     def decide_triggers(self, now: int) -> bool:
-        """Run undecided triggers (run-now, events) through policy; True if any may run."""
+        """Run undecided triggers (run-now, events) through policy; True if any may run.
+        Sets ``more`` when a full batch was taken (the loop goes round again at once)."""
         undecided = self.journal.undecided_runs(DUE_BATCH)
+        self.more = self.more or len(undecided) >= DUE_BATCH
         if not undecided:
             return False
         active = self.journal.active_counts()
@@ -392,6 +395,7 @@ class Scheduler:
     def consume_events(self, now: int) -> bool:
         """Turn journaled events (system events, operator events, hook fires) into triggers."""
         events = self.journal.unconsumed_events(EVENT_BATCH)
+        self.more = self.more or len(events) >= EVENT_BATCH
         if not events:
             return False
         active = self.journal.active_counts()
@@ -526,13 +530,14 @@ def run_scheduler(ctx: ServiceContext) -> None:
             if files.dirty:
                 files.reconcile()
             now = now_ms()
+            sched.more = False
             runnable = sched.decide_triggers(now)
             runnable = sched.consume_events(now) or runnable
             runnable = sched.fire_file_bursts(now) or runnable
             handled, fired = sched.fire_due(now)
             if runnable or fired:
                 ctx.poke("executor")
-            if handled >= DUE_BATCH:
+            if handled >= DUE_BATCH or sched.more:
                 continue  # more due right now
             earliest = ctx.journal.earliest_fire_ms()
             timeout_ms = IDLE_CAP_MS if earliest is None else min(IDLE_CAP_MS, earliest - now_ms())
