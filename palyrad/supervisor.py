@@ -166,6 +166,9 @@ class Supervisor:
                     os.close(fd)
         with contextlib.suppress(OSError):
             self.home.notify_fifo.unlink()
+        for wake in self.home.run_dir.glob("wake-*"):  # the services' direct-poke FIFOs
+            with contextlib.suppress(OSError):
+                wake.unlink()
 
     # --- children ------------------------------------------------------------------------
 

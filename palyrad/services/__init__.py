@@ -21,6 +21,7 @@ from palyrad.config import ConfigError, DaemonConfig, load_config
 from palyrad.daemon_log import setup_logging
 from palyrad.home import Home
 from palyrad.journal import Journal
+from palyrad.notify import ensure_fifo, poke_fifo
 
 log = logging.getLogger("palyrad.service")
 
@@ -73,8 +74,24 @@ class ServiceContext:
         self.send(("ready", info or {}))
 
     def poke(self, *targets: str) -> None:
-        """Ask the supervisor to wake ``targets`` (after committing to the journal)."""
-        self.send(("poke", targets))
+        """Wake ``targets`` (after committing to the journal): straight through the target's
+        own wake FIFO when it is listening, else relayed by the supervisor."""
+        relay = [t for t in targets if not poke_fifo(self.home.run_dir / f"wake-{t}")]
+        if relay:
+            self.send(("poke", tuple(relay)))
+
+    def _fifo_reader(self) -> None:
+        """Direct pokes from sibling services: one byte on ``run/wake-<name>`` is a wake.
+        Opened read-write so the FIFO never reports EOF and opening never blocks."""
+        path = self.home.run_dir / f"wake-{self.name}"
+        ensure_fifo(path)
+        fd = os.open(path, os.O_RDWR)
+        while not self.stop_event.is_set():
+            try:
+                if os.read(fd, 4096):
+                    self.wake()
+            except OSError:
+                return
 
     def wake(self) -> None:
         with self._cond:
@@ -143,6 +160,7 @@ class ServiceContext:
     def start_threads(self) -> None:
         threading.Thread(target=self._reader, name="pipe-reader", daemon=True).start()
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self._fifo_reader, name="wake-fifo", daemon=True).start()
 
 
 def service_main(name: str, home_root: str, conn: Connection, instance: str, restarts: int) -> None:
