@@ -27,10 +27,10 @@ from palyrad.journal import Journal
 from palyrad.routine_views import RoutineView, routine_views
 from palyrad.runs import run_to_json
 from palyrad.triggers import TriggerRefused, cancel, run_now
-from routines.builder import command_action, schedule_routine_object, slugify, unique_id
+from routines.builder import command_action, schedule_routine_object, unique_id
 from routines.definitions_file import DefinitionsError, load
 from routines.jitter import fire_at_ms
-from routines.model import CronSchedule, Definitions, Routine, schedule_to_json
+from routines.model import CronSchedule, Definitions, Routine, schedule_to_json, slugify
 from routines.phrases import PhraseError, resolve_phrase
 from routines.schedules import explain, upcoming
 from routines.timefmt import TimeFormatError, format_rfc3339, get_zone, now_ms, parse_rfc3339

@@ -19,15 +19,13 @@ import orjson
 
 from palyrad.config import load_config
 from palyrad.home import Home
-from palyrad.journal import Journal
+from palyrad.journal import STATE_DEFINITIONS_APPLIED, STATE_DEFINITIONS_ERROR, Journal
 from palyrad.notify import POKE_SCHEDULER, poke_fifo
 from palyrad.status import daemon_alive
 from routines.definitions_file import Editor, locked_edit
 from routines.timefmt import now_ms
 
 APPLY_TIMEOUT_S = 5.0
-STATE_DEFINITIONS_APPLIED = "definitions_applied"
-STATE_DEFINITIONS_ERROR = "definitions_error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,12 @@ from typing import Any
 from palyrad.runs import RUN_COLUMNS, Run, RunStatus, ulid_floor
 
 BUSY_TIMEOUT_MS = 10_000
+
+# daemon_state keys: what the daemon publishes for the CLI, doctor and its own services.
+STATE_DEFINITIONS_APPLIED = "definitions_applied"  # {at_ms, file_hash, count}
+STATE_DEFINITIONS_ERROR = "definitions_error"  # {at_ms, file_hash, errors}
+STATE_APPROVALS_CHANGED = "approvals_changed"  # bumped by every grant
+STATE_LISTENED_EVENTS = "listened_events"  # event names some routine listens to
 PRUNE_BATCH = 500
 
 MIGRATIONS: tuple[str, ...] = (
@@ -761,9 +767,9 @@ class Journal:
                 (routine_id, definition_hash, mode, now_ms, now_ms),
             )
             db.execute(
-                "INSERT INTO daemon_state VALUES ('approvals_changed', ?, ?) ON CONFLICT(key)"
+                "INSERT INTO daemon_state VALUES (?, ?, ?) ON CONFLICT(key)"
                 " DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
-                (str(now_ms), now_ms),
+                (STATE_APPROVALS_CHANGED, str(now_ms), now_ms),
             )
 
     def pending_approvals(self) -> list[tuple[str, str, str, int]]:

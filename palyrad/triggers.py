@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import orjson
 
-from palyrad.edits import STATE_DEFINITIONS_APPLIED, file_hash
+from palyrad.edits import file_hash
 from palyrad.home import Home
-from palyrad.journal import Journal
+from palyrad.journal import STATE_DEFINITIONS_APPLIED, Journal
 from palyrad.notify import POKE_EXECUTOR, POKE_SCHEDULER, poke_fifo
 from palyrad.runs import Run, new_ulid
 from palyrad.status import daemon_alive

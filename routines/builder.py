@@ -7,20 +7,11 @@ every message.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
 from typing import Any
 
 from routines.model import canonical_enum, schedule_to_json
 from routines.phrases import resolve_phrase
-
-_SLUG_RE = re.compile(r"[^a-z0-9._-]+")
-
-
-def slugify(name: str) -> str:
-    """``Nightly backup`` → ``nightly-backup`` (a valid routine id, never empty)."""
-    slug = _SLUG_RE.sub("-", name.strip().lower()).strip("-._")
-    return slug[:120] or "routine"
 
 
 def unique_id(base: str, taken: Collection[str]) -> str:

@@ -8,6 +8,7 @@ these objects only. ``to_json`` gives the canonical spelling writers emit, and
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -66,6 +67,15 @@ ENUM_ALIASES: dict[str, str] = {
     "failure-only": "failure_only",
     "audit-only": "audit_only",
 }
+
+
+_SLUG_RE = re.compile(r"[^a-z0-9._-]+")
+
+
+def slugify(name: str) -> str:
+    """``Nightly backup`` → ``nightly-backup``: a valid routine id, never empty."""
+    slug = _SLUG_RE.sub("-", name.strip().lower()).strip("-._")
+    return slug[:120] or "routine"
 
 
 def canonical_enum(value: str) -> str:

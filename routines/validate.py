@@ -70,6 +70,7 @@ from routines.model import (
     Trigger,
     WebhookTrigger,
     canonical_enum,
+    slugify,
 )
 from routines.timefmt import TimeFormatError, get_zone, parse_rfc3339
 
@@ -255,11 +256,6 @@ def _zone_names() -> tuple[str, ...]:
     import zoneinfo
 
     return tuple(sorted(zoneinfo.available_timezones()))
-
-
-def _slug(text: str) -> str:
-    s = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
-    return s[:128] or "routine"
 
 
 class _Raw(NamedTuple):
@@ -791,7 +787,7 @@ class _Parser:
             self.err(
                 (*p, "id"),
                 f"invalid id {_describe(v)}: ids are 1-128 characters of a-z, 0-9, '.', '_', '-'"
-                f' starting with a letter or digit (try "{_slug(v)}")',
+                f' starting with a letter or digit (try "{slugify(v)}")',
             )
             return None
         return v

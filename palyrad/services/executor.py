@@ -24,7 +24,7 @@ from typing import IO, Any
 import orjson
 
 from palyrad.delivery import deliver
-from palyrad.journal import Journal
+from palyrad.journal import STATE_LISTENED_EVENTS, Journal
 from palyrad.process_groups import kill_orphan_group, signal_group
 from palyrad.runs import OUTPUT_TAIL_BYTES, Run, RunStatus, retry_follow_up, spec_of
 from palyrad.services import ServiceContext
@@ -380,7 +380,7 @@ class Executor:
     def listened_events(self, now: int) -> set[str]:
         """Event names some routine listens to (published by the scheduler; cached 1 s)."""
         if now - self._listened_at > 1_000:
-            raw = self.journal.get_state("listened_events")
+            raw = self.journal.get_state(STATE_LISTENED_EVENTS)
             self._listened = set(orjson.loads(raw)) if raw else set()
             self._listened_at = now
         return self._listened

@@ -25,7 +25,14 @@ import orjson
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from palyrad.journal import Journal, RoutineState
+from palyrad.journal import (
+    STATE_APPROVALS_CHANGED,
+    STATE_DEFINITIONS_APPLIED,
+    STATE_DEFINITIONS_ERROR,
+    STATE_LISTENED_EVENTS,
+    Journal,
+    RoutineState,
+)
 from palyrad.runs import Run, new_trigger_run, run_spec
 from palyrad.services import ServiceContext
 from palyrad.services.file_watch import FileWatchManager
@@ -58,9 +65,6 @@ DUE_BATCH = 1_000
 EVENT_BATCH = 500
 DEBOUNCE_S = 0.05
 MAX_EVENT_DEPTH = 8  # event → run → event … chains stop here (no ping-pong storms)
-STATE_DEFINITIONS_ERROR = "definitions_error"
-STATE_DEFINITIONS_APPLIED = "definitions_applied"
-STATE_APPROVALS_CHANGED = "approvals_changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +261,7 @@ class Scheduler:
                 if isinstance(item.routine.trigger, SystemEventTrigger)
             }
         )
-        self.journal.set_state("listened_events", orjson.dumps(listened).decode(), now)
+        self.journal.set_state(STATE_LISTENED_EVENTS, orjson.dumps(listened).decode(), now)
         if self.files is not None:
             self.files.reconcile(
                 {
