@@ -226,7 +226,9 @@ _RUN_INSERT = (
 class Journal:
     """A connection to the journal plus every query Palyra makes."""
 
-    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: Path, *, synchronous: str = "NORMAL", autocheckpoint_pages: int | None = None
+    ) -> None:
         self.path = path
         try:
             self.db = sqlite3.connect(
@@ -238,6 +240,11 @@ class Journal:
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute(f"PRAGMA synchronous = {synchronous}")
+        if autocheckpoint_pages is not None:
+            # In WAL mode with synchronous=NORMAL a commit never fsyncs; a checkpoint does.
+            # Hot loops leave checkpoints to a background process (see checkpoint()) and keep
+            # only a high safety limit, so a slow disk never stalls a tick.
+            self.db.execute(f"PRAGMA wal_autocheckpoint = {int(autocheckpoint_pages)}")
         self.db.execute("PRAGMA foreign_keys = ON")
         with contextlib.suppress(OSError):
             path.chmod(0o600)
@@ -282,6 +289,11 @@ class Journal:
                     "INTEGER) * 1000)",
                     (version,),
                 )
+
+    def checkpoint(self) -> tuple[int, int]:
+        """A PASSIVE WAL checkpoint (never blocks writers): (WAL frames, frames copied)."""
+        row = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(row[1]), int(row[2])
 
     def schema_version(self) -> int:
         row = self.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()

@@ -27,6 +27,9 @@ log = logging.getLogger("palyrad.service")
 
 HEARTBEAT_INTERVAL_S = 1.0
 JOURNAL_HEARTBEAT_EVERY = 5  # journal a heartbeat every 5th pipe heartbeat
+# The scheduler and executor checkpoint the WAL only past ~40 MB (a safety net); normally
+# the self-healing process checkpoints every second, off the hot path.
+HOT_LOOP_AUTOCHECKPOINT_PAGES = 10_000
 
 
 class ServiceContext:
@@ -55,7 +58,13 @@ class ServiceContext:
     def journal(self) -> Journal:
         """This process's journal connection (opened lazily, owned by the main thread)."""
         if self._journal is None:
-            self._journal = Journal(self.home.journal, synchronous=self.config.journal_synchronous)
+            self._journal = Journal(
+                self.home.journal,
+                synchronous=self.config.journal_synchronous,
+                autocheckpoint_pages=HOT_LOOP_AUTOCHECKPOINT_PAGES
+                if self.name in ("scheduler", "executor")
+                else None,
+            )
         return self._journal
 
     def open_journal(self) -> Journal:

@@ -205,6 +205,9 @@ class Scheduler:
         self.approved = self.journal.approved_set()
         self.approvals_marker = self.journal.get_state(STATE_APPROVALS_CHANGED)
         states = self.journal.routine_states()
+        # "Now" for new schedules is taken after the expensive part (validating, hashing),
+        # so a large file's first ticks are not already late when they are written.
+        now = max(now, now_ms())
         upserts: list[RoutineState] = []
         for rid, item in loaded.items():
             r = item.routine

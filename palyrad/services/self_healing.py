@@ -41,6 +41,7 @@ def sweep_stale_runs(ctx: ServiceContext, now: int) -> int:
 
 
 PRUNE_INTERVAL_MS = 10 * 60_000
+CHECKPOINT_INTERVAL_MS = 1_000
 DAY_MS = 86_400_000
 
 
@@ -59,11 +60,17 @@ def prune_history(ctx: ServiceContext, now: int) -> int:
 
 
 def run_self_healing(ctx: ServiceContext) -> None:
-    interval_s = max(0.5, min(5.0, ctx.config.stale_run_ms / 4000))
+    interval_s = min(CHECKPOINT_INTERVAL_MS / 1000, ctx.config.stale_run_ms / 4000)
     ctx.ready()
     next_prune = now_ms() + 30_000  # not at start-up: let the daemon settle first
+    next_checkpoint = 0
     while not ctx.stopping:
         now = now_ms()
+        if now >= next_checkpoint:
+            # Checkpoints (the only fsyncs in WAL + synchronous=NORMAL) happen here, so the
+            # scheduler and executor never wait on the disk in their loops.
+            ctx.journal.checkpoint()
+            next_checkpoint = now + CHECKPOINT_INTERVAL_MS
         sweep_stale_runs(ctx, now)
         if now >= next_prune:
             prune_history(ctx, now)
