@@ -295,3 +295,16 @@ def test_delivery_file_appends_one_record_per_run(daemon: Daemon) -> None:
     records = [orjson.loads(x) for x in lines.read_text().splitlines()]
     assert [r["run_id"] for r in records] == [a["run_id"], b["run_id"]]
     assert all(r["status"] == "succeeded" and r["output_tail"] == "hi\n" for r in records)
+
+
+def test_routine_changed_event_names_the_edited_routines(daemon: Daemon) -> None:
+    defs = [
+        routine("watcher", {"kind": "system_event", "event": "routine.changed"}, shell("true")),
+        routine("a", MANUAL, shell("true")),
+    ]
+    daemon.write_definitions(defs)
+    daemon.start()
+    defs[1]["action"] = shell("echo edited")
+    daemon.write_definitions(defs)
+    run = wait_until(lambda: daemon.runs("watcher"), timeout=20)[0]
+    assert orjson.loads(run.trigger_payload)["routine_ids"] == ["a"]
