@@ -26,12 +26,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import pickle
 import platform
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +40,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from benchlib import cli, fmt, med, now_ms, palyra_cli, pct, worst
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -57,11 +57,6 @@ TARGET_RUN_NOW_P99_MS = 100.0
 TARGET_RATIO_TO_APS = 0.5
 
 Mix = list[tuple[str, int, int]]  # (routine/job id, interval_ms, anchor offset ms from BASE)
-
-
-def now_ms() -> int:
-    """The same clock the daemon stamps runs with (routines.timefmt.now_ms)."""
-    return time.time_ns() // 1_000_000
 
 
 def sleep_until(t_ms: int) -> None:
@@ -100,8 +95,10 @@ def expected_ticks(mix: Mix, t0: int, t1: int) -> dict[tuple[str, int], int]:
 
 
 def rfc3339_ms(ms: int) -> str:
-    return (EPOCH + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        (EPOCH + timedelta(milliseconds=ms))
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
     )
 
 
@@ -137,15 +134,6 @@ def manual_routine(rid: str, concurrency: str = "forbid") -> dict[str, Any]:
 # --- statistics ----------------------------------------------------------------------------
 
 
-def pct(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100); None for no values."""
-    if not values:
-        return None
-    s = sorted(values)
-    k = max(0, math.ceil(q / 100 * len(s)) - 1)
-    return float(s[k])
-
-
 def lat_stats(values: Sequence[float]) -> dict[str, float | None]:
     return {
         "p50": pct(values, 50),
@@ -153,22 +141,6 @@ def lat_stats(values: Sequence[float]) -> dict[str, float | None]:
         "p99": pct(values, 99),
         "max": float(max(values)) if values else None,
     }
-
-
-def med(values: Iterable[float | None]) -> float | None:
-    v = [x for x in values if x is not None]
-    return statistics.median(v) if v else None
-
-
-def worst(values: Iterable[float | None], *, higher_is_worse: bool = True) -> float | None:
-    v = [x for x in values if x is not None]
-    if not v:
-        return None
-    return max(v) if higher_is_worse else min(v)
-
-
-def fmt(x: float | None, unit: str = "", digits: int = 0) -> str:
-    return "—" if x is None else f"{x:.{digits}f}{unit}"
 
 
 # --- process sampling (psutil) -------------------------------------------------------------
@@ -277,8 +249,9 @@ class WindowCpu:
             "actions_cpu_s_window": round(kids, 3),
             "host_busy_window": round(busy, 3),
             "others_cpu_s_est": round(max(0.0, busy * ncpu * wall - own - kids), 2),
-            "cpu_s_by_process": {k: round(v - self.by_proc.get(k, 0.0), 3)
-                                 for k, v in by_proc.items()},
+            "cpu_s_by_process": {
+                k: round(v - self.by_proc.get(k, 0.0), 3) for k, v in by_proc.items()
+            },
         }
 
 
@@ -350,20 +323,6 @@ def account_ticks(
 # --- Palyra side ---------------------------------------------------------------------------
 
 
-def palyra_cli() -> str:
-    exe = Path(sys.executable).parent / "palyra"
-    return str(exe) if exe.exists() else "palyra"
-
-
-def cli(home: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [palyra_cli(), "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def defs_copy(home: Path) -> Path:
     """A byte-identical copy of definitions.json outside the watched routines/ folder: the
     bench loads definitions from it, because merely opening routines/definitions.json makes
@@ -419,8 +378,12 @@ def load_defs(home: Any) -> Any:
     from palyrad.edits import default_timezone
     from routines.definitions_file import load
 
-    res = load(defs_copy(home.root), now_ms=now_ms(), env=os.environ,
-               default_timezone=default_timezone(home))
+    res = load(
+        defs_copy(home.root),
+        now_ms=now_ms(),
+        env=os.environ,
+        default_timezone=default_timezone(home),
+    )
     if res.definitions is None:
         raise RuntimeError(f"bench definitions invalid: {res.errors[:3]}")
     return res.definitions
@@ -468,8 +431,16 @@ def measure_run_now(
             rid = next(it)
             t = now_ms()
             run, _running = run_now(home, journal, rid, None, lambda: defs)
-            samples.append({"path": "library", "routine_id": rid, "t_invoke_ms": t,
-                            "call_ms": now_ms() - t, "run_id": run.run_id, "error": None})
+            samples.append(
+                {
+                    "path": "library",
+                    "routine_id": rid,
+                    "t_invoke_ms": t,
+                    "call_ms": now_ms() - t,
+                    "run_id": run.run_id,
+                    "error": None,
+                }
+            )
             time.sleep(0.05)
         t_cli = now_ms()
         for _ in range(n_cli):
@@ -480,9 +451,16 @@ def measure_run_now(
             run_id = None
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 run_id = json.loads(res.stdout)["run_id"] if res.returncode == 0 else None
-            samples.append({"path": "cli", "routine_id": rid, "t_invoke_ms": t,
-                            "cli_wall_ms": t_ret - t, "run_id": run_id,
-                            "error": None if run_id else res.stderr.strip()[-300:]})
+            samples.append(
+                {
+                    "path": "cli",
+                    "routine_id": rid,
+                    "t_invoke_ms": t,
+                    "cli_wall_ms": t_ret - t,
+                    "run_id": run_id,
+                    "error": None if run_id else res.stderr.strip()[-300:],
+                }
+            )
             time.sleep(0.05)
         deadline = time.monotonic() + wait_cap_s
         open_ = [s for s in samples if s["run_id"]]
@@ -491,8 +469,11 @@ def measure_run_now(
             for s in open_:
                 run = journal.get_run(s["run_id"])
                 if run is not None and (run.started_at_ms is not None or not run.is_active):
-                    s.update(status=run.status, queued_at_ms=run.queued_at_ms,
-                             started_at_ms=run.started_at_ms)
+                    s.update(
+                        status=run.status,
+                        queued_at_ms=run.queued_at_ms,
+                        started_at_ms=run.started_at_ms,
+                    )
                 else:
                     still.append(s)
             open_ = still
@@ -521,10 +502,12 @@ def measure_run_now(
             "n": len(ss),
             "not_started_within_cap": sum(1 for s in ss if s["latency_ms"] is None),
             "latency_ms": lat_stats(lat),
-            "to_record_ms_p50": pct([s["to_record_ms"] for s in ss
-                                     if s["to_record_ms"] is not None], 50),
-            "record_to_start_ms_p50": pct([s["record_to_start_ms"] for s in ss
-                                           if s["record_to_start_ms"] is not None], 50),
+            "to_record_ms_p50": pct(
+                [s["to_record_ms"] for s in ss if s["to_record_ms"] is not None], 50
+            ),
+            "record_to_start_ms_p50": pct(
+                [s["record_to_start_ms"] for s in ss if s["record_to_start_ms"] is not None], 50
+            ),
         }
     return out
 
@@ -558,14 +541,18 @@ def palyra_round(args: argparse.Namespace, mix: Mix, tmp: Path) -> dict[str, Any
             journal = Journal(home / "journal.sqlite3")
             deadline = time.monotonic() + args.settle
             while time.monotonic() < deadline:
-                behind = [r for r in journal.active_runs()
-                          if r.status == "pending" and (r.fire_at_ms or t1) < t1]
+                behind = [
+                    r
+                    for r in journal.active_runs()
+                    if r.status == "pending" and (r.fire_at_ms or t1) < t1
+                ]
                 if not behind:
                     break
                 time.sleep(1.0)
             out["settle_s"] = round(args.settle - max(0.0, deadline - time.monotonic()), 2)
-            out["backlog_at_settle_end"] = sum(1 for r in journal.active_runs()
-                                               if r.status == "pending")
+            out["backlog_at_settle_end"] = sum(
+                1 for r in journal.active_runs() if r.status == "pending"
+            )
             journal.close()
             out["run_now_under_load"] = measure_run_now(
                 home, args.runnow_cli, args.runnow_lib, now_ids, args.runnow_cap
@@ -630,8 +617,9 @@ def palyra_throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
     tp_ids = [f"tp-{i:03d}" for i in range(100)]
     now_ids = [f"now-{i:03d}" for i in range(args.runnow_cli + args.runnow_lib)]
-    defs = palyra_definitions([], [*(manual_routine(r, "allow") for r in tp_ids),
-                                   *(manual_routine(r) for r in now_ids)])
+    defs = palyra_definitions(
+        [], [*(manual_routine(r, "allow") for r in tp_ids), *(manual_routine(r) for r in now_ids)]
+    )
     out: dict[str, Any] = {"backlog": args.backlog, "routines": len(tp_ids)}
     with tempfile.TemporaryDirectory(prefix="palyra-bench-tp-", dir=tmp) as d:
         home_path = Path(d) / "home"
@@ -729,8 +717,11 @@ def sqlite_bound(tmp: Path, seconds: float) -> dict[str, Any]:
             done += 1
         elapsed = time.perf_counter() - t_begin
         db.close()
-    return {"items_per_s": round(done / elapsed, 1), "transactions_per_item": 2,
-            "seconds": round(elapsed, 2)}
+    return {
+        "items_per_s": round(done / elapsed, 1),
+        "transactions_per_item": 2,
+        "seconds": round(elapsed, 2),
+    }
 
 
 # --- APScheduler side ----------------------------------------------------------------------
@@ -808,12 +799,16 @@ def aps_child(params: dict[str, Any]) -> None:
                 if ev.code == EVENT_JOB_EXECUTED:
                     executed.append((ev.job_id, key[1], int(ev.retval)))
                 else:
-                    other.append((ev.job_id, key[1],
-                                  "missed" if ev.code == EVENT_JOB_MISSED else "error"))
+                    other.append(
+                        (ev.job_id, key[1], "missed" if ev.code == EVENT_JOB_MISSED else "error")
+                    )
 
     sched.add_listener(
         on_event,
-        EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED
+        EVENT_JOB_SUBMITTED
+        | EVENT_JOB_EXECUTED
+        | EVENT_JOB_ERROR
+        | EVENT_JOB_MISSED
         | EVENT_JOB_MAX_INSTANCES,
     )
     sched.start(paused=True)
@@ -823,13 +818,32 @@ def aps_child(params: dict[str, Any]) -> None:
     now = datetime.now(UTC)
     rows = []
     for jid, interval, off in mix:
-        trig = IntervalTrigger(seconds=interval / 1000,
-                               start_date=BASE_ANCHOR + timedelta(milliseconds=off), timezone=UTC)
-        job = Job(sched, id=jid, name=jid, func=aps_job, trigger=trig, executor="default",
-                  args=(), kwargs={}, misfire_grace_time=60, coalesce=True, max_instances=1,
-                  next_run_time=trig.get_next_fire_time(None, now))
-        rows.append({"id": jid, "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
-                     "job_state": pickle.dumps(job.__getstate__(), store.pickle_protocol)})
+        trig = IntervalTrigger(
+            seconds=interval / 1000,
+            start_date=BASE_ANCHOR + timedelta(milliseconds=off),
+            timezone=UTC,
+        )
+        job = Job(
+            sched,
+            id=jid,
+            name=jid,
+            func=aps_job,
+            trigger=trig,
+            executor="default",
+            args=(),
+            kwargs={},
+            misfire_grace_time=60,
+            coalesce=True,
+            max_instances=1,
+            next_run_time=trig.get_next_fire_time(None, now),
+        )
+        rows.append(
+            {
+                "id": jid,
+                "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
+                "job_state": pickle.dumps(job.__getstate__(), store.pickle_protocol),
+            }
+        )
     with store.engine.begin() as conn:
         conn.execute(store.jobs_t.insert(), rows)
     sched.resume()
@@ -855,12 +869,18 @@ def aps_round(args: argparse.Namespace, mix: Mix, tmp: Path) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="aps-bench-", dir=tmp) as d:
-        params = {"routines": args.routines, "every_second": args.every_second,
-                  "db": str(Path(d) / "jobs.sqlite"), "out": str(Path(d) / "records.json")}
+        params = {
+            "routines": args.routines,
+            "every_second": args.every_second,
+            "db": str(Path(d) / "jobs.sqlite"),
+            "out": str(Path(d) / "records.json"),
+        }
         t_start = now_ms()
         child = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--aps-child", json.dumps(params)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         sampler: ProcSampler | None = None
         try:
@@ -923,11 +943,14 @@ def versions() -> dict[str, str]:
 
     git = "?"
     with contextlib.suppress(Exception):
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "palyrad",
-                                "routines", "palyra_cli"],
-                               capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "palyrad", "routines", "palyra_cli"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         git = head + ("+dirty" if dirty else "")
     cpu_model = platform.processor() or "?"
     with contextlib.suppress(OSError):
@@ -1019,52 +1042,77 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         for path in ("cli", "library"):
             rs = []
             for r in rounds:
-                rn = r.get(key, {}).get("run_now_under_load" if where == "under_load"
-                                        else "run_now_idle")
+                rn = r.get(key, {}).get(
+                    "run_now_under_load" if where == "under_load" else "run_now_idle"
+                )
                 if rn:
                     rs.append(rn)
-            pooled = [smp["latency_ms"] for rn in rs for smp in rn["samples"]
-                      if smp["path"] == path and smp["latency_ms"] is not None]
+            pooled = [
+                smp["latency_ms"]
+                for rn in rs
+                for smp in rn["samples"]
+                if smp["path"] == path and smp["latency_ms"] is not None
+            ]
             s[f"run_now_{where}_{path}"] = {
-                "p50_ms": {"median": med(rn[path]["latency_ms"]["p50"] for rn in rs),
-                           "worst": worst(rn[path]["latency_ms"]["p50"] for rn in rs)},
-                "p99_ms": {"median": med(rn[path]["latency_ms"]["p99"] for rn in rs),
-                           "worst": worst(rn[path]["latency_ms"]["p99"] for rn in rs)},
+                "p50_ms": {
+                    "median": med(rn[path]["latency_ms"]["p50"] for rn in rs),
+                    "worst": worst(rn[path]["latency_ms"]["p50"] for rn in rs),
+                },
+                "p99_ms": {
+                    "median": med(rn[path]["latency_ms"]["p99"] for rn in rs),
+                    "worst": worst(rn[path]["latency_ms"]["p99"] for rn in rs),
+                },
                 "pooled": lat_stats(pooled),
                 "not_started_within_cap": sum(rn[path]["not_started_within_cap"] for rn in rs),
                 "samples": sum(rn[path]["n"] for rn in rs),
                 "to_record_ms_p50_median": med(rn[path]["to_record_ms_p50"] for rn in rs),
-                "record_to_start_ms_p50_median": med(rn[path]["record_to_start_ms_p50"]
-                                                     for rn in rs),
+                "record_to_start_ms_p50_median": med(
+                    rn[path]["record_to_start_ms_p50"] for rn in rs
+                ),
             }
     reloads = []
     for r in rounds:
         for key, sub in (("palyra", "run_now_under_load"), ("palyra_throughput", "run_now_idle")):
             rn = r.get(key, {}).get(sub)
             if rn:
-                reloads.append({"round": r["round"], "where": sub,
-                                "during_library_samples": rn["reloads_during_library_samples"],
-                                "from_first_cli_sample": rn["reloads_from_first_cli_sample"],
-                                "phase_s": rn["reload_phase_s"]})
+                reloads.append(
+                    {
+                        "round": r["round"],
+                        "where": sub,
+                        "during_library_samples": rn["reloads_during_library_samples"],
+                        "from_first_cli_sample": rn["reloads_from_first_cli_sample"],
+                        "phase_s": rn["reload_phase_s"],
+                    }
+                )
     s["spurious_reloads"] = {
-        "in_lateness_windows": [r["palyra"].get("reloads_in_window") for r in rounds
-                                if "palyra" in r],
+        "in_lateness_windows": [
+            r["palyra"].get("reloads_in_window") for r in rounds if "palyra" in r
+        ],
         "run_now_phases": reloads,
     }
     tp = [r["palyra_throughput"] for r in rounds if "palyra_throughput" in r]
     bound = [r["sqlite_bound"]["items_per_s"] for r in rounds if "sqlite_bound" in r]
-    ratios = [t["runs_per_s"] / r["sqlite_bound"]["items_per_s"]
-              for r in rounds if "palyra_throughput" in r and "sqlite_bound" in r
-              for t in [r["palyra_throughput"]] if t["runs_per_s"]]
-    s["throughput_runs_per_s"] = {"median": med(t["runs_per_s"] for t in tp),
-                                  "worst": worst((t["runs_per_s"] for t in tp),
-                                                 higher_is_worse=False)}
+    ratios = [
+        t["runs_per_s"] / r["sqlite_bound"]["items_per_s"]
+        for r in rounds
+        if "palyra_throughput" in r and "sqlite_bound" in r
+        for t in [r["palyra_throughput"]]
+        if t["runs_per_s"]
+    ]
+    s["throughput_runs_per_s"] = {
+        "median": med(t["runs_per_s"] for t in tp),
+        "worst": worst((t["runs_per_s"] for t in tp), higher_is_worse=False),
+    }
     s["throughput_cpu_s"] = {"median": med(t["cpu_s"] for t in tp)}
     s["throughput_peak_rss_mb"] = {"median": med(t["peak_rss_mb"] for t in tp)}
-    s["sqlite_bound_items_per_s"] = {"median": med(bound),
-                                     "worst": worst(bound, higher_is_worse=False)}
-    s["throughput_to_bound_ratio"] = {"median": med(ratios),
-                                      "worst": worst(ratios, higher_is_worse=False)}
+    s["sqlite_bound_items_per_s"] = {
+        "median": med(bound),
+        "worst": worst(bound, higher_is_worse=False),
+    }
+    s["throughput_to_bound_ratio"] = {
+        "median": med(ratios),
+        "worst": worst(ratios, higher_is_worse=False),
+    }
     return s
 
 
@@ -1078,15 +1126,17 @@ def print_summary(s: dict[str, Any], rounds: list[dict[str, Any]]) -> None:
     print("fire lateness, started_at − fire_at (median of rounds / worst round)")
     print(f"  {'':<34}{'Palyra':>24}{'APScheduler 3':>24}")
     for f in ("p50", "p90", "p99", "max"):
-        print(f"  {f + ' (ms)':<34}{mw(p[f'lateness_{f}_ms']):>24}"
-              f"{mw(a[f'lateness_{f}_ms']):>24}")
-    for f, label in (("ticks", "ticks in window"), ("no_record", "ticks with no run record"),
-                     ("recorded_not_started", "ticks recorded, never started"),
-                     ("cpu_s_window", "CPU s over window (daemon/APS)"),
-                     ("peak_rss_mb_window", "peak RSS MB (summed)"),
-                     ("actions_cpu_s_window", "CPU s of the reaped /bin/true"),
-                     ("host_busy_window", "host busy % (all processes)"),
-                     ("others_cpu_s_est", "CPU s of other processes (est.)")):
+        print(f"  {f + ' (ms)':<34}{mw(p[f'lateness_{f}_ms']):>24}{mw(a[f'lateness_{f}_ms']):>24}")
+    for f, label in (
+        ("ticks", "ticks in window"),
+        ("no_record", "ticks with no run record"),
+        ("recorded_not_started", "ticks recorded, never started"),
+        ("cpu_s_window", "CPU s over window (daemon/APS)"),
+        ("peak_rss_mb_window", "peak RSS MB (summed)"),
+        ("actions_cpu_s_window", "CPU s of the reaped /bin/true"),
+        ("host_busy_window", "host busy % (all processes)"),
+        ("others_cpu_s_est", "CPU s of other processes (est.)"),
+    ):
         dg = 1 if "cpu" in f else 0
         print(f"  {label:<34}{mw(p[f], digits=dg):>24}{mw(a[f], digits=dg):>24}")
     ns_p: Counter[str] = Counter()
@@ -1095,16 +1145,24 @@ def print_summary(s: dict[str, Any], rounds: list[dict[str, Any]]) -> None:
     ns_a: Counter[str] = Counter()
     for r in rounds:
         ns_a.update(r.get("apscheduler", {}).get("ticks", {}).get("recorded_not_started", {}))
-    covered = sum(r.get("palyra", {}).get("ticks", {}).get("covered_by_skip_range", 0)
-                  for r in rounds)
-    print(f"  not started, all rounds, by status: Palyra {dict(ns_p) or '{}'}; "
-          f"APScheduler {dict(ns_a) or '{}'}")
+    covered = sum(
+        r.get("palyra", {}).get("ticks", {}).get("covered_by_skip_range", 0) for r in rounds
+    )
+    print(
+        f"  not started, all rounds, by status: Palyra {dict(ns_p) or '{}'}; "
+        f"APScheduler {dict(ns_a) or '{}'}"
+    )
     print(f"  Palyra no-record ticks covered by a misfire skip range (all rounds): {covered}")
-    rates = [(r["palyra"]["started_per_s_5s_buckets"], r["palyra"]["demand_runs_per_s"])
-             for r in rounds if "palyra" in r]
+    rates = [
+        (r["palyra"]["started_per_s_5s_buckets"], r["palyra"]["demand_runs_per_s"])
+        for r in rounds
+        if "palyra" in r
+    ]
     if rates:
-        print("  Palyra runs started per second, 5 s buckets from 5 s before the window "
-              f"(demand ≈ {rates[0][1]:.0f}/s):")
+        print(
+            "  Palyra runs started per second, 5 s buckets from 5 s before the window "
+            f"(demand ≈ {rates[0][1]:.0f}/s):"
+        )
         for i, (series, _d) in enumerate(rates, 1):
             print(f"    round {i}: {series}")
     arates = [r["apscheduler"]["started_per_s_5s_buckets"] for r in rounds if "apscheduler" in r]
@@ -1114,35 +1172,44 @@ def print_summary(s: dict[str, Any], rounds: list[dict[str, Any]]) -> None:
             print(f"    round {i}: {series}")
     print()
     print("run-now → running latency, ms (median of per-round figures / worst round; pooled)")
-    for key, label in (("run_now_under_load_cli", "CLI, under the N-routine load"),
-                       ("run_now_under_load_library", "library, under the N-routine load"),
-                       ("run_now_idle_cli", "CLI, idle daemon"),
-                       ("run_now_idle_library", "library, idle daemon")):
+    for key, label in (
+        ("run_now_under_load_cli", "CLI, under the N-routine load"),
+        ("run_now_under_load_library", "library, under the N-routine load"),
+        ("run_now_idle_cli", "CLI, idle daemon"),
+        ("run_now_idle_library", "library, idle daemon"),
+    ):
         d = s[key]
         pooled = d["pooled"]
-        print(f"  {label:<36} p50 {mw(d['p50_ms'], digits=0):>16}  p99 "
-              f"{mw(d['p99_ms'], digits=0):>16}  pooled p50 {fmt(pooled['p50'], digits=0)} "
-              f"p99 {fmt(pooled['p99'], digits=0)} (n={d['samples']}, not started within cap: "
-              f"{d['not_started_within_cap']}); invoke→record p50 "
-              f"{fmt(d['to_record_ms_p50_median'], digits=0)}, record→start p50 "
-              f"{fmt(d['record_to_start_ms_p50_median'], digits=0)}")
-    print(f"  CLI process start-up alone (`palyra --help`, 3×): "
-          f"{s.get('cli_startup_ms_palyra_help')} ms")
+        print(
+            f"  {label:<36} p50 {mw(d['p50_ms'], digits=0):>16}  p99 "
+            f"{mw(d['p99_ms'], digits=0):>16}  pooled p50 {fmt(pooled['p50'], digits=0)} "
+            f"p99 {fmt(pooled['p99'], digits=0)} (n={d['samples']}, not started within cap: "
+            f"{d['not_started_within_cap']}); invoke→record p50 "
+            f"{fmt(d['to_record_ms_p50_median'], digits=0)}, record→start p50 "
+            f"{fmt(d['record_to_start_ms_p50_median'], digits=0)}"
+        )
+    print(
+        f"  CLI process start-up alone (`palyra --help`, 3×): "
+        f"{s.get('cli_startup_ms_palyra_help')} ms"
+    )
     sr = s["spurious_reloads"]
     lib = sum(x["during_library_samples"] for x in sr["run_now_phases"])
     clir = sum(x["from_first_cli_sample"] for x in sr["run_now_phases"])
     cli_s = sum(x["phase_s"]["cli"] for x in sr["run_now_phases"])
-    print(f"  scheduler reloads of the unchanged definitions.json (daemon log): lateness "
-          f"windows {sr['in_lateness_windows']}; run-now phases: {lib} during library "
-          f"samples, {clir} in the {cli_s:.0f} s from the first CLI sample on")
+    print(
+        f"  scheduler reloads of the unchanged definitions.json (daemon log): lateness "
+        f"windows {sr['in_lateness_windows']}; run-now phases: {lib} during library "
+        f"samples, {clir} in the {cli_s:.0f} s from the first CLI sample on"
+    )
     print()
     print("executor throughput (no-op runs, backlog drain) and the raw SQLite bound")
-    print(f"  Palyra runs/s                       {mw(s['throughput_runs_per_s'], digits=0)}"
-          f"   (CPU {fmt(s['throughput_cpu_s']['median'], digits=1)} s, peak RSS "
-          f"{fmt(s['throughput_peak_rss_mb']['median'], digits=0)} MB, median round)")
+    print(
+        f"  Palyra runs/s                       {mw(s['throughput_runs_per_s'], digits=0)}"
+        f"   (CPU {fmt(s['throughput_cpu_s']['median'], digits=1)} s, peak RSS "
+        f"{fmt(s['throughput_peak_rss_mb']['median'], digits=0)} MB, median round)"
+    )
     print(f"  SQLite claim+complete items/s       {mw(s['sqlite_bound_items_per_s'], digits=0)}")
-    print(f"  ratio throughput / bound            "
-          f"{mw(s['throughput_to_bound_ratio'], digits=3)}")
+    print(f"  ratio throughput / bound            {mw(s['throughput_to_bound_ratio'], digits=3)}")
     print()
     print("targets")
     p99p, p99a = p["lateness_p99_ms"], a["lateness_p99_ms"]
@@ -1153,45 +1220,73 @@ def print_summary(s: dict[str, Any], rounds: list[dict[str, Any]]) -> None:
     def le(x: float | None, lim: float | None) -> bool | None:
         return None if x is None or lim is None else x <= lim
 
-    print(f"  lateness p99 ≤ {TARGET_LATENESS_P99_MS:.0f} ms: Palyra median "
-          f"{fmt(p99p['median'])} [{verdict(le(p99p['median'], TARGET_LATENESS_P99_MS))}], "
-          f"worst {fmt(p99p['worst'])} [{verdict(le(p99p['worst'], TARGET_LATENESS_P99_MS))}]"
-          f"; APScheduler median {fmt(p99a['median'])}, worst {fmt(p99a['worst'])}")
+    print(
+        f"  lateness p99 ≤ {TARGET_LATENESS_P99_MS:.0f} ms: Palyra median "
+        f"{fmt(p99p['median'])} [{verdict(le(p99p['median'], TARGET_LATENESS_P99_MS))}], "
+        f"worst {fmt(p99p['worst'])} [{verdict(le(p99p['worst'], TARGET_LATENESS_P99_MS))}]"
+        f"; APScheduler median {fmt(p99a['median'])}, worst {fmt(p99a['worst'])}"
+    )
     for key, label in (("run_now_under_load", "under load"), ("run_now_idle", "idle")):
         for path in ("cli", "library"):
             d = s[f"{key}_{path}"]
             x = d["pooled"]["p99"] if not d["not_started_within_cap"] else None
-            extra = (f" ({d['not_started_within_cap']} samples never started within the cap)"
-                     if d["not_started_within_cap"] else "")
-            ok = le(x, TARGET_RUN_NOW_P99_MS) if x is not None else (
-                False if d["not_started_within_cap"] else None)
-            print(f"  run-now p99 ≤ {TARGET_RUN_NOW_P99_MS:.0f} ms ({path}, {label}): pooled "
-                  f"{fmt(d['pooled']['p99'], digits=0)}{extra} [{verdict(ok)}]")
+            extra = (
+                f" ({d['not_started_within_cap']} samples never started within the cap)"
+                if d["not_started_within_cap"]
+                else ""
+            )
+            ok = (
+                le(x, TARGET_RUN_NOW_P99_MS)
+                if x is not None
+                else (False if d["not_started_within_cap"] else None)
+            )
+            print(
+                f"  run-now p99 ≤ {TARGET_RUN_NOW_P99_MS:.0f} ms ({path}, {label}): pooled "
+                f"{fmt(d['pooled']['p99'], digits=0)}{extra} [{verdict(ok)}]"
+            )
     for which in ("median", "worst"):
         pv, av = p99p[which], p99a[which]
         lim = None if av is None else TARGET_RATIO_TO_APS * av
-        print(f"  Palyra p99 ≤ ½ APScheduler p99 ({which} round): {fmt(pv)} vs ½·"
-              f"{fmt(av)} = {fmt(lim)} [{verdict(le(pv, lim))}]")
+        print(
+            f"  Palyra p99 ≤ ½ APScheduler p99 ({which} round): {fmt(pv)} vs ½·"
+            f"{fmt(av)} = {fmt(lim)} [{verdict(le(pv, lim))}]"
+        )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 2 rounds each, 10 s window, fewer samples")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run: 2 rounds each, 10 s window, fewer samples"
+    )
     ap.add_argument("--routines", type=int, default=10_000, help="N (default 10000)")
-    ap.add_argument("--every-second", type=int, default=10,
-                    help="how many of the N run every second (default 10; the rest every minute)")
+    ap.add_argument(
+        "--every-second",
+        type=int,
+        default=10,
+        help="how many of the N run every second (default 10; the rest every minute)",
+    )
     ap.add_argument("--rounds", type=int, help="rounds per side (default 5; quick 2)")
     ap.add_argument("--window", type=float, help="measurement window, s (default 40; quick 10)")
     ap.add_argument("--warmup", type=float, help="s after ready before the window (default 5)")
-    ap.add_argument("--settle", type=float,
-                    help="max s to wait after the window for its late ticks (default 10)")
-    ap.add_argument("--max-concurrent", type=int, default=20,
-                    help="Palyra [executor] max_concurrent_runs (default 20 = APScheduler's pool)")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        help="max s to wait after the window for its late ticks (default 10)",
+    )
+    ap.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=20,
+        help="Palyra [executor] max_concurrent_runs (default 20 = APScheduler's pool)",
+    )
     ap.add_argument("--runnow-cli", type=int, help="CLI run-now samples per round (default 5)")
     ap.add_argument("--runnow-lib", type=int, help="library run-now samples per round (default 10)")
-    ap.add_argument("--runnow-cap", type=float, default=10.0,
-                    help="max s to wait for a run-now sample to start (default 10)")
+    ap.add_argument(
+        "--runnow-cap",
+        type=float,
+        default=10.0,
+        help="max s to wait for a run-now sample to start (default 10)",
+    )
     ap.add_argument("--backlog", type=int, help="throughput backlog size (default 2000)")
     ap.add_argument("--drain-cap", type=float, default=90.0, help="max s for the backlog drain")
     ap.add_argument("--bound-seconds", type=float, help="raw SQLite bound duration (default 2)")
@@ -1200,10 +1295,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--aps-child", metavar="JSON", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     q = args.quick
-    defaults = {"rounds": 2 if q else 5, "window": 10.0 if q else 40.0,
-                "warmup": 3.0 if q else 5.0, "settle": 5.0 if q else 10.0,
-                "runnow_cli": 2 if q else 5, "runnow_lib": 5 if q else 10,
-                "backlog": 500 if q else 2000, "bound_seconds": 1.0 if q else 2.0}
+    defaults = {
+        "rounds": 2 if q else 5,
+        "window": 10.0 if q else 40.0,
+        "warmup": 3.0 if q else 5.0,
+        "settle": 5.0 if q else 10.0,
+        "runnow_cli": 2 if q else 5,
+        "runnow_lib": 5 if q else 10,
+        "backlog": 500 if q else 2000,
+        "bound_seconds": 1.0 if q else 2.0,
+    }
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -1232,10 +1333,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         subprocess.run([palyra_cli(), "--help"], capture_output=True)
         cli_startup.append(round((time.perf_counter() - t) * 1000))
     rounds: list[dict[str, Any]] = []
-    result: dict[str, Any] = {"method": method, "versions": vers,
-                              "config": {k: v for k, v in vars(args).items() if k != "aps_child"},
-                              "started_at": datetime.now(UTC).isoformat(),
-                              "cli_startup_ms_palyra_help": cli_startup, "rounds": rounds}
+    result: dict[str, Any] = {
+        "method": method,
+        "versions": vers,
+        "config": {k: v for k, v in vars(args).items() if k != "aps_child"},
+        "started_at": datetime.now(UTC).isoformat(),
+        "cli_startup_ms_palyra_help": cli_startup,
+        "rounds": rounds,
+    }
     t_all = time.monotonic()
     try:
         for i in range(1, args.rounds + 1):
@@ -1247,14 +1352,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             r["palyra_throughput"] = palyra_throughput(args, tmp)
             tp = r["palyra_throughput"]
             load_rn, idle_rn = r["palyra"]["run_now_under_load"], tp["run_now_idle"]
-            print(f"  round {i} throughput  {fmt(tp['runs_per_s'])} runs/s "
-                  f"({tp['by_status']}), SQLite bound {r['sqlite_bound']['items_per_s']:.0f} "
-                  f"items/s; run-now p50 ms under load cli/lib "
-                  f"{fmt(load_rn['cli']['latency_ms']['p50'])}/"
-                  f"{fmt(load_rn['library']['latency_ms']['p50'])}, idle cli/lib "
-                  f"{fmt(idle_rn['cli']['latency_ms']['p50'])}/"
-                  f"{fmt(idle_rn['library']['latency_ms']['p50'])}",
-                  flush=True)
+            print(
+                f"  round {i} throughput  {fmt(tp['runs_per_s'])} runs/s "
+                f"({tp['by_status']}), SQLite bound {r['sqlite_bound']['items_per_s']:.0f} "
+                f"items/s; run-now p50 ms under load cli/lib "
+                f"{fmt(load_rn['cli']['latency_ms']['p50'])}/"
+                f"{fmt(load_rn['library']['latency_ms']['p50'])}, idle cli/lib "
+                f"{fmt(idle_rn['cli']['latency_ms']['p50'])}/"
+                f"{fmt(idle_rn['library']['latency_ms']['p50'])}",
+                flush=True,
+            )
             r["apscheduler"] = aps_round(args, mix, tmp)
             print(round_line("APScheduler", i, r["apscheduler"]), flush=True)
     finally:

@@ -46,22 +46,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import platform
 import random
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from benchlib import cli, fmt, med, now_ms, pct, worst
+
+from palyrad.runs import ulid_floor
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -69,11 +71,6 @@ ACTION = ["/bin/true"]
 BASE_ANCHOR_MS = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LOAD_LIMIT = 1.5
-
-
-def now_ms() -> int:
-    """The same clock the daemon stamps runs with (routines.timefmt.now_ms)."""
-    return time.time_ns() // 1_000_000
 
 
 def rfc3339_ms(ms: int) -> str:
@@ -87,15 +84,6 @@ def rfc3339_ms(ms: int) -> str:
 # --- statistics ----------------------------------------------------------------------------
 
 
-def pct(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100); None for no values."""
-    if not values:
-        return None
-    s = sorted(values)
-    k = max(0, math.ceil(q / 100 * len(s)) - 1)
-    return float(s[k])
-
-
 def lat_stats(values: Sequence[float]) -> dict[str, float | None]:
     return {
         "n": len(values),
@@ -104,22 +92,6 @@ def lat_stats(values: Sequence[float]) -> dict[str, float | None]:
         "p99": pct(values, 99),
         "max": float(max(values)) if values else None,
     }
-
-
-def med(values: Iterable[float | None]) -> float | None:
-    v = [x for x in values if x is not None]
-    return statistics.median(v) if v else None
-
-
-def worst(values: Iterable[float | None], *, higher_is_worse: bool = True) -> float | None:
-    v = [x for x in values if x is not None]
-    if not v:
-        return None
-    return max(v) if higher_is_worse else min(v)
-
-
-def fmt(x: float | None, unit: str = "", digits: int = 0) -> str:
-    return "—" if x is None else f"{x:.{digits}f}{unit}"
 
 
 def mw(values: list[float | None], *, digits: int = 0, higher_is_worse: bool = True) -> str:
@@ -251,20 +223,6 @@ def host_quiet_enough(max_wait_s: float, limit_cores: float = 0.5) -> dict[str, 
 
 
 # --- the daemon ----------------------------------------------------------------------------
-
-
-def palyra_cli() -> str:
-    exe = Path(sys.executable).parent / "palyra"
-    return str(exe) if exe.exists() else "palyra"
-
-
-def cli(home: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [palyra_cli(), "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def write_home(home: Path, routines: list[dict[str, Any]], max_concurrent: int) -> None:
@@ -550,14 +508,6 @@ RUN_FIELDS = (
 )
 
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-def ulid_floor(ms: int) -> str:
-    """The smallest ULID of millisecond ``ms``: run ids (ULIDs, the primary key) at or after
-    it were made at or after ``ms``, so a range scan finds a restart's records cheaply."""
-    value = ms << 80
-    return "".join(_CROCKFORD[(value >> (5 * k)) & 31] for k in range(25, -1, -1))
 
 
 class RecoveryWatch:
