@@ -6,7 +6,9 @@ script's own directory.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import platform
 import statistics
 import subprocess
 import sys
@@ -57,3 +59,38 @@ def cli(home: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedP
         text=True,
         timeout=timeout,
     )
+
+
+def package_version(name: str) -> str:
+    """An installed distribution's version, or ``?``."""
+    from importlib.metadata import version
+
+    try:
+        return version(name)
+    except Exception:
+        return "?"
+
+
+def palyra_version(root: Path) -> str:
+    """``0.1.0 (abc1234)``, with ``+dirty`` when the daemon's code has local changes."""
+    git = "?"
+    with contextlib.suppress(Exception):
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "palyrad", "routines", "palyra_cli"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        git = head + ("+dirty" if dirty else "")
+    return f"{package_version('palyra')} ({git})"
+
+
+def cpu_model() -> str:
+    model = platform.processor() or "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return model

@@ -41,7 +41,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchlib import cli, fmt, med, now_ms, palyra_cli, pct, worst
+from benchlib import (
+    cli,
+    cpu_model,
+    fmt,
+    med,
+    now_ms,
+    package_version,
+    palyra_cli,
+    palyra_version,
+    pct,
+    worst,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -933,40 +944,17 @@ def aps_round(args: argparse.Namespace, mix: Mix, tmp: Path) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    def v(name: str) -> str:
-        try:
-            return version(name)
-        except Exception:
-            return "?"
-
-    git = "?"
-    with contextlib.suppress(Exception):
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "palyrad", "routines", "palyra_cli"],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        git = head + ("+dirty" if dirty else "")
-    cpu_model = platform.processor() or "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
+    v = package_version
+    cpu = cpu_model()
     return {
-        "palyra": f"{v('palyra')} ({git})",
+        "palyra": palyra_version(ROOT),
         "apscheduler": v("apscheduler"),
         "sqlalchemy": v("sqlalchemy"),
         "psutil": v("psutil"),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "kernel": platform.release(),
-        "cpu": cpu_model,
+        "cpu": cpu,
     }
 
 

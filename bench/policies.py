@@ -50,7 +50,6 @@ import os
 import platform
 import random
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -61,7 +60,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchlib import cli, fmt, med, now_ms, pct, worst
+from benchlib import cli, cpu_model, fmt, med, now_ms, package_version, palyra_version, pct, worst
 
 from palyrad.runs import ulid_floor
 
@@ -508,8 +507,6 @@ RUN_FIELDS = (
 )
 
 
-
-
 class RecoveryWatch:
     """Polls the journal (read-only) from just before ``daemon start`` is invoked: when every
     routine's outage skip record and catch-up run are *visible* (committed; 20 ms polls),
@@ -845,39 +842,16 @@ def outage_round(args: argparse.Namespace, tmp: Path, variant: str) -> dict[str,
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    def v(name: str) -> str:
-        try:
-            return version(name)
-        except Exception:
-            return "?"
-
-    git = "?"
-    with contextlib.suppress(Exception):
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "palyrad", "routines", "palyra_cli"],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        git = head + ("+dirty" if dirty else "")
-    cpu_model = platform.processor() or "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
+    v = package_version
+    cpu = cpu_model()
     return {
-        "palyra": f"{v('palyra')} ({git})",
+        "palyra": palyra_version(ROOT),
         "watchdog": v("watchdog"),
         "psutil": v("psutil"),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "kernel": platform.release(),
-        "cpu": cpu_model,
+        "cpu": cpu,
     }
 
 
