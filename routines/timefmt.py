@@ -32,6 +32,13 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def seconds_until(t_ms: int) -> float:
+    """Seconds from now to the instant ``t_ms`` (negative when past), at the clock's full
+    resolution: ``t_ms - now_ms()`` would truncate "now" and wake a timed loop up to 1 ms
+    late, on every tick."""
+    return (t_ms * 1_000_000 - time.time_ns()) / 1e9
+
+
 @lru_cache(maxsize=1024)
 def get_zone(name: str) -> tzinfo:
     """Resolve an IANA zone name (``UTC`` included); raises TimeFormatError if unknown."""

@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import selectors
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -24,6 +26,14 @@ from palyrad.journal import Journal
 from palyrad.notify import ensure_fifo, poke_fifo
 
 log = logging.getLogger("palyrad.service")
+
+
+def _drain(fd: int) -> None:
+    """Empty a non-blocking wake pipe/FIFO: any number of pending wakes is one wake."""
+    with contextlib.suppress(BlockingIOError, OSError):
+        while os.read(fd, 4096):
+            pass
+
 
 HEARTBEAT_INTERVAL_S = 1.0
 JOURNAL_HEARTBEAT_EVERY = 5  # journal a heartbeat every 5th pipe heartbeat
@@ -46,11 +56,16 @@ class ServiceContext:
         self.config: DaemonConfig = load_config(home.config)
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
-        # A wake counter under a condition, not an Event: a wake that arrives while the
-        # loop is busy is never lost (Event.wait() + clear() drops one set in between).
-        self._cond = threading.Condition()
-        self._wake_seq = 0
-        self._seen_seq = 0
+        # Wakes are bytes in a pipe, not an Event: a wake that arrives while the loop is busy
+        # stays readable until the next wait (Event.wait() + clear() drops one set in
+        # between), any thread or signal handler can write one, and the loop can wait on its
+        # own fds (the executor's child pipes and pidfds) in the same select.
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._fifo_fd: int | None = None
         self._send_lock = threading.Lock()
         self._journal: Journal | None = None
 
@@ -89,33 +104,55 @@ class ServiceContext:
         if relay:
             self.send(("poke", tuple(relay)))
 
-    def _fifo_reader(self) -> None:
-        """Direct pokes from sibling services: one byte on ``run/wake-<name>`` is a wake.
-        Opened read-write so the FIFO never reports EOF and opening never blocks."""
+    def listen_fifo(self) -> None:
+        """Direct pokes from sibling services and the CLI: one byte on ``run/wake-<name>`` is
+        a wake. Opened read-write so the FIFO never reports EOF and opening never blocks."""
         path = self.home.run_dir / f"wake-{self.name}"
         ensure_fifo(path)
-        fd = os.open(path, os.O_RDWR)
-        while not self.stop_event.is_set():
-            try:
-                if os.read(fd, 4096):
-                    self.wake()
-            except OSError:
-                return
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._fifo_fd = fd
+        self._selector.register(fd, selectors.EVENT_READ, None)
 
     def wake(self) -> None:
-        with self._cond:
-            self._wake_seq += 1
-            self._cond.notify_all()
+        """Wake the main loop; safe from any thread and from signal handlers."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"w")  # a full pipe is a wake already pending
+
+    def register(self, fd: int, events: int, callback: Callable[[int], None]) -> None:
+        """Have ``wait`` call ``callback(mask)`` when ``fd`` is ready (main thread only)."""
+        self._selector.register(fd, events, callback)
+
+    def unregister(self, fd: int) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(fd)
 
     def wait(self, timeout_s: float) -> bool:
-        """Sleep until poked, stopped or ``timeout_s`` passes; True if something woke us
-        (including a wake that arrived while the caller was busy since its last wait)."""
-        with self._cond:
-            if self._wake_seq == self._seen_seq and timeout_s > 0:
-                self._cond.wait(timeout=timeout_s)
-            woke = self._wake_seq != self._seen_seq
-            self._seen_seq = self._wake_seq
-        return woke
+        """Sleep until poked, stopped, one of the registered fds is ready (its callback runs
+        here) or ``timeout_s`` passes; True if anything happened (including a wake that
+        arrived while the caller was busy since its last wait).
+
+        epoll counts in whole milliseconds and rounds up, which would make every timed wake
+        up to 1 ms late; the last sub-millisecond is slept with nanosecond resolution.
+        """
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            left = deadline - time.monotonic()
+            whole_ms = int(left * 1000) if left > 0 else 0
+            # (whole_ms - 0.5) ms: the selector's ceil() must land on whole_ms, not above.
+            events = self._selector.select((whole_ms - 0.5) / 1000 if whole_ms else 0)
+            if events:
+                for key, mask in events:
+                    if key.data is None:
+                        _drain(key.fd)
+                    else:
+                        key.data(mask)
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if left < 0.001:
+                time.sleep(left)
+                return False
 
     def _reader(self) -> None:
         while True:
@@ -169,7 +206,7 @@ class ServiceContext:
     def start_threads(self) -> None:
         threading.Thread(target=self._reader, name="pipe-reader", daemon=True).start()
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
-        threading.Thread(target=self._fifo_reader, name="wake-fifo", daemon=True).start()
+        self.listen_fifo()
 
 
 def service_main(name: str, home_root: str, conn: Connection, instance: str, restarts: int) -> None:

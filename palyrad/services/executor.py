@@ -2,9 +2,14 @@
 
 Each run is a subprocess in its own session (process group = pid), so a timeout, a cancel
 or a crash-recovery kill reaches everything it spawned. Output goes through a pipe that we
-pump into ``runs/<run_id>.log`` (size-capped, the last 4 KiB kept as ``output_tail``), so a
+copy into ``runs/<run_id>.log`` (size-capped, the last 4 KiB kept as ``output_tail``), so a
 chatty action can never fill the disk. Running runs are heartbeated; a run the executor can
 no longer vouch for (its executor died) is finalized ``daemon_crashed`` at the next start.
+
+One thread does everything: child output pipes, child exits (pidfds) and pokes are fds in
+the service's one selector. Two threads per run (a pump and a waiter) cost hundreds of thread
+starts a second under load, and every one of them competes for the GIL exactly when the next
+run is due — the main source of start-lateness tails we measured.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import selectors
 import signal
 import subprocess
 import threading
@@ -28,13 +34,14 @@ from palyrad.journal import STATE_LISTENED_EVENTS, Journal
 from palyrad.process_groups import kill_orphan_group, signal_group
 from palyrad.runs import OUTPUT_TAIL_BYTES, Run, RunStatus, retry_follow_up, spec_of
 from palyrad.services import ServiceContext
-from routines.timefmt import format_rfc3339, now_ms
+from routines.timefmt import format_rfc3339, now_ms, seconds_until
 
 log = logging.getLogger("palyrad.executor")
 
 KILL_GRACE_MS = 10_000
 IDLE_WAIT_S = 3.0
 EOF_GRACE_MS = 2_000
+FORCE_EOF_MS = 1_000
 
 
 @dataclass
@@ -44,9 +51,14 @@ class ActiveRun:
     log_path: Path
     started_ms: int
     deadline_ms: int
+    log_file: IO[bytes] | None = None
+    stdin_data: memoryview | None = None
+    pidfd: int | None = None
     tail: deque[bytes] = field(default_factory=deque)
     tail_len: int = 0
-    eof: threading.Event = field(default_factory=threading.Event)
+    written: int = 0
+    truncated: bool = False
+    eof: bool = False
     exited_ms: int | None = None
     term_sent_ms: int | None = None
     killed: bool = False
@@ -90,9 +102,12 @@ class SpawnError(Exception):
         self.kind = kind
 
 
-def build_env(run: Run, action_env: dict[str, str]) -> dict[str, str]:
-    """The daemon's environment + the action's ``env`` + the SPEC §2.2 ``PALYRA_*`` vars."""
-    env = dict(os.environ)
+def build_env(
+    run: Run, action_env: dict[str, str], base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The daemon's environment (``base``, default a fresh copy of ``os.environ``) + the
+    action's ``env`` + the SPEC §2.2 ``PALYRA_*`` variables."""
+    env = dict(os.environ if base is None else base)
     env.update(action_env)
     env.update(
         PALYRA_ROUTINE_ID=run.routine_id,
@@ -108,6 +123,14 @@ def build_env(run: Run, action_env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def _pidfd(pid: int) -> int | None:
+    """A pidfd for ``pid`` (Linux ≥ 5.3): readable once the process exits."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
 class Executor:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -118,6 +141,8 @@ class Executor:
         self.max_output = ctx.config.max_output_bytes
         self._listened: set[str] = set()
         self._listened_at = -10_000
+        # os.environ is re-encoded on every copy; the daemon's own environment is fixed.
+        self._base_env = dict(os.environ)
 
     # --- crash recovery ------------------------------------------------------------------
 
@@ -201,9 +226,10 @@ class Executor:
             argv, stdin_data = self._command(run, action)
             cwd = action.get("cwd")
             cwd = os.path.expanduser(cwd) if cwd else None
-            env = build_env(run, {str(k): str(v) for k, v in (action.get("env") or {}).items()})
-            log_file = open(log_path, "wb")  # noqa: SIM115 - handed to the pump thread
-            os.chmod(log_path, 0o600)
+            env_extra = {str(k): str(v) for k, v in (action.get("env") or {}).items()}
+            env = build_env(run, env_extra, self._base_env)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            log_file = os.fdopen(os.open(log_path, flags, 0o600), "wb")
             try:
                 proc = subprocess.Popen(
                     argv,
@@ -225,60 +251,123 @@ class Executor:
             return
         started = now_ms()
         timeout = int(action.get("timeout_ms", 3_600_000))
-        active = ActiveRun(run, proc, log_path, started, started + timeout)
+        active = ActiveRun(run, proc, log_path, started, started + timeout, log_file=log_file)
         self.active[run.run_id] = active
+        self._watch(active, stdin_data)
         if not self.journal.mark_started(run.run_id, self.owner, proc.pid, started, str(log_path)):
             # Lost the lease (e.g. cancelled meanwhile): stop what we just started.
             signal_group(proc.pid, signal.SIGKILL)
             active.reason = "cancelled"
-        threading.Thread(
-            target=self._pump, args=(active, log_file, stdin_data), daemon=True
-        ).start()
-        threading.Thread(target=self._wait, args=(active,), daemon=True).start()
         log.debug("run started", extra={"run_id": run.run_id, "routine_id": run.routine_id})
 
-    def _pump(self, active: ActiveRun, log_file: IO[bytes], stdin_data: bytes | None) -> None:
-        """Copy output to the run log up to the cap, keeping the tail; feed the prompt."""
+    # --- child I/O and exits, all on the service's selector ------------------------------
+
+    def _watch(self, active: ActiveRun, stdin_data: bytes | None) -> None:
         proc = active.proc
-        if stdin_data is not None and proc.stdin is not None:
-
-            def feed() -> None:
-                with contextlib.suppress(OSError):
-                    assert proc.stdin is not None
-                    proc.stdin.write(stdin_data)
-                    proc.stdin.close()
-
-            threading.Thread(target=feed, daemon=True).start()
-        written = 0
-        truncated = False
         assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        try:
-            while True:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                active.add_tail(chunk)
-                if written < self.max_output:
-                    part = chunk[: self.max_output - written]
-                    log_file.write(part)
-                    log_file.flush()
-                    written += len(part)
-                elif not truncated:
-                    truncated = True
-                    log_file.write(b"\n[palyra: output truncated at the size cap]\n")
-                    log_file.flush()
-        except OSError:
-            pass
-        finally:
-            log_file.close()
-            active.eof.set()
-            self.ctx.wake()
+        out_fd = proc.stdout.fileno()
+        os.set_blocking(out_fd, False)
+        self.ctx.register(out_fd, selectors.EVENT_READ, lambda _m: self._on_output(active))
+        if stdin_data is not None and proc.stdin is not None:
+            active.stdin_data = memoryview(stdin_data)
+            in_fd = proc.stdin.fileno()
+            os.set_blocking(in_fd, False)
+            self.ctx.register(in_fd, selectors.EVENT_WRITE, lambda _m: self._on_stdin(active))
+        active.pidfd = _pidfd(proc.pid)
+        if active.pidfd is not None:
+            self.ctx.register(active.pidfd, selectors.EVENT_READ, lambda _m: self._reap(active))
+        else:  # no pidfds (old kernel): a waiter thread per run, as a fallback
+            threading.Thread(target=self._wait_thread, args=(active,), daemon=True).start()
 
-    def _wait(self, active: ActiveRun) -> None:
+    def _on_output(self, active: ActiveRun) -> None:
+        """Copy what the child wrote to the run log up to the cap, keeping the tail."""
+        assert active.proc.stdout is not None
+        fd = active.proc.stdout.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._close_output(active)
+                return
+            self._record_output(active, chunk)
+
+    def _record_output(self, active: ActiveRun, chunk: bytes) -> None:
+        active.add_tail(chunk)
+        log_file = active.log_file
+        if log_file is None:
+            return
+        if active.written < self.max_output:
+            part = chunk[: self.max_output - active.written]
+            log_file.write(part)
+            active.written += len(part)
+        elif not active.truncated:
+            active.truncated = True
+            log_file.write(b"\n[palyra: output truncated at the size cap]\n")
+        # Flushed per read: `palyra runs show --follow` tails the file while the run runs.
+        log_file.flush()
+
+    def _close_output(self, active: ActiveRun) -> None:
+        if active.eof:
+            return
+        active.eof = True
+        stdout = active.proc.stdout
+        if stdout is not None:
+            self.ctx.unregister(stdout.fileno())
+            stdout.close()
+        if active.log_file is not None:
+            active.log_file.close()
+            active.log_file = None
+        self._close_stdin(active)
+
+    def _on_stdin(self, active: ActiveRun) -> None:
+        """Feed a prompt to the agent runner without ever blocking the loop."""
+        data = active.stdin_data
+        stdin = active.proc.stdin
+        if data is None or stdin is None:
+            self._close_stdin(active)
+            return
+        try:
+            n = os.write(stdin.fileno(), data[:65536])
+        except BlockingIOError:
+            return
+        except OSError:  # the runner closed its stdin early; what it read is what it gets
+            n = len(data)
+        active.stdin_data = data[n:] if n < len(data) else None
+        if active.stdin_data is None:
+            self._close_stdin(active)
+
+    def _close_stdin(self, active: ActiveRun) -> None:
+        stdin = active.proc.stdin
+        active.stdin_data = None
+        if stdin is not None and not stdin.closed:
+            self.ctx.unregister(stdin.fileno())
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    def _reap(self, active: ActiveRun) -> None:
+        if active.proc.poll() is None:
+            return
+        active.exited_ms = active.exited_ms or now_ms()
+        if active.pidfd is not None:
+            self.ctx.unregister(active.pidfd)
+            os.close(active.pidfd)
+            active.pidfd = None
+
+    def _wait_thread(self, active: ActiveRun) -> None:
         active.proc.wait()
         active.exited_ms = now_ms()
         self.ctx.wake()
+
+    def _force_eof(self, active: ActiveRun) -> None:
+        """Something outside the run's group still holds its output pipe: take what is
+        buffered and stop listening."""
+        if not active.eof:
+            self._on_output(active)
+            self._close_output(active)
 
     def _finish_unstarted(self, run: Run, kind: str, message: str) -> None:
         now = now_ms()
@@ -318,13 +407,16 @@ class Executor:
                     active.killed = True
                     signal_group(active.proc.pid, signal.SIGKILL)
                 continue
-            if not active.eof.is_set():
+            if not active.eof:
                 if now - active.exited_ms < EOF_GRACE_MS:
                     continue
-                # The main process is gone but something in its group holds the pipe open.
+                # The main process is gone but something in its group holds the pipe open:
+                # kill the group, and if the pipe outlives that too (a process that left
+                # the group), stop waiting for it.
                 signal_group(active.proc.pid, signal.SIGKILL)
-                if not active.eof.wait(1.0):
+                if now - active.exited_ms < EOF_GRACE_MS + FORCE_EOF_MS:
                     continue
+                self._force_eof(active)
             self.finalize(active, now)
 
     def finalize(self, active: ActiveRun, now: int) -> None:
@@ -395,13 +487,20 @@ class Executor:
             wake = min(wake, a.deadline_ms)
             if a.term_sent_ms is not None:
                 wake = min(wake, a.term_sent_ms + KILL_GRACE_MS)
-            if a.exited_ms is not None:
-                wake = min(wake, now + 100)
+            if a.exited_ms is not None and not a.eof:
+                wake = min(wake, a.exited_ms + EOF_GRACE_MS, now + 100)
         wake = min(wake, now + self.ctx.config.heartbeat_interval_ms)
         nxt = self.journal.next_pending_ms()
         if nxt is not None and len(self.active) < self.max_concurrent:
             wake = min(wake, max(nxt, now))
-        return max(0.0, (wake - now) / 1000)
+        return max(0.0, seconds_until(wake))
+
+    def finish_ready(self) -> None:
+        """Finalize the runs whose process exited and whose output pipe is drained."""
+        now = now_ms()
+        for active in list(self.active.values()):
+            if active.exited_ms is not None and active.eof:
+                self.finalize(active, now)
 
     def stop_all(self) -> None:
         """Graceful stop: SIGTERM every run, SIGKILL after the deadline, finalize them."""
@@ -411,14 +510,15 @@ class Executor:
                 self._terminate(active, "daemon_stopped", now)
         deadline = time.monotonic() + self.ctx.config.stop_timeout_ms / 1000
         while self.active and time.monotonic() < deadline:
-            for active in list(self.active.values()):
-                if active.exited_ms is not None and active.eof.wait(0.2):
-                    self.finalize(active, now_ms())
-            time.sleep(0.05)
+            self.ctx.wait(0.2)
+            self.finish_ready()
         for active in list(self.active.values()):
             signal_group(active.proc.pid, signal.SIGKILL)
-            active.proc.wait(timeout=5)
-            active.eof.wait(1.0)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                active.proc.wait(timeout=5)
+            self._reap(active)
+            if not active.eof:
+                self._force_eof(active)
             self.finalize(active, now_ms())
 
 

@@ -54,7 +54,7 @@ from routines.policies import (
     quiet_until,
 )
 from routines.schedules import next_fire
-from routines.timefmt import format_rfc3339, now_ms
+from routines.timefmt import format_rfc3339, now_ms, seconds_until
 from routines.validate import format_issue, validate_text
 
 log = logging.getLogger("palyrad.scheduler")
@@ -547,9 +547,10 @@ def run_scheduler(ctx: ServiceContext) -> None:
             if handled >= DUE_BATCH or sched.more:
                 continue  # more due right now
             earliest = ctx.journal.earliest_fire_ms()
-            timeout_ms = IDLE_CAP_MS if earliest is None else min(IDLE_CAP_MS, earliest - now_ms())
+            timeout_s = IDLE_CAP_MS / 1000
+            if earliest is not None:
+                timeout_s = max(0.0, min(timeout_s, seconds_until(earliest)))
             burst = files.next_deadline_s()
-            timeout_s = max(0, timeout_ms) / 1000
             if burst is not None:
                 timeout_s = min(timeout_s, burst)
             ctx.wait(timeout_s)
