@@ -413,7 +413,7 @@ def _set_enabled(routine_id: str, enabled: bool) -> None:
 
 def _after_write(home: Home) -> None:
     from palyrad.edits import wait_applied
-    from palyrad.status import daemon_alive
+    from palyrad.liveness import daemon_alive
 
     if not daemon_alive(home):
         note(NOT_RUNNING_NOTE)

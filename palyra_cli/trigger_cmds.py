@@ -9,7 +9,7 @@ from palyra_cli.common import emit_json, fail, home_option, json_option, note, w
 from palyrad.approvals import ApprovalError, approve, pending_approvals
 from palyrad.home import Home
 from palyrad.journal import Journal
-from palyrad.status import daemon_alive
+from palyrad.liveness import daemon_alive
 from palyrad.triggers import emit_operator_event, fire_hook
 
 

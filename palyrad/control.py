@@ -16,8 +16,9 @@ import time
 import orjson
 
 from palyrad.home import Home
+from palyrad.liveness import daemon_alive
 from palyrad.notify import POKE_ALL, poke_fifo
-from palyrad.status import DaemonStatus, daemon_alive, read_status
+from palyrad.status import DaemonStatus, read_status
 
 
 class DaemonControlError(RuntimeError):

@@ -20,8 +20,8 @@ import orjson
 from palyrad.config import load_config
 from palyrad.home import Home
 from palyrad.journal import STATE_DEFINITIONS_APPLIED, STATE_DEFINITIONS_ERROR, Journal
+from palyrad.liveness import daemon_alive
 from palyrad.notify import POKE_SCHEDULER, poke_fifo
-from palyrad.status import daemon_alive
 from routines.definitions_file import Editor, locked_edit
 from routines.timefmt import now_ms
 

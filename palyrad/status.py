@@ -1,20 +1,20 @@
 """What ``palyra daemon status`` reports (SPEC §4.1), and how it is read safely.
 
 The supervisor writes ``run/status.json``; whether the daemon is alive is decided by the
-pid-file lock, never by the file's contents, so a crash leaves nothing that reads as running.
+pid-file lock, never by the file's contents, so a crash leaves nothing that reads as running
+(``palyrad.liveness.daemon_alive``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from palyrad.home import Home
+from palyrad.liveness import daemon_alive
 from routines.timefmt import format_rfc3339
 
 
@@ -101,23 +101,6 @@ def write_status(home: Home, status: DaemonStatus) -> None:
         ],
     }
     atomic_write(_status_path(home), orjson.dumps(data), keep_backup=False, durable=False)
-
-
-def daemon_alive(home: Home) -> bool:
-    """True while some process holds the pid-file lock (i.e. a supervisor is alive)."""
-    try:
-        fd = os.open(home.pid_file, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def read_status(home: Home) -> DaemonStatus:

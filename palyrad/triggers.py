@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import orjson
 
 from palyrad.edits import file_hash
 from palyrad.home import Home
 from palyrad.journal import STATE_DEFINITIONS_APPLIED, Journal
+from palyrad.liveness import daemon_alive
 from palyrad.notify import POKE_EXECUTOR, POKE_SCHEDULER, poke_fifo
 from palyrad.runs import Run, new_ulid
-from palyrad.status import daemon_alive
-from routines.model import Approval, Definitions
 from routines.timefmt import now_ms
+
+if TYPE_CHECKING:
+    from routines.model import Definitions
 
 DECIDE_TIMEOUT_S = 5.0
 
@@ -43,6 +46,8 @@ def applied_gate(home: Home, journal: Journal, routine_id: str) -> bool | None:
 
 def check_triggerable(journal: Journal, defs: Definitions, routine_id: str) -> None:
     """Refuse (no record) unknown, disabled and awaiting-approval routines."""
+    from routines.model import Approval  # only when the definitions had to be loaded
+
     routine = defs.by_id().get(routine_id)
     if routine is None:
         raise TriggerRefused(f"no routine {routine_id!r}")

@@ -2,6 +2,9 @@
 
 Inside Palyra an instant is an ``int`` of Unix milliseconds (cheap to compare, store and
 hash); RFC 3339 strings exist only at the edges (JSON, CLI, journal output).
+
+``zoneinfo`` (with sysconfig and the tz path search, ~3 ms) is imported by ``get_zone`` on
+first use: most CLI commands import this module for ``now_ms`` and UTC formatting only.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
     "UTC",
@@ -44,6 +46,8 @@ def get_zone(name: str) -> tzinfo:
     """Resolve an IANA zone name (``UTC`` included); raises TimeFormatError if unknown."""
     if name in ("UTC", "Etc/UTC", "Z"):
         return UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
