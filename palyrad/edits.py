@@ -8,7 +8,6 @@ command sees the change.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 import orjson
 
 from palyrad.config import load_config
+from palyrad.definitions_hash import file_hash
 from palyrad.home import Home
 from palyrad.journal import STATE_DEFINITIONS_APPLIED, STATE_DEFINITIONS_ERROR, Journal
 from palyrad.liveness import daemon_alive
@@ -47,14 +47,6 @@ def edit_definitions(home: Home) -> Iterator[Editor]:
         home.definitions, now_ms=now_ms(), env=os.environ, default_timezone=default_timezone(home)
     ) as editor:
         yield editor
-
-
-def file_hash(home: Home) -> str:
-    try:
-        data = home.definitions.read_bytes()
-    except FileNotFoundError:
-        return ""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def wait_applied(home: Home, timeout_s: float = APPLY_TIMEOUT_S) -> bool:

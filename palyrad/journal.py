@@ -27,6 +27,8 @@ STATE_DEFINITIONS_APPLIED = "definitions_applied"  # {at_ms, file_hash, count}
 STATE_DEFINITIONS_ERROR = "definitions_error"  # {at_ms, file_hash, errors}
 STATE_APPROVALS_CHANGED = "approvals_changed"  # bumped by every grant
 STATE_LISTENED_EVENTS = "listened_events"  # event names some routine listens to
+# ... and one the CLI keeps for itself (palyrad.definitions_hash):
+STATE_DEFINITIONS_HASH_MEMO = "definitions_hash_memo"  # {signature, file_hash}
 PRUNE_BATCH = 500
 
 MIGRATIONS: tuple[str, ...] = (
