@@ -1,4 +1,8 @@
-"""``palyra daemon …``: start/stop/restart/status/install-service."""
+"""``palyra daemon …``: start/stop/restart/status/install-service.
+
+Imported by ``palyra --help``: palyrad.control/status/service_files (subprocess, the status
+dataclasses, unit templates) are imported by the commands that use them.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,6 @@ import sys
 import click
 
 from palyra_cli.common import emit_json, fail, get_home, home_option, json_option, note
-from palyrad.control import DaemonControlError, start_daemon, stop_daemon
-from palyrad.service_files import install_service
-from palyrad.status import read_status
 
 
 @click.group("daemon")
@@ -24,6 +25,8 @@ def daemon_group() -> None:
 @home_option
 def start_cmd(timeout: float, as_json: bool) -> None:
     """Start palyrad in the background; returns once every process is ready."""
+    from palyrad.control import DaemonControlError, start_daemon
+
     home = get_home()
     try:
         status, started = start_daemon(home, timeout_s=timeout)
@@ -42,6 +45,8 @@ def start_cmd(timeout: float, as_json: bool) -> None:
 @home_option
 def stop_cmd(timeout: float) -> None:
     """Graceful stop (running runs get SIGTERM, then SIGKILL after the timeout)."""
+    from palyrad.control import stop_daemon
+
     home = get_home()
     if stop_daemon(home, timeout_s=timeout):
         click.echo("palyrad stopped")
@@ -54,6 +59,8 @@ def stop_cmd(timeout: float) -> None:
 @home_option
 def restart_cmd(timeout: float) -> None:
     """Stop (if running), then start."""
+    from palyrad.control import DaemonControlError, start_daemon, stop_daemon
+
     home = get_home()
     stop_daemon(home, timeout_s=timeout)
     try:
@@ -68,6 +75,8 @@ def restart_cmd(timeout: float) -> None:
 @home_option
 def status_cmd(as_json: bool) -> None:
     """Whether palyrad runs, and the state of each of its processes (exit 0 either way)."""
+    from palyrad.status import read_status
+
     status = read_status(get_home())
     if as_json:
         emit_json(status.to_json())
@@ -90,6 +99,8 @@ def status_cmd(as_json: bool) -> None:
 @home_option
 def install_service_cmd(user: bool, print_only: bool) -> None:
     """Write a systemd unit (Linux) or launchd plist (macOS) that runs palyrad."""
+    from palyrad.service_files import install_service
+
     home = get_home()
     try:
         path, text, hint = install_service(home, user=user, write=not print_only)

@@ -1,31 +1,37 @@
-"""``palyra``: the operator's command line (click). Thin: parse, call a library, print."""
+"""``palyra``: the operator's command line (click). Thin: parse, call a library, print.
+
+The command groups are loaded lazily (``PalyraGroup.lazy_subcommands``): ``palyra routines
+run-now`` imports the routines commands only, not the daemon, runs or events ones. Each
+command module is itself cheap to import (its library imports sit in the command bodies),
+so ``palyra --help`` lists every group with its help text without loading the library.
+"""
 
 from __future__ import annotations
 
 import click
 
 from palyra_cli.common import PalyraGroup, home_option
-from palyra_cli.daemon_cmds import daemon_group
-from palyra_cli.routine_cmds import cron_group, routines_group
-from palyra_cli.run_cmds import runs_group
-from palyra_cli.trigger_cmds import approvals_cmd, approve_cmd, events_group, hooks_group
+
+# name → "module:attribute" of its click group, imported when the name is looked up.
+SUBCOMMANDS = {
+    "daemon": "palyra_cli.daemon_cmds:daemon_group",
+    "routines": "palyra_cli.routine_cmds:routines_group",
+    "cron": "palyra_cli.routine_cmds:cron_group",
+    "runs": "palyra_cli.run_cmds:runs_group",
+    "events": "palyra_cli.trigger_cmds:events_group",
+    "hooks": "palyra_cli.trigger_cmds:hooks_group",
+}
 
 
-@click.group(cls=PalyraGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=PalyraGroup,
+    lazy_subcommands=SUBCOMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @home_option
 @click.version_option(package_name="palyra")
 def cli() -> None:
     """Palyra: routines on schedules, files, webhooks and events — with real policies."""
-
-
-cli.add_command(daemon_group)
-cli.add_command(routines_group)
-cli.add_command(cron_group)
-cli.add_command(runs_group)
-cli.add_command(events_group)
-cli.add_command(hooks_group)
-routines_group.add_command(approve_cmd)
-routines_group.add_command(approvals_cmd)
 
 
 def main() -> None:

@@ -1,14 +1,20 @@
-"""``palyra routines …`` and ``palyra cron …``: thin wrappers over routines/ and palyrad/."""
+"""``palyra routines …`` and ``palyra cron …``: thin wrappers over routines/ and palyrad/.
+
+The library is imported inside the commands and helpers that use it, not here: this module
+is imported by every ``palyra routines``/``cron`` invocation and by ``palyra --help``, and
+the definitions validator, cron engine and model (routines.validate, .cron, .model, ~60 ms
+without cached bytecode) are needed by some commands only — ``run-now`` on a daemon that
+has applied the definitions needs none of them.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import orjson
 
 from palyra_cli.common import (
     NOT_RUNNING_NOTE,
@@ -19,22 +25,19 @@ from palyra_cli.common import (
     home_option,
     json_option,
     note,
+    open_journal,
     with_journal,
 )
-from palyrad.edits import EditOutcome, apply_edit, default_timezone
-from palyrad.home import Home
-from palyrad.journal import Journal
-from palyrad.routine_views import RoutineView, routine_views
-from palyrad.runs import run_to_json
-from palyrad.triggers import TriggerRefused, cancel, run_now
-from routines.builder import command_action, schedule_routine_object, unique_id
-from routines.definitions_file import DefinitionsError, load
-from routines.jitter import fire_at_ms
-from routines.model import CronSchedule, Definitions, Routine, schedule_to_json, slugify
-from routines.phrases import PhraseError, resolve_phrase
-from routines.schedules import explain, upcoming
-from routines.timefmt import TimeFormatError, format_rfc3339, get_zone, now_ms, parse_rfc3339
-from routines.validate import Issue, format_issue, parse_routine, validate_text
+from palyra_cli.trigger_cmds import approvals_cmd, approve_cmd
+
+if TYPE_CHECKING:
+    from palyrad.edits import EditOutcome
+    from palyrad.home import Home
+    from palyrad.journal import Journal
+    from palyrad.routine_views import RoutineView
+    from routines.definitions_file import DefinitionsError
+    from routines.model import Definitions, Routine
+    from routines.validate import Issue
 
 MAX_PREVIEW = 1_000
 MAX_LOGS = 1_000
@@ -69,6 +72,11 @@ def _issue_json(issue: Issue) -> dict[str, Any]:
 
 def load_definitions(home: Home) -> Definitions:
     """The home's valid definitions, or exit 2 naming the first error and the fix."""
+    from palyrad.edits import default_timezone
+    from routines.definitions_file import load
+    from routines.timefmt import now_ms
+    from routines.validate import format_issue
+
     result = load(
         home.definitions, now_ms=now_ms(), env=os.environ, default_timezone=default_timezone(home)
     )
@@ -80,6 +88,8 @@ def load_definitions(home: Home) -> Definitions:
 
 
 def _definitions_error(home: Home, exc: DefinitionsError) -> None:
+    from routines.validate import format_issue
+
     name = _display_name(home, home.definitions)
     first = format_issue(name, exc.issues[0]) if exc.issues else str(exc)
     fail(first, exc.summary or "run: palyra routines validate", code=2)
@@ -93,6 +103,9 @@ def _report_edit(outcome: EditOutcome) -> None:
 
 
 def _edit(home: Home, change: Any) -> EditOutcome:
+    from palyrad.edits import apply_edit
+    from routines.definitions_file import DefinitionsError
+
     try:
         outcome = apply_edit(home, change)
     except DefinitionsError as exc:
@@ -111,6 +124,8 @@ def _print_view(view: RoutineView, *, verbose: bool = False) -> None:
     click.echo(f"{r.id:<24} {view.state:<18} next {nxt:<27} {last_txt}")
     if verbose:
         if r.schedule is not None:
+            from routines.schedules import explain
+
             click.echo(f"  schedule: {explain(r.schedule)}")
         click.echo(f"  trigger: {r.trigger.kind}; action: {r.action.kind}")
         click.echo(f"  concurrency: {r.concurrency.value}; misfire: {r.misfire.policy.value}")
@@ -148,6 +163,9 @@ def _why(view: RoutineView) -> str:
 def _views(
     home: Home, journal: Journal, *, schedule_only: bool = False, ids: set[str] | None = None
 ) -> list[RoutineView]:
+    from palyrad.routine_views import routine_views
+    from routines.timefmt import now_ms
+
     defs = load_definitions(home)
     views = routine_views(defs, journal, now_ms(), ids=ids)
     if schedule_only:
@@ -170,6 +188,10 @@ def routines_group() -> None:
 @home_option
 def validate_cmd(file: str | None, as_json: bool) -> None:
     """Check a definitions file (default: the home's) and report every error."""
+    from palyrad.edits import default_timezone
+    from routines.timefmt import now_ms
+    from routines.validate import format_issue, validate_text
+
     home = get_home()
     path = Path(file) if file else home.definitions
     try:
@@ -229,6 +251,15 @@ def schedule_preview_cmd(
     as_json: bool,
 ) -> None:
     """Show how a schedule resolves and when it fires next."""
+    import orjson
+
+    from palyrad.edits import default_timezone
+    from routines.jitter import fire_at_ms
+    from routines.model import CronSchedule, schedule_to_json
+    from routines.phrases import PhraseError, resolve_phrase
+    from routines.schedules import explain, upcoming
+    from routines.timefmt import TimeFormatError, format_rfc3339, get_zone, now_ms, parse_rfc3339
+
     home = get_home()
     zone_name = tz or default_timezone(home)
     try:
@@ -282,6 +313,8 @@ def schedule_preview_cmd(
 @home_option
 def upsert_cmd(file: str | None, dash: str | None, as_json: bool) -> None:
     """Add or replace one routine (any trigger kind) from JSON (--file F, or - for stdin)."""
+    import orjson
+
     home = get_home()
     source = file or dash
     if source is None:
@@ -312,6 +345,10 @@ def _parse_one(
     name: str,
     hint: str = "fix the routine and try again",
 ) -> Routine:
+    from palyrad.edits import default_timezone
+    from routines.timefmt import now_ms
+    from routines.validate import format_issue, parse_routine
+
     routine, errors, warnings = parse_routine(
         obj,
         now_ms=now_ms(),
@@ -334,7 +371,9 @@ def _parse_one(
 def _print_routine(
     home: Home, routine: Routine, as_json: bool, verb: str, outcome: EditOutcome | None = None
 ) -> None:
-    from palyra_cli.common import open_journal
+    from palyrad.routine_views import routine_views
+    from routines.model import Definitions
+    from routines.timefmt import now_ms
 
     journal = open_journal(home)
     try:
@@ -385,9 +424,12 @@ def show_cmd(routine_id: str, as_json: bool, home: Home, journal: Journal) -> No
 
 
 def _set_enabled(routine_id: str, enabled: bool) -> None:
-    home = get_home()
     from dataclasses import replace
 
+    from palyrad.edits import edit_definitions
+    from routines.definitions_file import DefinitionsError
+
+    home = get_home()
     found: list[bool] = []
 
     def change(ed: Any) -> None:
@@ -399,8 +441,6 @@ def _set_enabled(routine_id: str, enabled: bool) -> None:
             ed.upsert(replace(r, enabled=enabled))
 
     try:
-        from palyrad.edits import edit_definitions
-
         with edit_definitions(home) as ed:
             change(ed)
     except DefinitionsError as exc:
@@ -422,9 +462,10 @@ def _after_write(home: Home) -> None:
 
 
 def _delete(routine_id: str) -> None:
-    home = get_home()
     from palyrad.edits import edit_definitions
+    from routines.definitions_file import DefinitionsError
 
+    home = get_home()
     try:
         with edit_definitions(home) as ed:
             removed = ed.remove(routine_id)
@@ -461,9 +502,13 @@ def delete_cmd(routine_id: str) -> None:
 
 
 def _run_now(routine_id: str, payload: str | None, as_json: bool) -> None:
-    home = get_home()
-    from palyra_cli.common import open_journal
+    """The hot path (SPEC: trigger → running in ≤ 100 ms): with the daemon running and its
+    applied definitions current, it imports only the journal and the trigger code."""
+    import orjson
 
+    from palyrad.triggers import TriggerRefused, run_now
+
+    home = get_home()
     if payload is not None:
         try:
             orjson.loads(payload)
@@ -501,6 +546,8 @@ def run_now_cmd(routine_id: str, payload: str | None, as_json: bool) -> None:
 @with_journal
 def cancel_cmd(run_id: str, home: Home, journal: Journal) -> None:
     """Cancel an active run (SIGTERM to its process group, SIGKILL after 10 s)."""
+    from palyrad.triggers import cancel
+
     run = cancel(home, journal, run_id)
     if run is None:
         fail(f"no run {run_id!r}", "see: palyra routines logs ROUTINE_ID")
@@ -511,6 +558,10 @@ def cancel_cmd(run_id: str, home: Home, journal: Journal) -> None:
 
 def _is_defined(home: Home, routine_id: str) -> bool:
     """Whether the id is defined (a broken definitions file counts as "maybe": True)."""
+    from palyrad.edits import default_timezone
+    from routines.definitions_file import load
+    from routines.timefmt import now_ms
+
     result = load(
         home.definitions, now_ms=now_ms(), env=os.environ, default_timezone=default_timezone(home)
     )
@@ -526,6 +577,8 @@ def _logs(
     status: str | None,
     as_json: bool,
 ) -> None:
+    from palyrad.runs import run_to_json
+
     if not 1 <= limit <= MAX_LOGS:
         fail(f"--limit {limit} is out of range", f"use 1-{MAX_LOGS}", code=2)
     runs = journal.runs_for_routine(routine_id, limit=limit, before_run_id=before, status=status)
@@ -567,6 +620,11 @@ def logs_cmd(
 ) -> None:
     """A routine's runs, newest first."""
     _logs(home, journal, routine_id, limit, before, status, as_json)
+
+
+# approve/approvals are defined with the other trigger-side commands but listed here.
+routines_group.add_command(approve_cmd)
+routines_group.add_command(approvals_cmd)
 
 
 # --- cron ---------------------------------------------------------------------------------
@@ -617,6 +675,12 @@ def cron_add_cmd(
     as_json: bool,
 ) -> None:
     """Add a schedule routine; prints it with its next run."""
+    from palyrad.edits import default_timezone
+    from routines.builder import command_action, schedule_routine_object, unique_id
+    from routines.model import slugify
+    from routines.phrases import PhraseError
+    from routines.timefmt import TimeFormatError, get_zone, now_ms
+
     home = get_home()
     zone = tz or default_timezone(home)
     try:
@@ -689,6 +753,7 @@ cron_group.add_command(logs_cmd, "logs")
 def cron_status_cmd(as_json: bool, home: Home, journal: Journal) -> None:
     """Dashboard: counts, overdue and soon-due routines, last outcomes, next runs."""
     from palyrad.dashboard import cron_dashboard
+    from routines.timefmt import now_ms
 
     dash = cron_dashboard(_views(home, journal, schedule_only=True), now_ms())
     if as_json:

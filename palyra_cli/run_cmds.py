@@ -1,17 +1,23 @@
-"""``palyra runs show``: one run, its captured output, or a live follow of it."""
+"""``palyra runs show``: one run, its captured output, or a live follow of it.
+
+Imported by ``palyra --help``: palyrad.runs is imported by the command itself.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from palyra_cli.common import emit_json, fail, home_option, json_option, with_journal
-from palyrad.home import Home
-from palyrad.journal import Journal
-from palyrad.runs import Run, run_to_json
+
+if TYPE_CHECKING:
+    from palyrad.home import Home
+    from palyrad.journal import Journal
+    from palyrad.runs import Run
 
 FOLLOW_POLL_S = 0.1
 
@@ -43,6 +49,8 @@ def show_cmd(
     run_id: str, output: bool, follow: bool, as_json: bool, home: Home, journal: Journal
 ) -> None:
     """One run's record (and with --output/--follow, what it printed)."""
+    from palyrad.runs import run_to_json
+
     run = journal.get_run(run_id)
     if run is None:
         fail(f"no run {run_id!r}", "see: palyra routines logs ROUTINE_ID")

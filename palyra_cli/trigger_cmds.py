@@ -1,21 +1,27 @@
-"""``palyra events emit``, ``palyra hooks fire``, ``palyra routines approve/approvals``."""
+"""``palyra events emit``, ``palyra hooks fire``, ``palyra routines approve/approvals``.
+
+Imported by ``palyra --help`` and by every ``palyra routines`` command (approve/approvals are
+listed there), so the library is imported inside the commands (see routine_cmds).
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
-import orjson
 
 from palyra_cli.common import emit_json, fail, home_option, json_option, note, with_journal
-from palyrad.approvals import ApprovalError, approve, pending_approvals
-from palyrad.home import Home
-from palyrad.journal import Journal
-from palyrad.liveness import daemon_alive
-from palyrad.triggers import emit_operator_event, fire_hook
+
+if TYPE_CHECKING:
+    from palyrad.home import Home
+    from palyrad.journal import Journal
 
 
 def _check_payload(payload: str | None) -> None:
     if payload is None:
         return
+    import orjson
+
     try:
         orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -25,6 +31,8 @@ def _check_payload(payload: str | None) -> None:
 
 
 def _not_running_note(home: Home) -> None:
+    from palyrad.liveness import daemon_alive
+
     if not daemon_alive(home):
         note("note: palyrad is not running; the change applies when it starts")
 
@@ -42,6 +50,8 @@ def events_group() -> None:
 @with_journal
 def emit_cmd(name: str, payload: str | None, home: Home, journal: Journal) -> None:
     """Emit operator.NAME."""
+    from palyrad.triggers import emit_operator_event
+
     _check_payload(payload)
     full = emit_operator_event(home, journal, name, payload)
     _not_running_note(home)
@@ -64,6 +74,8 @@ def fire_cmd(
     hook_id: str, event: str | None, payload: str | None, home: Home, journal: Journal
 ) -> None:
     """Fire every hook routine with HOOK_ID (and, if given, --event)."""
+    from palyrad.triggers import fire_hook
+
     _check_payload(payload)
     fire_hook(home, journal, hook_id, event, payload)
     _not_running_note(home)
@@ -77,6 +89,7 @@ def fire_cmd(
 def approve_cmd(routine_id: str, home: Home, journal: Journal) -> None:
     """Grant ROUTINE_ID's pending approval (for its current definition)."""
     from palyra_cli.routine_cmds import load_definitions
+    from palyrad.approvals import ApprovalError, approve
 
     try:
         granted = approve(home, journal, load_definitions(home), routine_id)
@@ -93,6 +106,8 @@ def approve_cmd(routine_id: str, home: Home, journal: Journal) -> None:
 @with_journal
 def approvals_cmd(as_json: bool, home: Home, journal: Journal) -> None:
     """Pending approvals (at most one per routine and definition)."""
+    from palyrad.approvals import pending_approvals
+
     items = pending_approvals(journal)
     if as_json:
         emit_json({"approvals": items})
