@@ -379,10 +379,12 @@ class Journal:
         )
         return [_state_row(r) for r in rows]
 
-    def earliest_fire_ms(self) -> int | None:
+    def earliest_fire_ms(self, after: int | None = None) -> int | None:
+        """The earliest next fire of an enabled routine (later than ``after``, if given)."""
         row = self.db.execute(
             "SELECT MIN(next_fire_ms) FROM routine_state WHERE enabled = 1"
-            " AND next_fire_ms IS NOT NULL"
+            " AND next_fire_ms IS NOT NULL AND next_fire_ms > ?",
+            (-(2**62) if after is None else after,),
         ).fetchone()
         return None if row[0] is None else int(row[0])
 

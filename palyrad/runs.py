@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from routines.model import Routine
 
 OUTPUT_TAIL_BYTES = 4096
+# A run due at a known instant (a scheduled tick, a retry after its backoff) is decided and
+# claimed up to this long before it, so its process is spawned on the instant rather than a
+# hand-off later. See docs/daemon.md ("Starting on the instant").
+ARM_AHEAD_MS = 50
 
 
 class RunStatus(StrEnum):

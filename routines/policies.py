@@ -166,12 +166,13 @@ def decide_trigger(
     if routine.approval is Approval.BEFORE_FIRST_RUN and not rt.approved:
         return _skip(
             "approval_required",
-            "the definition changed or is new; approve it: palyra routines approve "
-            + routine.id,
+            "the definition changed or is new; approve it: palyra routines approve " + routine.id,
             request_approval=True,
         )
-    if not scheduled and routine.quiet_hours is not None and is_quiet(
-        routine.quiet_hours, now_ms, routine.zone_name
+    if (
+        not scheduled
+        and routine.quiet_hours is not None
+        and is_quiet(routine.quiet_hours, now_ms, routine.zone_name)
     ):
         return _skip("quiet_hours", "the trigger arrived inside quiet hours")
     if (

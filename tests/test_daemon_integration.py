@@ -5,6 +5,7 @@ Timing: short intervals and generous timeouts; no sleep is an assertion.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -55,12 +56,38 @@ def test_every_second_routine_runs_repeatedly_with_journal_records(daemon: Daemo
         assert r.trigger_kind == "schedule" and r.attempt == 1 and r.exit_code == 0
         assert r.started_at_ms is not None and r.finished_at_ms is not None
         assert r.fire_at_ms == r.scheduled_for_ms  # no jitter configured
+        assert r.fire_at_ms is not None and r.started_at_ms >= r.fire_at_ms  # never early
         assert r.log_path and os.path.exists(r.log_path)
     lines = out.read_text().splitlines()
     first = lines[0].split()
     assert first[:3] == ["tick", "1", "schedule"]
     assert first[3].endswith("+00:00")
     assert {line.split()[4] for line in lines} <= {r.run_id for r in daemon.runs("tick")}
+
+
+def test_forbid_ticks_overlapping_a_run_are_skipped_and_none_is_lost(daemon: Daemon) -> None:
+    """A 1.3 s run on a 1 s schedule: the ticks that land on a running run are decided on
+    their instant (skipped), the others are armed ahead and start on theirs."""
+    daemon.write_definitions(
+        [routine("slow", every(1000), shell("sleep 1.3"), concurrency="forbid")]
+    )
+    daemon.start()
+    wait_until(lambda: _succeeded(daemon, "slow", 3), timeout=30)
+    runs = sorted(
+        (r for r in daemon.runs("slow") if r.trigger_kind == "schedule"),
+        key=lambda r: r.scheduled_for_ms or 0,
+    )
+    ran = [r for r in runs if r.started_at_ms is not None]
+    skipped = [r for r in runs if r.status == "skipped"]
+    assert skipped and all(r.error_kind == "concurrency_forbid" for r in skipped)
+    for a, b in itertools.pairwise(ran):
+        assert a.finished_at_ms is not None and b.started_at_ms is not None
+        assert b.started_at_ms >= a.finished_at_ms, "forbid let two runs overlap"
+    for r in ran:
+        assert r.fire_at_ms is not None and r.started_at_ms is not None
+        assert r.started_at_ms >= r.fire_at_ms
+    ticks = [r.scheduled_for_ms for r in runs if r.scheduled_for_ms is not None]
+    assert ticks == list(range(ticks[0], ticks[-1] + 1, 1000)), "a tick has no record"
 
 
 def test_run_now_starts_without_waiting_for_the_tick(daemon: Daemon) -> None:

@@ -32,7 +32,14 @@ import orjson
 from palyrad.delivery import deliver
 from palyrad.journal import STATE_LISTENED_EVENTS, Journal
 from palyrad.process_groups import kill_orphan_group, signal_group
-from palyrad.runs import OUTPUT_TAIL_BYTES, Run, RunStatus, retry_follow_up, spec_of
+from palyrad.runs import (
+    ARM_AHEAD_MS,
+    OUTPUT_TAIL_BYTES,
+    Run,
+    RunStatus,
+    retry_follow_up,
+    spec_of,
+)
 from palyrad.services import ServiceContext
 from routines.timefmt import format_rfc3339, now_ms, seconds_until
 
@@ -41,6 +48,9 @@ log = logging.getLogger("palyrad.executor")
 KILL_GRACE_MS = 10_000
 IDLE_WAIT_S = 3.0
 EOF_GRACE_MS = 2_000
+# Before any other work, the loop first spawns runs due within this lead (sleeping the rest):
+# a finalize or a claim takes a fraction of a millisecond and must not make a launch late.
+LAUNCH_LEAD_S = 0.002
 FORCE_EOF_MS = 1_000
 
 
@@ -73,6 +83,27 @@ class ActiveRun:
     def tail_text(self) -> str:
         data = b"".join(self.tail)[-OUTPUT_TAIL_BYTES:]
         return data.decode("utf-8", errors="replace")
+
+
+@dataclass
+class Prepared:
+    """A claimed run with everything for its spawn ready, waiting for its instant."""
+
+    run: Run
+    argv: list[str]
+    cwd: str | None
+    env: dict[str, str]
+    stdin_data: bytes | None
+    log_path: Path
+    log_file: IO[bytes]
+    timeout_ms: int
+    launch_ms: int
+
+    def discard(self) -> None:
+        """Undo the preparation of a run that will not start here."""
+        self.log_file.close()
+        with contextlib.suppress(OSError):
+            self.log_path.unlink()
 
 
 def classify_outcome(reason: str | None, code: int) -> tuple[RunStatus, str | None, str | None]:
@@ -137,6 +168,7 @@ class Executor:
         self.journal: Journal = ctx.journal
         self.owner = f"executor:{ctx.instance}:{os.getpid()}"
         self.active: dict[str, ActiveRun] = {}
+        self.armed: dict[str, Prepared] = {}  # claimed, spawning on their instant
         self.max_concurrent = ctx.config.max_concurrent_runs
         self.max_output = ctx.config.max_output_bytes
         self._listened: set[str] = set()
@@ -172,14 +204,18 @@ class Executor:
     # --- claiming and spawning -----------------------------------------------------------
 
     def claim_and_start(self) -> None:
-        capacity = self.max_concurrent - len(self.active)
+        """Claim runnable runs up to capacity: due ones spawn now; ones due within
+        ``ARM_AHEAD_MS`` are prepared and wait in ``armed`` for their instant."""
+        capacity = self.max_concurrent - len(self.active) - len(self.armed)
         if capacity <= 0 or self.ctx.stopping:
             return
         now = now_ms()
-        candidates = self.journal.runnable_pending(now, capacity * 4 + 16)
+        candidates = self.journal.runnable_pending(now + ARM_AHEAD_MS, capacity * 4 + 16)
         if not candidates:
             return
-        busy = self.journal.running_routine_ids() | {a.run.routine_id for a in self.active.values()}
+        busy = self.journal.running_routine_ids()
+        busy |= {a.run.routine_id for a in self.active.values()}
+        busy |= {p.run.routine_id for p in self.armed.values()}
         heads = self.journal.active_heads()
         chosen: list[Run] = []
         for run in candidates:
@@ -195,8 +231,28 @@ class Executor:
                 break
         leased = set(self.journal.lease([r.run_id for r in chosen], self.owner, now))
         for run in chosen:
-            if run.run_id in leased:
-                self.start(run)
+            if run.run_id not in leased:
+                continue
+            prepared = self.prepare(run)
+            if prepared is None:
+                continue
+            if seconds_until(prepared.launch_ms) <= 0:
+                self.launch(prepared)
+            else:
+                self.armed[run.run_id] = prepared
+            self.launch_due(LAUNCH_LEAD_S)
+
+    def launch_due(self, lead_s: float = 0.0) -> None:
+        """Spawn the armed runs whose instant is within ``lead_s``, each on its instant."""
+        while self.armed:
+            nxt = min(self.armed.values(), key=lambda p: p.launch_ms)
+            left = seconds_until(nxt.launch_ms)
+            if left > lead_s:
+                return
+            if left > 0:
+                time.sleep(left)
+            del self.armed[nxt.run.run_id]
+            self.launch(nxt)
 
     def _command(self, run: Run, action: dict[str, Any]) -> tuple[list[str], bytes | None]:
         kind = action.get("kind")
@@ -218,43 +274,61 @@ class Executor:
             )
         raise SpawnError("spawn_failed", f"unknown action kind {kind!r}")
 
-    def start(self, run: Run) -> None:
+    def prepare(self, run: Run) -> Prepared | None:
+        """Everything a spawn needs except the spawn; None when the run cannot start (it is
+        finalized here)."""
         spec = spec_of(run)
         action = spec.get("action") or {}
         log_path = self.ctx.home.run_log(run.run_id)
         try:
             argv, stdin_data = self._command(run, action)
-            cwd = action.get("cwd")
-            cwd = os.path.expanduser(cwd) if cwd else None
-            env_extra = {str(k): str(v) for k, v in (action.get("env") or {}).items()}
-            env = build_env(run, env_extra, self._base_env)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-            log_file = os.fdopen(os.open(log_path, flags, 0o600), "wb")
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=cwd,
-                    env=env,
-                    stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError as exc:
-                log_file.close()
-                raise SpawnError(
-                    "spawn_failed", f"cannot start {argv[0]!r}: {exc.strerror}"
-                ) from exc
         except SpawnError as exc:
             self._finish_unstarted(run, exc.kind, str(exc))
+            return None
+        cwd = action.get("cwd")
+        env_extra = {str(k): str(v) for k, v in (action.get("env") or {}).items()}
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        return Prepared(
+            run=run,
+            argv=argv,
+            cwd=os.path.expanduser(cwd) if cwd else None,
+            env=build_env(run, env_extra, self._base_env),
+            stdin_data=stdin_data,
+            log_path=log_path,
+            log_file=os.fdopen(os.open(log_path, flags, 0o600), "wb"),
+            timeout_ms=int(action.get("timeout_ms", 3_600_000)),
+            launch_ms=run.not_before_ms or 0,
+        )
+
+    def launch(self, p: Prepared) -> None:
+        """Spawn a prepared run and mark it running (stamped right after the spawn)."""
+        run = p.run
+        try:
+            proc = subprocess.Popen(
+                p.argv,
+                cwd=p.cwd,
+                env=p.env,
+                stdin=subprocess.PIPE if p.stdin_data is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            p.log_file.close()
+            self._finish_unstarted(
+                run, "spawn_failed", f"cannot start {p.argv[0]!r}: {exc.strerror}"
+            )
             return
         started = now_ms()
-        timeout = int(action.get("timeout_ms", 3_600_000))
-        active = ActiveRun(run, proc, log_path, started, started + timeout, log_file=log_file)
+        active = ActiveRun(
+            run, proc, p.log_path, started, started + p.timeout_ms, log_file=p.log_file
+        )
         self.active[run.run_id] = active
-        self._watch(active, stdin_data)
-        if not self.journal.mark_started(run.run_id, self.owner, proc.pid, started, str(log_path)):
+        self._watch(active, p.stdin_data)
+        if not self.journal.mark_started(
+            run.run_id, self.owner, proc.pid, started, str(p.log_path)
+        ):
             # Lost the lease (e.g. cancelled meanwhile): stop what we just started.
             signal_group(proc.pid, signal.SIGKILL)
             active.reason = "cancelled"
@@ -395,6 +469,16 @@ class Executor:
             active = self.active.get(run_id)
             if active is not None:
                 self._terminate(active, "cancelled", now)
+            elif (prepared := self.armed.pop(run_id, None)) is not None:
+                prepared.discard()
+                self.journal.finish_run(
+                    run_id,
+                    status=RunStatus.CANCELLED,
+                    finished_ms=now,
+                    error_kind="cancelled",
+                    error_message="cancelled before it started",
+                    owner=self.owner,
+                )
         for active in list(self.active.values()):
             if active.exited_ms is None:
                 if now >= active.deadline_ms:
@@ -418,6 +502,7 @@ class Executor:
                     continue
                 self._force_eof(active)
             self.finalize(active, now)
+            self.launch_due(LAUNCH_LEAD_S)
 
     def finalize(self, active: ActiveRun, now: int) -> None:
         # Leftovers in the group after the main process ended are ours to clean up.
@@ -490,9 +575,11 @@ class Executor:
             if a.exited_ms is not None and not a.eof:
                 wake = min(wake, a.exited_ms + EOF_GRACE_MS, now + 100)
         wake = min(wake, now + self.ctx.config.heartbeat_interval_ms)
+        for p in self.armed.values():
+            wake = min(wake, p.launch_ms)
         nxt = self.journal.next_pending_ms()
-        if nxt is not None and len(self.active) < self.max_concurrent:
-            wake = min(wake, max(nxt, now))
+        if nxt is not None and len(self.active) + len(self.armed) < self.max_concurrent:
+            wake = min(wake, max(nxt - ARM_AHEAD_MS, now))
         return max(0.0, seconds_until(wake))
 
     def finish_ready(self) -> None:
@@ -503,7 +590,12 @@ class Executor:
                 self.finalize(active, now)
 
     def stop_all(self) -> None:
-        """Graceful stop: SIGTERM every run, SIGKILL after the deadline, finalize them."""
+        """Graceful stop: SIGTERM every run, SIGKILL after the deadline, finalize them.
+        Armed runs never started: they go back to the queue for the next start."""
+        for prepared in self.armed.values():
+            prepared.discard()
+            self.journal.release_lease(prepared.run.run_id, self.owner)
+        self.armed.clear()
         now = now_ms()
         for active in self.active.values():
             if active.exited_ms is None:  # finished runs are finalized as what they were
@@ -529,9 +621,11 @@ def run_executor(ctx: ServiceContext) -> None:
     last_heartbeat = 0
     try:
         while not ctx.stopping:
+            ex.launch_due(LAUNCH_LEAD_S)
             now = now_ms()
             ex.supervise(now)
             ex.claim_and_start()
+            ex.launch_due(LAUNCH_LEAD_S)
             now = now_ms()
             if now - last_heartbeat >= ctx.config.heartbeat_interval_ms:
                 ex.heartbeat(now)

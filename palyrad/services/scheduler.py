@@ -40,6 +40,7 @@ from routines.definitions_file import atomic_write
 from routines.jitter import fire_at_ms
 from routines.model import (
     Approval,
+    Concurrency,
     Definitions,
     FileWatchTrigger,
     HookTrigger,
@@ -62,6 +63,11 @@ log = logging.getLogger("palyrad.scheduler")
 IDLE_CAP_MS = 15_000
 ALWAYS_QUIET_RECHECK_MS = 60_000
 DUE_BATCH = 1_000
+# Ticks are decided up to this long before their instant (when nothing can change the
+# decision meanwhile), so the executor can claim them, prepare the process, and spawn it on
+# the instant instead of a few milliseconds after it. Long enough to cover the scheduler →
+# executor hand-off under load; short enough that "decided early" never matters to a person.
+ARM_AHEAD_MS = 50
 EVENT_BATCH = 500
 DEBOUNCE_S = 0.05
 MAX_EVENT_DEPTH = 8  # event → run → event … chains stop here (no ping-pong storms)
@@ -119,6 +125,7 @@ class Scheduler:
         self.env: Mapping[str, str] = os.environ
         self.files = files
         self.more = False  # a batch limit was hit: there is more to do right away
+        self.deferred_ms: int | None = None  # see fire_due
 
     # --- definitions ---------------------------------------------------------------------
 
@@ -451,9 +458,12 @@ class Scheduler:
         return any(r.status == "pending" for r in runs)
 
     def fire_due(self, now: int) -> tuple[int, bool]:
-        """Record runs for every due tick (one transaction per batch); returns
-        (routines handled, whether any run may start)."""
-        due = self.journal.due_routines(now, DUE_BATCH)
+        """Record runs for every due tick (one transaction per batch), and arm the ticks due
+        within ``ARM_AHEAD_MS`` whose decision cannot change by then; returns (routines
+        advanced, whether any run may start). Sets ``self.deferred_ms``: the earliest tick
+        in the window that has to be decided on its instant instead."""
+        self.deferred_ms = None
+        due = self.journal.due_routines(now + ARM_AHEAD_MS, DUE_BATCH)
         if not due:
             return 0, False
         active = self.journal.active_counts()
@@ -462,52 +472,103 @@ class Scheduler:
         runnable = False
         for st in due:
             item = self.routines.get(st.routine_id)
-            assert st.next_nominal_ms is not None
+            assert st.next_nominal_ms is not None and st.next_fire_ms is not None
             if item is None or item.routine.schedule is None:
-                advances.append((st.routine_id, st.next_nominal_ms, None, None))
+                if st.next_fire_ms <= now:
+                    advances.append((st.routine_id, st.next_nominal_ms, None, None))
+                elif self.deferred_ms is None:
+                    self.deferred_ms = st.next_fire_ms
                 continue
-            r = item.routine
-            allowed = quiet_until(r, now)
-            if allowed is None or allowed > now:
-                # Quiet hours: hold the tick; when the window ends it is a misfire like any
-                # other (skip record, or catch-up run at the window's end).
-                hold = now + ALWAYS_QUIET_RECHECK_MS if allowed is None else allowed
-                advances.append((r.id, st.last_nominal_ms, st.next_nominal_ms, hold))
-                continue
-            plan = plan_due(r, st.next_nominal_ms, st.first_seen_ms, now)
-            if plan.skip is not None:
-                count, first, last = plan.skip
-                skip = new_trigger_run(
-                    r.id,
-                    definition_hash=item.definition_hash,
-                    spec=None,
-                    trigger_kind="schedule",
-                    now_ms=now,
-                    decision_status="skipped",
-                    error_kind="misfire_skipped",
-                    error_message=f"{count} tick(s) could not start within grace_ms",
-                )
-                runs.append(
-                    replace(skip, missed_count=count, first_missed_ms=first, last_missed_ms=last)
-                )
-            if plan.run_ticks:
-                # Catch-up runs of one range are one decision: they queue behind each other
-                # instead of forbid-skipping each other.
-                decision = self._decide(item, active, now, scheduled=True)
-                for tick in plan.run_ticks:
-                    payload = {"scheduled_for": format_rfc3339(tick, always_ms=True)}
-                    run = self._trigger_run(item, "schedule", payload, decision, now)
-                    runs.append(
-                        replace(
-                            run,
-                            scheduled_for_ms=tick,
-                            fire_at_ms=fire_at_ms(r.id, tick, r.jitter_ms),
-                        )
-                    )
-                runnable = runnable or decision.runs
-            advances.append((r.id, plan.last_nominal, plan.next_nominal, plan.next_fire))
+            at = now
+            if st.next_fire_ms > now:
+                if not self._armable(item, st, active):
+                    if self.deferred_ms is None:
+                        self.deferred_ms = st.next_fire_ms  # rows come in fire order
+                    continue
+                at = st.next_fire_ms
+            runnable = self._fire_one(item, st, now, at, active, runs, advances) or runnable
         self.journal.record_ticks(runs, advances)
-        return len(due), runnable
+        if len(due) >= DUE_BATCH and advances:
+            self.more = True
+        return len(advances), runnable
+
+    def _armable(self, item: Loaded, st: RoutineState, active: dict[str, int]) -> bool:
+        """Whether a tick due at ``st.next_fire_ms`` may be decided now, ahead of its instant:
+        only when nothing that happens meanwhile can change the decision in a way that
+        matters — an idle (or ``allow``) enabled routine whose tick is on time, outside quiet
+        hours, past its cooldown and needs no approval. Anything else is decided on the
+        instant, exactly as before."""
+        r = item.routine
+        at = st.next_fire_ms
+        assert at is not None and st.next_nominal_ms is not None
+        if not self._effective_enabled(item) or quiet_until(r, at) != at:
+            return False
+        if active.get(r.id, 0) and r.concurrency is not Concurrency.ALLOW:
+            return False
+        plan = plan_due(r, st.next_nominal_ms, st.first_seen_ms, at)
+        if plan.skip is not None or len(plan.run_ticks) != 1:
+            return False
+        d = decide_trigger(r, self._runtime(item, active), at, scheduled=True)
+        return d.runs and not d.request_approval and not d.cancel_active
+
+    def _fire_one(
+        self,
+        item: Loaded,
+        st: RoutineState,
+        now: int,
+        at: int,
+        active: dict[str, int],
+        runs: list[Run],
+        advances: list[tuple[str, int | None, int | None, int | None]],
+    ) -> bool:
+        """Decide one routine's due tick(s) as of ``at`` (``now``, or its fire instant when
+        armed ahead); append the run records and the schedule advance. True if a run may
+        start."""
+        r = item.routine
+        assert st.next_nominal_ms is not None
+        allowed = quiet_until(r, at)
+        if allowed is None or allowed > at:
+            # Quiet hours: hold the tick; when the window ends it is a misfire like any
+            # other (skip record, or catch-up run at the window's end).
+            hold = at + ALWAYS_QUIET_RECHECK_MS if allowed is None else allowed
+            advances.append((r.id, st.last_nominal_ms, st.next_nominal_ms, hold))
+            return False
+        plan = plan_due(r, st.next_nominal_ms, st.first_seen_ms, at)
+        if plan.skip is not None:
+            count, first, last = plan.skip
+            skip = new_trigger_run(
+                r.id,
+                definition_hash=item.definition_hash,
+                spec=None,
+                trigger_kind="schedule",
+                now_ms=now,
+                decision_status="skipped",
+                error_kind="misfire_skipped",
+                error_message=f"{count} tick(s) could not start within grace_ms",
+            )
+            runs.append(
+                replace(skip, missed_count=count, first_missed_ms=first, last_missed_ms=last)
+            )
+        decision = None
+        if plan.run_ticks:
+            # Catch-up runs of one range are one decision: they queue behind each other
+            # instead of forbid-skipping each other.
+            decision = self._decide(item, active, at, scheduled=True)
+            for tick in plan.run_ticks:
+                payload = {"scheduled_for": format_rfc3339(tick, always_ms=True)}
+                run = self._trigger_run(item, "schedule", payload, decision, now)
+                fire = fire_at_ms(r.id, tick, r.jitter_ms)
+                runs.append(
+                    replace(
+                        run,
+                        scheduled_for_ms=tick,
+                        fire_at_ms=fire,
+                        # Armed ahead: the executor claims it now and spawns on the instant.
+                        not_before_ms=fire if fire > now and decision.runs else None,
+                    )
+                )
+        advances.append((r.id, plan.last_nominal, plan.next_nominal, plan.next_fire))
+        return decision is not None and decision.runs
 
     def emit_started(self, now: int) -> None:
         self.journal.emit_event(
@@ -541,15 +602,21 @@ def run_scheduler(ctx: ServiceContext) -> None:
             runnable = sched.decide_triggers(now)
             runnable = sched.consume_events(now) or runnable
             runnable = sched.fire_file_bursts(now) or runnable
-            handled, fired = sched.fire_due(now)
+            _, fired = sched.fire_due(now)
             if runnable or fired:
                 ctx.poke("executor")
-            if handled >= DUE_BATCH or sched.more:
+            if sched.more:
                 continue  # more due right now
-            earliest = ctx.journal.earliest_fire_ms()
+            # Wake ARM_AHEAD_MS before the next tick beyond the armed window, or on the
+            # instant of a tick that could not be armed.
+            horizon = now + ARM_AHEAD_MS
+            beyond = ctx.journal.earliest_fire_ms(after=horizon)
             timeout_s = IDLE_CAP_MS / 1000
-            if earliest is not None:
-                timeout_s = max(0.0, min(timeout_s, seconds_until(earliest)))
+            if beyond is not None:
+                timeout_s = min(timeout_s, seconds_until(beyond - ARM_AHEAD_MS))
+            if sched.deferred_ms is not None:
+                timeout_s = min(timeout_s, seconds_until(sched.deferred_ms))
+            timeout_s = max(0.0, timeout_s)
             burst = files.next_deadline_s()
             if burst is not None:
                 timeout_s = min(timeout_s, burst)

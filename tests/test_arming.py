@@ -1,0 +1,213 @@
+"""Arming ahead: ticks decided up to ARM_AHEAD_MS early, runs spawned on their instant.
+
+The scheduler and executor run in-process here, on a real journal in a temp home, with
+``now`` passed in — so the window edges are exact, not raced against a clock.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from palyrad.home import Home
+from palyrad.runs import ARM_AHEAD_MS, Run, RunStatus, new_ulid, run_spec
+from palyrad.services import ServiceContext
+from palyrad.services.executor import Executor
+from palyrad.services.scheduler import Scheduler
+from routines.model import Definitions
+from routines.timefmt import now_ms
+from routines.validate import validate_text
+from tests.daemon_harness import every
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Iterator[ServiceContext]:
+    home = Home.at(tmp_path / "home").ensure()
+    parent, child = multiprocessing.Pipe()
+    context = ServiceContext("test", home, child, "i1", 0)
+    yield context
+    parent.close()
+    child.close()
+
+
+def _write(home: Home, routines: list[dict[str, object]]) -> None:
+    home.definitions.write_bytes(orjson.dumps({"schema_version": 1, "routines": routines}))
+
+
+def _every_minute(rid: str, **extra: object) -> dict[str, object]:
+    return {
+        "id": rid,
+        "trigger": every(60_000),
+        "action": {"kind": "command", "argv": ["/bin/true"]},
+        **extra,
+    }
+
+
+def _scheduler(ctx: ServiceContext, routines: list[dict[str, object]]) -> Scheduler:
+    _write(ctx.home, routines)
+    sched = Scheduler(ctx)
+    sched.reload(startup=True)
+    return sched
+
+
+def _fire(ctx: ServiceContext, rid: str) -> int:
+    st = ctx.journal.routine_state(rid)
+    assert st is not None and st.next_fire_ms is not None
+    return st.next_fire_ms
+
+
+def _runs(ctx: ServiceContext, rid: str) -> list[Run]:
+    return ctx.journal.runs_for_routine(rid, limit=100)
+
+
+def test_idle_routine_is_armed_with_its_instant_as_not_before(ctx: ServiceContext) -> None:
+    sched = _scheduler(ctx, [_every_minute("idle")])
+    fire = _fire(ctx, "idle")
+    sched.fire_due(fire - ARM_AHEAD_MS - 1)  # outside the window: nothing yet
+    assert _runs(ctx, "idle") == []
+    sched.fire_due(fire - ARM_AHEAD_MS // 2)
+    (run,) = _runs(ctx, "idle")
+    assert run.status == "pending" and run.decided
+    assert run.scheduled_for_ms == run.fire_at_ms == run.not_before_ms == fire
+    assert _fire(ctx, "idle") == fire + 60_000  # the schedule moved on, exactly one tick
+    sched.fire_due(fire)  # on the instant: already recorded, never twice
+    assert len(_runs(ctx, "idle")) == 1
+
+
+def test_busy_forbid_routine_is_decided_on_its_instant(ctx: ServiceContext) -> None:
+    sched = _scheduler(ctx, [_every_minute("busy"), _every_minute("other")])
+    fire = _fire(ctx, "busy")
+    running_id = new_ulid()
+    ctx.journal.insert_run(
+        Run(
+            run_id=running_id,
+            chain_id=running_id,
+            routine_id="busy",
+            attempt=1,
+            trigger_kind="manual",
+            status="running",
+            queued_at_ms=fire - 5_000,
+            started_at_ms=fire - 5_000,
+            decided=True,
+        )
+    )
+    sched.fire_due(fire - 10)
+    assert [r.run_id for r in _runs(ctx, "busy")] == [running_id]  # not decided early
+    assert sched.deferred_ms == fire
+    # The running run ends before the instant: the tick runs, as it would have without arming.
+    ctx.journal.finish_run(running_id, status=RunStatus.SUCCEEDED, finished_ms=fire - 5)
+    sched.fire_due(fire)
+    tick = [r for r in _runs(ctx, "busy") if r.trigger_kind == "schedule"]
+    assert len(tick) == 1 and tick[0].status == "pending" and tick[0].not_before_ms is None
+
+
+def test_busy_forbid_tick_is_skipped_when_still_running_on_its_instant(
+    ctx: ServiceContext,
+) -> None:
+    sched = _scheduler(ctx, [_every_minute("busy")])
+    fire = _fire(ctx, "busy")
+    running_id = new_ulid()
+    ctx.journal.insert_run(
+        Run(
+            run_id=running_id,
+            chain_id=running_id,
+            routine_id="busy",
+            attempt=1,
+            trigger_kind="manual",
+            status="running",
+            queued_at_ms=fire - 5_000,
+            decided=True,
+        )
+    )
+    sched.fire_due(fire - 10)
+    sched.fire_due(fire)
+    (tick,) = [r for r in _runs(ctx, "busy") if r.trigger_kind == "schedule"]
+    assert tick.status == "skipped" and tick.error_kind == "concurrency_forbid"
+
+
+def test_a_tick_in_quiet_hours_is_left_to_its_instant(ctx: ServiceContext) -> None:
+    quiet = {"start": "00:00", "end": "00:00"}  # always quiet
+    sched = _scheduler(ctx, [_every_minute("q", quiet_hours=quiet)])
+    fire = _fire(ctx, "q")
+    sched.fire_due(fire - 10)
+    assert _runs(ctx, "q") == []
+    assert _fire(ctx, "q") == fire and sched.deferred_ms == fire  # untouched until then
+
+
+def _armed_run(ctx: ServiceContext, rid: str, not_before: int) -> Run:
+    loaded = validate_text(
+        orjson.dumps({"schema_version": 1, "routines": [_every_minute(rid)]}),
+        filename="x",
+        now_ms=now_ms(),
+        env={},
+    ).definitions
+    assert isinstance(loaded, Definitions)
+    run_id = new_ulid()
+    run = Run(
+        run_id=run_id,
+        chain_id=run_id,
+        routine_id=rid,
+        attempt=1,
+        trigger_kind="schedule",
+        status="pending",
+        queued_at_ms=now_ms(),
+        scheduled_for_ms=not_before,
+        fire_at_ms=not_before,
+        not_before_ms=not_before,
+        decided=True,
+        spec=run_spec(loaded.routines[0]),
+    )
+    ctx.journal.insert_run(run)
+    return run
+
+
+def test_executor_spawns_an_armed_run_on_its_instant(ctx: ServiceContext) -> None:
+    ex = Executor(ctx)
+    instant = now_ms() + 30
+    run = _armed_run(ctx, "r", instant)
+    ex.claim_and_start()
+    assert run.run_id in ex.armed or run.run_id in ex.active
+    got = ctx.journal.get_run(run.run_id)
+    assert got is not None and got.status in ("pending", "running")
+    deadline = time.monotonic() + 10
+    while run.run_id not in ex.active and time.monotonic() < deadline:
+        ctx.wait(ex.next_wake_s(now_ms()))
+        ex.launch_due()
+    started = ctx.journal.get_run(run.run_id)
+    assert started is not None and started.started_at_ms is not None
+    assert started.started_at_ms >= instant  # never before its instant
+    while ex.active and time.monotonic() < deadline:
+        ctx.wait(0.1)
+        ex.supervise(now_ms())
+    done = ctx.journal.get_run(run.run_id)
+    assert done is not None and done.status == "succeeded"
+
+
+def test_cancelling_an_armed_run_finalizes_it_unstarted(ctx: ServiceContext) -> None:
+    ex = Executor(ctx)
+    _armed_run(ctx, "r", now_ms() + 5_000)  # claimed 50 ms ahead only
+    ex.claim_and_start()
+    assert ex.armed == {}
+    run2 = _armed_run(ctx, "r2", now_ms() + 40)
+    ex.claim_and_start()
+    assert list(ex.armed) == [run2.run_id]
+    assert ctx.journal.request_cancel(run2.run_id) is not None
+    ex.supervise(now_ms())
+    got = ctx.journal.get_run(run2.run_id)
+    assert got is not None and got.status == "cancelled" and got.started_at_ms is None
+    assert ex.armed == {} and not ctx.home.run_log(run2.run_id).exists()
+
+
+def test_stop_gives_armed_runs_back_to_the_queue(ctx: ServiceContext) -> None:
+    ex = Executor(ctx)
+    run = _armed_run(ctx, "r", now_ms() + 40)
+    ex.claim_and_start()
+    assert list(ex.armed) == [run.run_id]
+    ex.stop_all()
+    got = ctx.journal.get_run(run.run_id)
+    assert got is not None and got.status == "pending" and got.lease_owner is None
