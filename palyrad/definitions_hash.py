@@ -61,11 +61,11 @@ def current_file_hash(home: Home, journal: Journal) -> str:
     sig = file_signature(home.definitions)
     if sig is None:
         return ""
-    raw = journal.get_state(STATE_DEFINITIONS_HASH_MEMO)
-    if raw:
-        memo = orjson.loads(raw)
-        if isinstance(memo, dict) and memo.get("signature") == list(sig):
-            return str(memo["file_hash"])
+    memo = _read_memo(journal)
+    if memo is not None and memo.get("signature") == list(sig):
+        remembered = memo.get("file_hash")
+        if isinstance(remembered, str):
+            return remembered
     digest = file_hash(home)
     now_ns = time.time_ns()
     settled = now_ns - max(sig[3], sig[4]) > RACY_NS
@@ -73,3 +73,15 @@ def current_file_hash(home: Home, journal: Journal) -> str:
         memo_json = orjson.dumps({"signature": list(sig), "file_hash": digest}).decode()
         journal.set_state(STATE_DEFINITIONS_HASH_MEMO, memo_json, now_ns // 1_000_000)
     return digest
+
+
+def _read_memo(journal: Journal) -> dict[str, object] | None:
+    """The memo, or None when there is none or it cannot be read (then the file is hashed)."""
+    raw = journal.get_state(STATE_DEFINITIONS_HASH_MEMO)
+    if not raw:
+        return None
+    try:
+        memo = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return memo if isinstance(memo, dict) else None

@@ -64,3 +64,14 @@ def test_a_fresh_file_is_hashed_but_not_remembered(home: Home) -> None:
         assert journal.get_state(STATE_DEFINITIONS_HASH_MEMO) is None  # written just now
     finally:
         journal.close()
+
+
+def test_an_unreadable_memo_means_hashing(home: Home) -> None:
+    journal = Journal(home.journal)
+    try:
+        journal.set_state(STATE_DEFINITIONS_HASH_MEMO, "not json", 0)
+        assert current_file_hash(home, journal) == file_hash(home)
+        journal.set_state(STATE_DEFINITIONS_HASH_MEMO, '{"signature": 1}', 0)
+        assert current_file_hash(home, journal) == file_hash(home)
+    finally:
+        journal.close()
