@@ -12,7 +12,7 @@ from typing import Any
 from palyrad.edits import apply_edit
 from palyrad.home import Home
 from palyrad.journal import Journal
-from palyrad.notify import POKE_SCHEDULER, poke_fifo
+from palyrad.notify import poke_service
 from routines.model import Approval, Definitions
 from routines.timefmt import format_rfc3339, now_ms
 
@@ -47,7 +47,7 @@ def approve(home: Home, journal: Journal, defs: Definitions, routine_id: str) ->
 
         apply_edit(home, enable)
         enabled_now = True
-    poke_fifo(home.notify_fifo, POKE_SCHEDULER)
+    poke_service(home.run_dir, "scheduler")
     return Granted(routine_id, routine.approval.value, digest, enabled_now)
 
 

@@ -21,7 +21,7 @@ from palyrad.definitions_hash import file_hash
 from palyrad.home import Home
 from palyrad.journal import STATE_DEFINITIONS_APPLIED, STATE_DEFINITIONS_ERROR, Journal
 from palyrad.liveness import daemon_alive
-from palyrad.notify import POKE_SCHEDULER, poke_fifo
+from palyrad.notify import poke_service
 from routines.definitions_file import Editor, locked_edit
 from routines.timefmt import now_ms
 
@@ -57,7 +57,7 @@ def wait_applied(home: Home, timeout_s: float = APPLY_TIMEOUT_S) -> bool:
     journal = Journal(home.journal)
     try:
         deadline = time.monotonic() + timeout_s
-        poke_fifo(home.notify_fifo, POKE_SCHEDULER)
+        poke_service(home.run_dir, "scheduler")
         while time.monotonic() < deadline:
             for key in (STATE_DEFINITIONS_APPLIED, STATE_DEFINITIONS_ERROR):
                 raw = journal.get_state(key)

@@ -74,6 +74,10 @@ class Home:
     def notify_fifo(self) -> Path:
         return self.run_dir / "notify"
 
+    def wake_fifo(self, service: str) -> Path:
+        """The FIFO a service reads its direct pokes from."""
+        return self.run_dir / f"wake-{service}"
+
     @property
     def logs_dir(self) -> Path:
         return self.root / "logs"

@@ -269,6 +269,13 @@ class Journal:
         self.db.execute("COMMIT")
 
     def migrate(self) -> None:
+        """Apply missing migrations. A journal that is already current is recognised with a
+        plain read: every CLI command opens the journal, and taking the write lock just to
+        find nothing to do made it queue behind a busy daemon's transactions."""
+        with contextlib.suppress(sqlite3.OperationalError):  # no table yet: a new journal
+            row = self.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+            if row[0] == SCHEMA_VERSION:
+                return
         with self.write() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("

@@ -47,3 +47,13 @@ def ensure_fifo(fifo: Path) -> None:
         fifo.unlink()
     if not fifo.exists():
         os.mkfifo(fifo, 0o600)
+
+
+def poke_service(run_dir: Path, service: str) -> bool:
+    """Wake one service of a running daemon: straight through its own FIFO
+    ``run/wake-<service>`` (one process hop less), else relayed by the supervisor through
+    ``run/notify``. False when no daemon is reading either."""
+    if poke_fifo(run_dir / f"wake-{service}"):
+        return True
+    byte = {v: k for k, v in SERVICE_FOR_BYTE.items()}.get(service, POKE_ALL)
+    return poke_fifo(run_dir / "notify", byte)

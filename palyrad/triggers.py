@@ -21,7 +21,7 @@ import orjson
 from palyrad.definitions_hash import current_file_hash
 from palyrad.journal import STATE_DEFINITIONS_APPLIED, Journal
 from palyrad.liveness import daemon_alive
-from palyrad.notify import POKE_EXECUTOR, POKE_SCHEDULER, poke_fifo
+from palyrad.notify import poke_service
 from palyrad.runs import Run, new_ulid
 from routines.timefmt import now_ms
 
@@ -103,7 +103,7 @@ def run_now(
             decided=False,
         )
     )
-    running = daemon_alive(home) and poke_fifo(home.notify_fifo, POKE_SCHEDULER)
+    running = daemon_alive(home) and poke_service(home.run_dir, "scheduler")
     run = journal.get_run(run_id)
     if running:
         deadline = time.monotonic() + DECIDE_TIMEOUT_S
@@ -120,7 +120,7 @@ def cancel(home: Home, journal: Journal, run_id: str) -> Run | None:
     """Request cancellation of an active run; the executor stops its process group."""
     run = journal.request_cancel(run_id)
     if run is not None and run.is_active:
-        poke_fifo(home.notify_fifo, POKE_EXECUTOR)
+        poke_service(home.run_dir, "executor")
     return run
 
 
@@ -133,7 +133,7 @@ def emit_operator_event(home: Home, journal: Journal, name: str, payload: str | 
     full = name if name.startswith(OPERATOR_EVENT_PREFIX) else OPERATOR_EVENT_PREFIX + name
     body = {"payload": _payload_value(payload)}
     journal.emit_event(full, orjson.dumps(body).decode(), now_ms())
-    poke_fifo(home.notify_fifo, POKE_SCHEDULER)
+    poke_service(home.run_dir, "scheduler")
     return full
 
 
@@ -145,7 +145,7 @@ def fire_hook(
     if event is not None:
         body["event"] = event
     journal.emit_event(f"hook:{hook_id}", orjson.dumps(body).decode(), now_ms())
-    poke_fifo(home.notify_fifo, POKE_SCHEDULER)
+    poke_service(home.run_dir, "scheduler")
 
 
 def _payload_value(payload: str | None) -> object:

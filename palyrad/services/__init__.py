@@ -100,14 +100,14 @@ class ServiceContext:
     def poke(self, *targets: str) -> None:
         """Wake ``targets`` (after committing to the journal): straight through the target's
         own wake FIFO when it is listening, else relayed by the supervisor."""
-        relay = [t for t in targets if not poke_fifo(self.home.run_dir / f"wake-{t}")]
+        relay = [t for t in targets if not poke_fifo(self.home.wake_fifo(t))]
         if relay:
             self.send(("poke", tuple(relay)))
 
     def listen_fifo(self) -> None:
         """Direct pokes from sibling services and the CLI: one byte on ``run/wake-<name>`` is
         a wake. Opened read-write so the FIFO never reports EOF and opening never blocks."""
-        path = self.home.run_dir / f"wake-{self.name}"
+        path = self.home.wake_fifo(self.name)
         ensure_fifo(path)
         fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         self._fifo_fd = fd
