@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 from click.exceptions import NoArgsIsHelpError
 
+from palyra_cli.fast_path import NOT_RUNNING_NOTE as NOT_RUNNING_NOTE  # shared with the shortcut
+
 if TYPE_CHECKING:
     from palyrad.home import Home
     from palyrad.journal import Journal
@@ -27,8 +29,6 @@ if TYPE_CHECKING:
 # without cached bytecode).
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-NOT_RUNNING_NOTE = "note: palyrad is not running; the change applies when it starts"
 
 
 class CliError(click.ClickException):

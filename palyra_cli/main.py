@@ -1,38 +1,21 @@
-"""``palyra``: the operator's command line (click). Thin: parse, call a library, print.
+"""``palyra``: the operator's command line.
 
-The command groups are loaded lazily (``PalyraGroup.lazy_subcommands``): ``palyra routines
-run-now`` imports the routines commands only, not the daemon, runs or events ones. Each
-command module is itself cheap to import (its library imports sit in the command bodies),
-so ``palyra --help`` lists every group with its help text without loading the library.
+``routines run-now`` on a running daemon is served by ``fast_path`` before click is even
+imported (it has a 100 ms budget, process start included); everything else, and every
+case the shortcut hands back, goes to the click application in ``palyra_cli.app``.
 """
 
 from __future__ import annotations
 
-import click
-
-from palyra_cli.common import PalyraGroup, home_option
-
-# name → "module:attribute" of its click group, imported when the name is looked up.
-SUBCOMMANDS = {
-    "daemon": "palyra_cli.daemon_cmds:daemon_group",
-    "routines": "palyra_cli.routine_cmds:routines_group",
-    "cron": "palyra_cli.routine_cmds:cron_group",
-    "runs": "palyra_cli.run_cmds:runs_group",
-    "events": "palyra_cli.trigger_cmds:events_group",
-    "hooks": "palyra_cli.trigger_cmds:hooks_group",
-}
-
-
-@click.group(
-    cls=PalyraGroup,
-    lazy_subcommands=SUBCOMMANDS,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-@home_option
-@click.version_option(package_name="palyra")
-def cli() -> None:
-    """Palyra: routines on schedules, files, webhooks and events — with real policies."""
+import sys
 
 
 def main() -> None:
+    from palyra_cli.fast_path import run_now_fast
+
+    code = run_now_fast(sys.argv[1:])
+    if code is not None:
+        raise SystemExit(code)
+    from palyra_cli.app import cli
+
     cli(prog_name="palyra")

@@ -506,6 +506,7 @@ def _run_now(routine_id: str, payload: str | None, as_json: bool) -> None:
     applied definitions current, it imports only the journal and the trigger code."""
     import orjson
 
+    from palyra_cli.fast_path import run_now_line, run_now_result
     from palyrad.triggers import TriggerRefused, run_now
 
     home = get_home()
@@ -523,11 +524,11 @@ def _run_now(routine_id: str, payload: str | None, as_json: bool) -> None:
         journal.close()
     if not running:
         note(NOT_RUNNING_NOTE)
+    result = run_now_result(run.run_id, run.status, run.error_kind)
     if as_json:
-        emit_json({"run_id": run.run_id, "status": run.status, "error_kind": run.error_kind})
+        emit_json(result)
     else:
-        extra = f" ({run.error_kind})" if run.error_kind else ""
-        click.echo(f"{run.run_id} {run.status}{extra}")
+        click.echo(run_now_line(result))
 
 
 @routines_group.command("run-now")

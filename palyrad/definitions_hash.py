@@ -15,11 +15,10 @@ its signature as it was. Two seconds covers coarse (FAT) timestamps and small cl
 
 from __future__ import annotations
 
+import json  # not orjson: this runs in the CLI's run-now path (see palyrad.triggers)
 import os
 import time
 from typing import TYPE_CHECKING
-
-import orjson
 
 from palyrad.journal import STATE_DEFINITIONS_HASH_MEMO
 
@@ -70,7 +69,7 @@ def current_file_hash(home: Home, journal: Journal) -> str:
     now_ns = time.time_ns()
     settled = now_ns - max(sig[3], sig[4]) > RACY_NS
     if settled and file_signature(home.definitions) == sig:  # unchanged while it was read
-        memo_json = orjson.dumps({"signature": list(sig), "file_hash": digest}).decode()
+        memo_json = json.dumps({"signature": list(sig), "file_hash": digest})
         journal.set_state(STATE_DEFINITIONS_HASH_MEMO, memo_json, now_ns // 1_000_000)
     return digest
 
@@ -81,7 +80,7 @@ def _read_memo(journal: Journal) -> dict[str, object] | None:
     if not raw:
         return None
     try:
-        memo = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        memo = json.loads(raw)
+    except ValueError:
         return None
     return memo if isinstance(memo, dict) else None

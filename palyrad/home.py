@@ -6,7 +6,6 @@ One object names every path so no module builds paths of its own.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 ENV_HOME = "PALYRA_HOME"
@@ -22,9 +21,23 @@ def _mkdir_private(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-@dataclass(frozen=True, slots=True)
 class Home:
-    root: Path
+    """A plain class, not a dataclass: ``palyra routines run-now`` resolves the home before
+    anything else, and the dataclasses module imports ``inspect`` (~10 ms of its budget)."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Home) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __repr__(self) -> str:
+        return f"Home(root={self.root!r})"
 
     @classmethod
     def at(cls, explicit: str | os.PathLike[str] | None = None) -> Home:

@@ -17,8 +17,6 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from routines.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
@@ -146,6 +144,8 @@ _TIME_FIELDS = (
 
 def run_to_json(run: Run) -> dict[str, Any]:
     """The SPEC §3 JSON shape of a run (time fields + ``*_unix_ms`` twins)."""
+    import orjson  # in the functions: the CLI's run-now path imports this module without it
+
     payload: Any = None
     if run.trigger_payload is not None:
         try:
@@ -181,6 +181,8 @@ def run_spec(routine: Routine) -> str:
     """The JSON snapshot a run executes: what was decided is what runs, even if the
     definition is edited while the run waits."""
     body = routine.to_json()
+    import orjson
+
     return orjson.dumps(
         {
             "action": body["action"],
@@ -231,6 +233,8 @@ def spec_of(run: Run) -> dict[str, Any]:
     """The run's decided snapshot (empty for records that never run)."""
     if not run.spec:
         return {}
+    import orjson
+
     value = orjson.loads(run.spec)
     return value if isinstance(value, dict) else {}
 

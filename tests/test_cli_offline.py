@@ -28,7 +28,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from palyra_cli.main import cli as palyra_app
+from palyra_cli.app import cli as palyra_app
 from palyrad.journal import Journal
 
 PALYRA = Path(sys.executable).parent / "palyra"

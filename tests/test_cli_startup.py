@@ -15,18 +15,21 @@ from pathlib import Path
 import orjson
 import pytest
 
+from palyra_cli.fast_path import parse_run_now
 from palyrad.home import Home
 from tests.daemon_harness import Daemon, routine, shell
 
-# Run the click app as the console script does, then report the loaded modules on stderr.
+# Run the CLI as the console script does, then report the loaded modules on stderr.
 _CHILD = """
 import sys
-from palyra_cli.main import cli
+from palyra_cli.main import main
+code = 0
 try:
-    cli(sys.argv[1:], prog_name="palyra")
+    main()
 except SystemExit as exc:
     code = exc.code
 print("MODULES " + " ".join(sorted(sys.modules)), file=sys.stderr)
+raise SystemExit(code)
 """
 
 # Never needed to start the CLI or print help (~100 ms without cached bytecode).
@@ -114,7 +117,24 @@ def test_run_now_on_an_applied_file_skips_the_definitions(daemon: Daemon) -> Non
     assert proc.returncode == 0, proc.stderr
     assert orjson.loads(proc.stdout)["status"] in ("pending", "running", "succeeded")
     assert sorted(RUN_NOW_NEVER & modules) == []
-    assert "palyrad.triggers" in modules  # the test did reach run-now
+    assert "palyrad.control_client" in modules  # the test did reach run-now
+    # Served by palyra_cli.fast_path through the daemon's socket: no click, no SQLite, no
+    # journal, no dataclasses (inspect), no orjson, not even typing.
+    heavy = {"click", "sqlite3", "palyrad.journal", "dataclasses", "orjson", "typing", "logging"}
+    assert sorted(heavy & modules) == []
+
+
+def test_run_now_shortcut_hands_errors_to_click_before_recording(daemon: Daemon) -> None:
+    daemon.write_definitions([routine("manual", {"kind": "manual"}, shell("true"))])
+    daemon.start()
+    modules, proc = _loaded("--home", str(daemon.root), "routines", "run-now", "nope", "--json")
+    assert proc.returncode == 1 and "no routine 'nope'" in proc.stderr
+    assert "click" in modules
+    modules, proc = _loaded(
+        "--home", str(daemon.root), "routines", "run-now", "manual", "--payload", "{bad"
+    )
+    assert proc.returncode == 2 and "--payload is not valid JSON" in proc.stderr
+    assert daemon.runs("manual") == [] and daemon.runs("nope") == []
 
 
 def test_run_now_still_validates_when_the_daemon_is_stopped(tmp_path: Path) -> None:
@@ -131,3 +151,28 @@ def test_run_now_still_validates_when_the_daemon_is_stopped(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr
     assert "routines.validate" in modules
     assert "palyrad is not running" in proc.stderr
+    assert "click" in modules  # no daemon: the click command handles it
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["routines", "run-now", "r"], (None, "r", False, None)),
+        (["--home", "/h", "routines", "run-now", "r", "--json"], ("/h", "r", True, None)),
+        (["routines", "run-now", "r", "--home=/h", "--payload", "{}"], ("/h", "r", False, "{}")),
+        (["routines", "run-now", "r", "--payload={}", "--json"], (None, "r", True, "{}")),
+        (["routines", "run-now"], None),
+        (["routines", "run-now", "--help"], None),
+        (["routines", "run-now", "r", "--help"], None),
+        (["routines", "run-now", "r", "extra"], None),
+        (["routines", "run-now", "r", "--payload"], None),
+        (["--json", "routines", "run-now", "r"], None),  # click rejects --json there
+        (["cron", "run-now", "r"], None),
+        (["routines", "show", "r"], None),
+        ([], None),
+    ],
+)
+def test_run_now_shortcut_recognises_only_its_own_shape(
+    argv: list[str], expected: tuple[str | None, str, bool, str | None] | None
+) -> None:
+    assert parse_run_now(argv) == expected

@@ -20,11 +20,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import orjson
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from palyrad.control_socket import ControlServer
 from palyrad.journal import (
     STATE_APPROVALS_CHANGED,
     STATE_DEFINITIONS_APPLIED,
@@ -36,6 +38,7 @@ from palyrad.journal import (
 from palyrad.runs import Run, new_trigger_run, run_spec
 from palyrad.services import ServiceContext
 from palyrad.services.file_watch import FileWatchManager
+from palyrad.triggers import MAX_PAYLOAD_BYTES, manual_run, refusal
 from routines.definitions_file import atomic_write
 from routines.jitter import fire_at_ms
 from routines.model import (
@@ -570,6 +573,44 @@ class Scheduler:
         advances.append((r.id, plan.last_nominal, plan.next_nominal, plan.next_fire))
         return decision is not None and decision.runs
 
+    def handle_request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A request from the control socket (``palyrad.control_socket``). ``run_now``: the
+        same checks and records as ``palyrad.triggers.run_now``, decided before the answer."""
+        if msg.get("op") != "run_now":
+            return {"ok": False, "error": "unknown_op"}
+        rid, payload = msg.get("routine_id"), msg.get("payload")
+        if not isinstance(rid, str) or not (payload is None or isinstance(payload, str)):
+            return {"ok": False, "error": "bad_request"}
+        if payload is not None:
+            if len(payload.encode()) > MAX_PAYLOAD_BYTES:
+                return {"ok": False, "error": "bad_payload", "message": "payload too large"}
+            try:
+                orjson.loads(payload)
+            except orjson.JSONDecodeError as exc:
+                return {"ok": False, "error": "bad_payload", "message": exc.msg}
+        self.reload_if_changed()  # read your writes: an edit just saved is applied first
+        item = self.routines.get(rid)
+        why = refusal(
+            item.routine if item is not None else None,
+            rid,
+            lambda r: self.journal.is_approved(r.id, r.content_hash()),
+        )
+        if why is not None:
+            return {"ok": False, "error": "refused", "message": why}
+        now = now_ms()
+        run = manual_run(rid, payload, now)
+        self.journal.insert_run(run)
+        if self.decide_triggers(now):
+            self.ctx.poke("executor")
+        got = self.journal.get_run(run.run_id)
+        assert got is not None
+        return {
+            "ok": True,
+            "run_id": got.run_id,
+            "status": got.status,
+            "error_kind": got.error_kind,
+        }
+
     def emit_started(self, now: int) -> None:
         self.journal.emit_event(
             "daemon.started", orjson.dumps({"instance": self.ctx.instance}).decode(), now
@@ -591,9 +632,11 @@ def run_scheduler(ctx: ServiceContext) -> None:
     observer.start()
     if ctx.restarts == 0:
         sched.emit_started(now_ms())
+    control = ControlServer(ctx.home.run_dir, sched.handle_request, ctx.register, ctx.unregister)
     ctx.ready({"routines": len(sched.routines)})
     try:
         while not ctx.stopping:
+            control.sweep()
             sched.reload_if_changed()
             if files.dirty:
                 files.reconcile()
@@ -616,10 +659,14 @@ def run_scheduler(ctx: ServiceContext) -> None:
                 timeout_s = min(timeout_s, seconds_until(beyond - ARM_AHEAD_MS))
             if sched.deferred_ms is not None:
                 timeout_s = min(timeout_s, seconds_until(sched.deferred_ms))
+            sweep = control.next_sweep_s()
+            if sweep is not None:
+                timeout_s = min(timeout_s, sweep)
             timeout_s = max(0.0, timeout_s)
             burst = files.next_deadline_s()
             if burst is not None:
                 timeout_s = min(timeout_s, burst)
             ctx.wait(timeout_s)
     finally:
+        control.close()
         observer.stop()

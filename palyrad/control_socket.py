@@ -1,0 +1,166 @@
+"""The scheduler's request socket, ``run/control.sock``: run-now answered in one round trip.
+
+Every other CLI command journals first and pokes second. run-now has a 100 ms budget from the
+keystroke to a running process, and on a loaded two-core machine the CLI's share of it —
+Python, SQLite, the journal module and its dataclasses, before a poke even leaves — was most
+of it. Through this socket the CLI needs none of that: it sends one JSON line, and the
+scheduler (which holds the applied definitions in memory) re-checks the file on disk, journals
+the trigger, decides it through the policies, pokes the executor and answers with the
+decision. The record is as durable as before (the scheduler commits it before answering);
+with no daemon listening, the CLI falls back to journaling the trigger itself.
+
+The socket lives in the home's 0700 ``run/`` directory and is itself 0600, so only the owner
+can connect. Requests are capped (size, open connections, time to send a complete line) and
+a malformed one gets an error reply or a closed connection, never a crashed scheduler.
+
+The client is ``palyrad.control_client`` (kept light: it is on the CLI's start-up path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from palyrad.control_client import socket_path
+
+log = logging.getLogger("palyrad.control")
+
+MAX_REQUEST_BYTES = 128 * 1024  # a 64 KiB payload, JSON-escaped, fits
+MAX_CONNECTIONS = 32
+REQUEST_TIMEOUT_S = 5.0  # to send a complete line; then the connection is dropped
+
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class _Conn:
+    __slots__ = ("buf", "opened", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.opened = time.monotonic()
+
+
+class ControlServer:
+    """Serves requests on the service's selector, one complete line at a time, in the
+    service's own thread — so a handler may use the service's journal connection."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        handler: Handler,
+        register: Callable[[int, int, Callable[[int], None]], None],
+        unregister: Callable[[int], None],
+    ) -> None:
+        self.path = socket_path(run_dir)
+        self.handler = handler
+        self._register = register
+        self._unregister = unregister
+        self._conns: dict[int, _Conn] = {}
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # a stale socket of a crashed daemon (the pid lock is ours)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            self.sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+        self.sock.listen(MAX_CONNECTIONS)
+        self.sock.setblocking(False)
+        register(self.sock.fileno(), selectors.EVENT_READ, self._accept)
+
+    def _accept(self, _mask: int) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                log.warning("control socket accept failed", exc_info=True)
+                return
+            if len(self._conns) >= MAX_CONNECTIONS:
+                conn.close()  # the client falls back to the journal path
+                continue
+            conn.setblocking(False)
+            c = _Conn(conn)
+            self._conns[conn.fileno()] = c
+            self._register(conn.fileno(), selectors.EVENT_READ, self._reader(c))
+
+    def _reader(self, c: _Conn) -> Callable[[int], None]:
+        return lambda _mask: self._read(c)
+
+    def _read(self, c: _Conn) -> None:
+        try:
+            chunk = c.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close(c)
+            return
+        c.buf += chunk
+        end = c.buf.find(b"\n")
+        if end < 0:
+            if len(c.buf) > MAX_REQUEST_BYTES:
+                self._reply(c, {"ok": False, "error": "request_too_large"})
+            return
+        line = bytes(c.buf[:end])
+        try:
+            message = json.loads(line)
+            if not isinstance(message, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self._reply(c, {"ok": False, "error": "bad_request"})
+            return
+        try:
+            reply = self.handler(message)
+        except Exception:
+            log.exception("control request failed", extra={"op": message.get("op")})
+            reply = {"ok": False, "error": "internal"}
+        self._reply(c, reply)
+
+    def _reply(self, c: _Conn, reply: dict[str, Any]) -> None:
+        """Send the (small) reply and close; a client that does not read is dropped."""
+        try:
+            c.sock.settimeout(1.0)
+            c.sock.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError:
+            pass
+        self._close(c)
+
+    def _close(self, c: _Conn) -> None:
+        fd = c.sock.fileno()
+        if fd >= 0:
+            self._unregister(fd)
+            self._conns.pop(fd, None)
+        c.sock.close()
+
+    def sweep(self) -> None:
+        """Drop connections that did not send a complete request in time."""
+        limit = time.monotonic() - REQUEST_TIMEOUT_S
+        for c in [c for c in self._conns.values() if c.opened < limit]:
+            self._close(c)
+
+    def next_sweep_s(self) -> float | None:
+        if not self._conns:
+            return None
+        oldest = min(c.opened for c in self._conns.values())
+        return max(0.0, oldest + REQUEST_TIMEOUT_S - time.monotonic())
+
+    def close(self) -> None:
+        for c in list(self._conns.values()):
+            self._close(c)
+        self._unregister(self.sock.fileno())
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
