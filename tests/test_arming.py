@@ -65,6 +65,25 @@ def _runs(ctx: ServiceContext, rid: str) -> list[Run]:
     return ctx.journal.runs_for_routine(rid, limit=100)
 
 
+def _running(ctx: ServiceContext, rid: str, started: int) -> str:
+    """A manual run of ``rid`` that is running (started at ``started``); its id."""
+    run_id = new_ulid()
+    ctx.journal.insert_run(
+        Run(
+            run_id=run_id,
+            chain_id=run_id,
+            routine_id=rid,
+            attempt=1,
+            trigger_kind="manual",
+            status="running",
+            queued_at_ms=started,
+            started_at_ms=started,
+            decided=True,
+        )
+    )
+    return run_id
+
+
 def test_idle_routine_is_armed_with_its_instant_as_not_before(ctx: ServiceContext) -> None:
     sched = _scheduler(ctx, [_every_minute("idle")])
     fire = _fire(ctx, "idle")
@@ -82,20 +101,7 @@ def test_idle_routine_is_armed_with_its_instant_as_not_before(ctx: ServiceContex
 def test_busy_forbid_routine_is_decided_on_its_instant(ctx: ServiceContext) -> None:
     sched = _scheduler(ctx, [_every_minute("busy"), _every_minute("other")])
     fire = _fire(ctx, "busy")
-    running_id = new_ulid()
-    ctx.journal.insert_run(
-        Run(
-            run_id=running_id,
-            chain_id=running_id,
-            routine_id="busy",
-            attempt=1,
-            trigger_kind="manual",
-            status="running",
-            queued_at_ms=fire - 5_000,
-            started_at_ms=fire - 5_000,
-            decided=True,
-        )
-    )
+    running_id = _running(ctx, "busy", fire - 5_000)
     sched.fire_due(fire - 10)
     assert [r.run_id for r in _runs(ctx, "busy")] == [running_id]  # not decided early
     assert sched.deferred_ms == fire
@@ -111,19 +117,7 @@ def test_busy_forbid_tick_is_skipped_when_still_running_on_its_instant(
 ) -> None:
     sched = _scheduler(ctx, [_every_minute("busy")])
     fire = _fire(ctx, "busy")
-    running_id = new_ulid()
-    ctx.journal.insert_run(
-        Run(
-            run_id=running_id,
-            chain_id=running_id,
-            routine_id="busy",
-            attempt=1,
-            trigger_kind="manual",
-            status="running",
-            queued_at_ms=fire - 5_000,
-            decided=True,
-        )
-    )
+    _running(ctx, "busy", fire - 5_000)
     sched.fire_due(fire - 10)
     sched.fire_due(fire)
     (tick,) = [r for r in _runs(ctx, "busy") if r.trigger_kind == "schedule"]
