@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 NOT_RUNNING_NOTE = "note: palyrad is not running; the change applies when it starts"
 
 
+# Error replies given before anything is recorded (palyrad.services.scheduler.handle_request).
+NOTHING_RECORDED = frozenset({"refused", "bad_payload", "bad_request", "unknown_op"})
+
+
 def run_now_result(run_id: str, status: str, error_kind: str | None) -> dict[str, Any]:
     """``palyra routines run-now --json``'s document."""
     return {"run_id": run_id, "status": status, "error_kind": error_kind}
@@ -109,7 +113,14 @@ def run_now_fast(argv: Sequence[str]) -> int | None:
         )
         return 1
     if not reply.get("ok"):
-        return None  # refused or invalid: nothing was recorded; click reports it
+        if reply.get("error") in NOTHING_RECORDED:
+            return None  # click asks again and reports it with the usual message
+        # The daemon failed while taking it: it may be recorded, so never ask twice.
+        sys.stderr.write(
+            f"error: the daemon could not take the trigger ({reply.get('error')}) "
+            f"(see: palyra routines logs {routine_id})\n"
+        )
+        return 1
     result = run_now_result(reply["run_id"], reply["status"], reply.get("error_kind"))
     if as_json:
         import json  # the same bytes as the click command's orjson output, without its import

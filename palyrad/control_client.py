@@ -9,6 +9,7 @@ orjson (uuid, dataclasses, inspect) would cost more than the whole exchange.
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 # `typing` itself is ~4 ms of import; mypy honours a module-level TYPE_CHECKING constant.
@@ -33,16 +34,38 @@ def run_now_request(routine_id: str, payload: str | None) -> dict[str, Any]:
     return {"op": "run_now", "routine_id": routine_id, "payload": payload}
 
 
+# A Unix socket address holds at most ~107 bytes of path.
+MAX_ADDRESS_BYTES = 100
+
+
+def address(path: Path) -> tuple[str, int | None]:
+    """The address to bind or connect ``path`` by, and a directory fd to close afterwards.
+
+    A home deep enough to overflow the address is reached through ``/proc/self/fd/N`` of an
+    open descriptor of its ``run/`` directory (Linux); elsewhere that address fails like any
+    other and callers go without the socket."""
+    if len(os.fsencode(path)) <= MAX_ADDRESS_BYTES:
+        return str(path), None
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    return f"/proc/self/fd/{fd}/{path.name}", fd
+
+
 def request(run_dir: Path, message: dict[str, Any], timeout_s: float = REPLY_TIMEOUT_S) -> Any:
-    """Send one request and return the decoded reply; NotListening when nobody serves it.
-    A TimeoutError means the daemon took the request but did not answer in time."""
+    """Send one request and return the decoded reply; NotListening when nobody serves it
+    (nothing was sent). A TimeoutError means the daemon took the request but did not answer
+    in time."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout_s)
+        dir_fd: int | None = None
         try:
-            sock.connect(str(socket_path(run_dir)))
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            addr, dir_fd = address(socket_path(run_dir))
+            sock.connect(addr)
+        except OSError as exc:  # absent, stale, refused, backlog full (EAGAIN), too long
             raise NotListening(str(exc)) from exc
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
         chunks: list[bytes] = []
         try:
             sock.sendall(json.dumps(message).encode() + b"\n")

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from palyrad.control_client import socket_path
+from palyrad.control_client import address, socket_path
 
 log = logging.getLogger("palyrad.control")
 
@@ -57,7 +57,7 @@ class ControlServer:
         self,
         run_dir: Path,
         handler: Handler,
-        register: Callable[[int, int, Callable[[int], None]], None],
+        register: Callable[[int, int, Callable[[int], bool]], None],
         unregister: Callable[[int], None],
     ) -> None:
         self.path = socket_path(run_dir)
@@ -69,24 +69,31 @@ class ControlServer:
             self.path.unlink()  # a stale socket of a crashed daemon (the pid lock is ours)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
+        dir_fd: int | None = None
         try:
-            self.sock.bind(str(self.path))
+            addr, dir_fd = address(self.path)
+            self.sock.bind(addr)
+        except OSError:
+            self.sock.close()
+            raise
         finally:
             os.umask(old)
+            if dir_fd is not None:
+                os.close(dir_fd)
         os.chmod(self.path, 0o600)
         self.sock.listen(MAX_CONNECTIONS)
         self.sock.setblocking(False)
         register(self.sock.fileno(), selectors.EVENT_READ, self._accept)
 
-    def _accept(self, _mask: int) -> None:
+    def _accept(self, _mask: int) -> bool:
         while True:
             try:
                 conn, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                return False
             except OSError:
                 log.warning("control socket accept failed", exc_info=True)
-                return
+                return False
             if len(self._conns) >= MAX_CONNECTIONS:
                 conn.close()  # the client falls back to the journal path
                 continue
@@ -95,39 +102,49 @@ class ControlServer:
             self._conns[conn.fileno()] = c
             self._register(conn.fileno(), selectors.EVENT_READ, self._reader(c))
 
-    def _reader(self, c: _Conn) -> Callable[[int], None]:
+    def _reader(self, c: _Conn) -> Callable[[int], bool]:
         return lambda _mask: self._read(c)
 
-    def _read(self, c: _Conn) -> None:
+    def _read(self, c: _Conn) -> bool:
+        """Collect a request line; once complete, answer it. True once a request was
+        handled (the service loop looks again: the handler may have left work)."""
+        try:
+            return self._serve(c)
+        except Exception:  # nothing a client sends may stop the service
+            log.exception("control connection failed")
+            self._close(c)
+            return False
+
+    def _serve(self, c: _Conn) -> bool:
         try:
             chunk = c.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             chunk = b""
         if not chunk:
             self._close(c)
-            return
+            return False
         c.buf += chunk
         end = c.buf.find(b"\n")
         if end < 0:
             if len(c.buf) > MAX_REQUEST_BYTES:
                 self._reply(c, {"ok": False, "error": "request_too_large"})
-            return
-        line = bytes(c.buf[:end])
+            return False
         try:
-            message = json.loads(line)
+            message = json.loads(bytes(c.buf[:end]))
             if not isinstance(message, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except Exception:  # ValueError, RecursionError on deep nesting, ...
             self._reply(c, {"ok": False, "error": "bad_request"})
-            return
+            return False
         try:
             reply = self.handler(message)
         except Exception:
-            log.exception("control request failed", extra={"op": message.get("op")})
+            log.exception("control request failed", extra={"op": str(message.get("op"))})
             reply = {"ok": False, "error": "internal"}
         self._reply(c, reply)
+        return True
 
     def _reply(self, c: _Conn, reply: dict[str, Any]) -> None:
         """Send the (small) reply and close; a client that does not read is dropped."""

@@ -508,7 +508,7 @@ class Journal:
         is waiting at a prompt), then oldest first (FIFO)."""
         rows = self.db.execute(
             _RUN_SELECT + " WHERE status = 'pending' AND decided = 1 AND lease_owner IS NULL"
-            " AND (not_before_ms IS NULL OR not_before_ms <= ?)"
+            " AND cancel_requested = 0 AND (not_before_ms IS NULL OR not_before_ms <= ?)"
             " ORDER BY trigger_kind != 'manual', run_id LIMIT ?",
             (now_ms, limit),
         )
@@ -532,20 +532,37 @@ class Journal:
                     leased.append(run_id)
         return leased
 
-    def release_foreign_leases(self, owner: str) -> int:
-        """Give back pending runs leased by a dead executor instance (never started)."""
+    def release_foreign_leases(self, owner: str, now_ms: int) -> int:
+        """Give back pending runs leased by a dead executor instance (never started); the
+        ones cancelled while leased are finalized ``cancelled`` instead — released, they
+        could never be leased again (``lease`` refuses them) and would block their routine."""
         with self.write() as db:
-            return db.execute(
-                "UPDATE runs SET lease_owner = NULL WHERE status = 'pending'"
-                " AND lease_owner IS NOT NULL AND lease_owner != ?",
-                (owner,),
-            ).rowcount
+            n = self._cancel_leased(
+                db, "lease_owner IS NOT NULL AND lease_owner != ?", owner, now_ms
+            )
+            return (
+                n
+                + db.execute(
+                    "UPDATE runs SET lease_owner = NULL WHERE status = 'pending'"
+                    " AND lease_owner IS NOT NULL AND lease_owner != ?",
+                    (owner,),
+                ).rowcount
+            )
+
+    @staticmethod
+    def _cancel_leased(db: sqlite3.Connection, where: str, arg: str, now_ms: int) -> int:
+        return db.execute(
+            "UPDATE runs SET status = 'cancelled', error_kind = 'cancelled',"
+            " error_message = 'cancelled before it started', finished_at_ms = ?"
+            " WHERE status = 'pending' AND cancel_requested = 1 AND " + where,
+            (now_ms, arg),
+        ).rowcount
 
     def next_pending_ms(self) -> int | None:
         """The earliest instant an unleased pending run becomes runnable (retry waits)."""
         row = self.db.execute(
             "SELECT MIN(COALESCE(not_before_ms, 0)) FROM runs WHERE status = 'pending'"
-            " AND lease_owner IS NULL AND decided = 1"
+            " AND lease_owner IS NULL AND decided = 1 AND cancel_requested = 0"
         ).fetchone()
         return None if row[0] is None else int(row[0])
 
@@ -616,9 +633,12 @@ class Journal:
                 )
             return done
 
-    def release_lease(self, run_id: str, owner: str) -> None:
-        """Give a claimed-but-unstarted run back to the queue (e.g. on graceful stop)."""
+    def release_lease(self, run_id: str, owner: str, now_ms: int) -> None:
+        """Give a claimed-but-unstarted run back to the queue (e.g. on graceful stop); one
+        cancelled meanwhile is finalized ``cancelled`` instead."""
         with self.write() as db:
+            if self._cancel_leased(db, "run_id = ?", run_id, now_ms):
+                return
             db.execute(
                 "UPDATE runs SET lease_owner = NULL WHERE run_id = ? AND lease_owner = ?"
                 " AND status = 'pending'",

@@ -126,7 +126,12 @@ def run_now(
             run = journal.get_run(str(reply["run_id"]))
             if run is not None:
                 return run, True
-        raise TriggerRefused(str(reply.get("message") or reply.get("error")))
+        if reply.get("error") in ("refused", "bad_payload"):
+            raise TriggerRefused(str(reply.get("message") or reply.get("error")))
+        raise TriggerRefused(  # it may have been recorded: never fall back and record twice
+            f"the daemon could not take the trigger ({reply.get('error')}); see: palyra "
+            f"routines logs {routine_id}"
+        )
     return _run_now_journaled(home, journal, routine_id, payload, load_definitions)
 
 

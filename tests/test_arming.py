@@ -205,3 +205,20 @@ def test_stop_gives_armed_runs_back_to_the_queue(ctx: ServiceContext) -> None:
     ex.stop_all()
     got = ctx.journal.get_run(run.run_id)
     assert got is not None and got.status == "pending" and got.lease_owner is None
+
+
+def test_a_full_disk_stops_the_run_log_not_the_executor(ctx: ServiceContext) -> None:
+    """ENOSPC on a run log (here /dev/full) keeps the output in the tail only."""
+    import subprocess
+
+    from palyrad.services.executor import ActiveRun
+
+    ex = Executor(ctx)
+    run = _armed_run(ctx, "r", now_ms())
+    proc = subprocess.Popen(["/bin/true"])
+    proc.wait()
+    active = ActiveRun(run, proc, Path("/dev/full"), 0, 0, log_file=open("/dev/full", "wb"))  # noqa: SIM115
+    ex._record_output(active, b"hello\n")
+    assert active.log_file is None and active.tail_text() == "hello\n"
+    ex._record_output(active, b"more\n")  # no log any more, tail still kept
+    assert active.tail_text() == "hello\nmore\n"

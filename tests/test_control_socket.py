@@ -159,3 +159,57 @@ def test_run_now_refusals_through_the_socket_record_nothing(daemon: Daemon) -> N
     assert ok["ok"] is True
     (run,) = daemon.runs("on")
     assert run.run_id == ok["run_id"] and run.trigger_payload == '{"k":1}'
+
+
+def test_deeply_nested_json_is_a_bad_request_not_a_crash(
+    served: tuple[ControlServer, Path, list[dict[str, Any]]],
+) -> None:
+    _server, run_dir, _seen = served
+    reply = _raw(run_dir, b"[" * 100_000 + b"\n")
+    assert orjson.loads(reply)["error"] == "bad_request"
+    assert request(run_dir, {"op": "still-here"})["ok"] is True
+
+
+def test_a_home_too_deep_for_a_socket_address_still_gets_a_socket(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    home = Home.at(deep).ensure()
+    assert len(str(socket_path(home.run_dir))) > 108  # more than sun_path holds
+    parent, child = multiprocessing.Pipe()
+    ctx = ServiceContext("test", home, child, "i1", 0)
+    server = ControlServer(home.run_dir, lambda m: {"ok": True}, ctx.register, ctx.unregister)
+    try:
+        t = threading.Thread(target=lambda: [ctx.wait(0.05) for _ in range(40)], daemon=True)
+        t.start()
+        assert request(home.run_dir, {"op": "x"}) == {"ok": True}
+        t.join(5)
+    finally:
+        server.close()
+        parent.close()
+        child.close()
+
+
+def test_output_only_events_do_not_wake_the_loop(tmp_path: Path) -> None:
+    import os
+
+    home = Home.at(tmp_path / "home").ensure()
+    parent, child = multiprocessing.Pipe()
+    ctx = ServiceContext("test", home, child, "i1", 0)
+    r, w = os.pipe()
+    got: list[bytes] = []
+
+    def on_read(_mask: int) -> bool:
+        got.append(os.read(r, 100))
+        return got[-1] == b"eof"
+
+    ctx.register(r, 1, on_read)  # selectors.EVENT_READ
+    os.write(w, b"chunk")
+    assert ctx.wait(0.2) is False and got == [b"chunk"]  # served, loop not woken
+    os.write(w, b"eof")
+    assert ctx.wait(5) is True and got[-1] == b"eof"
+    ctx.wake()
+    assert ctx.wait(5) is True  # a poke always wakes it
+    ctx.unregister(r)
+    os.close(r)
+    os.close(w)
+    parent.close()
+    child.close()

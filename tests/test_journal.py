@@ -152,3 +152,25 @@ def test_outcome_classification(
 
     got_status, got_kind, _ = classify_outcome(reason, code)
     assert (got_status.value, got_kind) == (status, kind)
+
+
+def test_a_leased_run_cancelled_before_it_started_is_finalized_not_released(
+    journal: Journal,
+) -> None:
+    run = _run(decided=True)
+    journal.insert_run(run)
+    assert journal.lease([run.run_id], "executor:dead", 2_000) == [run.run_id]
+    journal.request_cancel(run.run_id)  # leased: only flagged for the executor
+    # The executor died before it saw the flag; the next one recovers.
+    journal.release_foreign_leases("executor:new", 3_000)
+    got = journal.get_run(run.run_id)
+    assert got is not None and got.status == "cancelled" and got.finished_at_ms == 3_000
+    assert journal.runnable_pending(10_000, 10) == [] and journal.next_pending_ms() is None
+    # The same on a graceful release.
+    other = _run(decided=True)
+    journal.insert_run(other)
+    journal.lease([other.run_id], "executor:a", 2_000)
+    journal.request_cancel(other.run_id)
+    journal.release_lease(other.run_id, "executor:a", 4_000)
+    got = journal.get_run(other.run_id)
+    assert got is not None and got.status == "cancelled"

@@ -118,8 +118,9 @@ class ServiceContext:
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"w")  # a full pipe is a wake already pending
 
-    def register(self, fd: int, events: int, callback: Callable[[int], None]) -> None:
-        """Have ``wait`` call ``callback(mask)`` when ``fd`` is ready (main thread only)."""
+    def register(self, fd: int, events: int, callback: Callable[[int], bool]) -> None:
+        """Have ``wait`` call ``callback(mask)`` when ``fd`` is ready (main thread only);
+        the callback returns whether the service loop should look again."""
         self._selector.register(fd, events, callback)
 
     def unregister(self, fd: int) -> None:
@@ -127,30 +128,37 @@ class ServiceContext:
             self._selector.unregister(fd)
 
     def wait(self, timeout_s: float) -> bool:
-        """Sleep until poked, stopped, one of the registered fds is ready (its callback runs
-        here) or ``timeout_s`` passes; True if anything happened (including a wake that
-        arrived while the caller was busy since its last wait).
+        """Sleep until poked, stopped, a registered fd's callback asks for the loop (returns
+        True), or ``timeout_s`` passes; True if the loop should look again (including for a
+        wake that arrived while it was busy since its last wait). Callbacks that return
+        False (e.g. a chunk of child output copied to its log) are served without waking
+        the loop, so a chatty child does not cost a journal round per chunk.
 
-        epoll counts in whole milliseconds and rounds up, which would make every timed wake
-        up to 1 ms late; the last sub-millisecond is slept with nanosecond resolution.
+        Timed wakes are exact to well under a millisecond: epoll counts whole milliseconds and
+        Python rounds the timeout up twice (selectors, then epoll), which made ~1 in 8 timed
+        wakes a millisecond late. So the selector waits until 1-2 ms before the deadline and
+        the rest is slept at the clock's full resolution.
         """
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
             left = deadline - time.monotonic()
             whole_ms = int(left * 1000) if left > 0 else 0
-            # (whole_ms - 0.5) ms: the selector's ceil() must land on whole_ms, not above.
-            events = self._selector.select((whole_ms - 0.5) / 1000 if whole_ms else 0)
-            if events:
-                for key, mask in events:
-                    if key.data is None:
-                        _drain(key.fd)
-                    else:
-                        key.data(mask)
+            # (whole_ms - 1.5) ms is never near an integer, so both roundings end at
+            # whole_ms - 1 or whole_ms: never past the deadline.
+            events = self._selector.select((whole_ms - 1.5) / 1000 if whole_ms >= 2 else 0)
+            woke = False
+            for key, mask in events:
+                if key.data is None:
+                    _drain(key.fd)
+                    woke = True
+                elif key.data(mask):
+                    woke = True
+            if woke:
                 return True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            if left < 0.001:
+            if left < 0.002:
                 time.sleep(left)
                 return False
 

@@ -181,7 +181,7 @@ class Executor:
     def recover(self) -> None:
         """Finalize runs a dead executor left ``running``; retry them if policy allows."""
         now = now_ms()
-        released = self.journal.release_foreign_leases(self.owner)
+        released = self.journal.release_foreign_leases(self.owner, now)
         orphans = self.journal.running_not_owned_by(self.owner)
         for run in orphans:
             killed = kill_orphan_group(run.pid, run.started_at_ms)
@@ -231,21 +231,17 @@ class Executor:
                 break
         leased = set(self.journal.lease([r.run_id for r in chosen], self.owner, now))
         for run in chosen:
-            if run.run_id not in leased:
-                continue
-            prepared = self.prepare(run)
-            if prepared is None:
-                continue
-            if seconds_until(prepared.launch_ms) <= 0:
-                self.launch(prepared)
-            else:
+            if run.run_id in leased and (prepared := self.prepare(run)) is not None:
                 self.armed[run.run_id] = prepared
-            self.launch_due(LAUNCH_LEAD_S)
+        # Due-now runs spawn at once (launch_ms 0 or past), the others on their instant.
+        self.launch_due(LAUNCH_LEAD_S)
 
     def launch_due(self, lead_s: float = 0.0) -> None:
-        """Spawn the armed runs whose instant is within ``lead_s``, each on its instant."""
+        """Spawn the armed runs whose instant is within ``lead_s``, each on its instant;
+        runs already due go first, in the order they were claimed (manual triggers first)."""
         while self.armed:
-            nxt = min(self.armed.values(), key=lambda p: p.launch_ms)
+            now = now_ms()
+            nxt = min(self.armed.values(), key=lambda p: max(p.launch_ms, now))
             left = seconds_until(nxt.launch_ms)
             if left > lead_s:
                 return
@@ -353,20 +349,21 @@ class Executor:
         else:  # no pidfds (old kernel): a waiter thread per run, as a fallback
             threading.Thread(target=self._wait_thread, args=(active,), daemon=True).start()
 
-    def _on_output(self, active: ActiveRun) -> None:
-        """Copy what the child wrote to the run log up to the cap, keeping the tail."""
+    def _on_output(self, active: ActiveRun) -> bool:
+        """Copy what the child wrote to the run log up to the cap, keeping the tail; True
+        (look again) only at EOF, when the run may be ready to finalize."""
         assert active.proc.stdout is not None
         fd = active.proc.stdout.fileno()
         while True:
             try:
                 chunk = os.read(fd, 65536)
             except BlockingIOError:
-                return
+                return False
             except OSError:
                 chunk = b""
             if not chunk:
                 self._close_output(active)
-                return
+                return True
             self._record_output(active, chunk)
 
     def _record_output(self, active: ActiveRun, chunk: bytes) -> None:
@@ -374,15 +371,26 @@ class Executor:
         log_file = active.log_file
         if log_file is None:
             return
-        if active.written < self.max_output:
-            part = chunk[: self.max_output - active.written]
-            log_file.write(part)
-            active.written += len(part)
-        elif not active.truncated:
-            active.truncated = True
-            log_file.write(b"\n[palyra: output truncated at the size cap]\n")
-        # Flushed per read: `palyra runs show --follow` tails the file while the run runs.
-        log_file.flush()
+        try:
+            if active.written < self.max_output:
+                part = chunk[: self.max_output - active.written]
+                log_file.write(part)
+                active.written += len(part)
+            elif not active.truncated:
+                active.truncated = True
+                log_file.write(b"\n[palyra: output truncated at the size cap]\n")
+            # Flushed per read: `palyra runs show --follow` tails the file while it runs.
+            log_file.flush()
+        except OSError as exc:
+            # A full disk must not take the executor down: the log stops here, the tail
+            # (in memory) is still kept for output_tail, and the run goes on.
+            log.warning(
+                "run log write failed; output kept in the tail only",
+                extra={"run_id": active.run.run_id, "error": exc.strerror},
+            )
+            with contextlib.suppress(OSError):
+                log_file.close()
+            active.log_file = None
 
     def _close_output(self, active: ActiveRun) -> None:
         if active.eof:
@@ -393,26 +401,28 @@ class Executor:
             self.ctx.unregister(stdout.fileno())
             stdout.close()
         if active.log_file is not None:
-            active.log_file.close()
+            with contextlib.suppress(OSError):  # the last flush can meet a full disk too
+                active.log_file.close()
             active.log_file = None
         self._close_stdin(active)
 
-    def _on_stdin(self, active: ActiveRun) -> None:
+    def _on_stdin(self, active: ActiveRun) -> bool:
         """Feed a prompt to the agent runner without ever blocking the loop."""
         data = active.stdin_data
         stdin = active.proc.stdin
         if data is None or stdin is None:
             self._close_stdin(active)
-            return
+            return False
         try:
             n = os.write(stdin.fileno(), data[:65536])
         except BlockingIOError:
-            return
+            return False
         except OSError:  # the runner closed its stdin early; what it read is what it gets
             n = len(data)
         active.stdin_data = data[n:] if n < len(data) else None
         if active.stdin_data is None:
             self._close_stdin(active)
+        return False
 
     def _close_stdin(self, active: ActiveRun) -> None:
         stdin = active.proc.stdin
@@ -422,14 +432,15 @@ class Executor:
             with contextlib.suppress(OSError):
                 stdin.close()
 
-    def _reap(self, active: ActiveRun) -> None:
+    def _reap(self, active: ActiveRun) -> bool:
         if active.proc.poll() is None:
-            return
+            return False
         active.exited_ms = active.exited_ms or now_ms()
         if active.pidfd is not None:
             self.ctx.unregister(active.pidfd)
             os.close(active.pidfd)
             active.pidfd = None
+        return True
 
     def _wait_thread(self, active: ActiveRun) -> None:
         active.proc.wait()
@@ -594,7 +605,7 @@ class Executor:
         Armed runs never started: they go back to the queue for the next start."""
         for prepared in self.armed.values():
             prepared.discard()
-            self.journal.release_lease(prepared.run.run_id, self.owner)
+            self.journal.release_lease(prepared.run.run_id, self.owner, now_ms())
         self.armed.clear()
         now = now_ms()
         for active in self.active.values():

@@ -632,11 +632,18 @@ def run_scheduler(ctx: ServiceContext) -> None:
     observer.start()
     if ctx.restarts == 0:
         sched.emit_started(now_ms())
-    control = ControlServer(ctx.home.run_dir, sched.handle_request, ctx.register, ctx.unregister)
+    control: ControlServer | None = None
+    try:
+        control = ControlServer(
+            ctx.home.run_dir, sched.handle_request, ctx.register, ctx.unregister
+        )
+    except OSError as exc:  # run-now still works, through the journal
+        log.error("control socket unavailable", extra={"error": str(exc)})
     ctx.ready({"routines": len(sched.routines)})
     try:
         while not ctx.stopping:
-            control.sweep()
+            if control is not None:
+                control.sweep()
             sched.reload_if_changed()
             if files.dirty:
                 files.reconcile()
@@ -659,7 +666,7 @@ def run_scheduler(ctx: ServiceContext) -> None:
                 timeout_s = min(timeout_s, seconds_until(beyond - ARM_AHEAD_MS))
             if sched.deferred_ms is not None:
                 timeout_s = min(timeout_s, seconds_until(sched.deferred_ms))
-            sweep = control.next_sweep_s()
+            sweep = control.next_sweep_s() if control is not None else None
             if sweep is not None:
                 timeout_s = min(timeout_s, sweep)
             timeout_s = max(0.0, timeout_s)
@@ -668,5 +675,6 @@ def run_scheduler(ctx: ServiceContext) -> None:
                 timeout_s = min(timeout_s, burst)
             ctx.wait(timeout_s)
     finally:
-        control.close()
+        if control is not None:
+            control.close()
         observer.stop()
