@@ -294,6 +294,7 @@ def account_ticks(
     with a first..last range: those ticks are also counted under ``covered_by_skip_range``.
     """
     lateness: list[int] = []
+    late: list[tuple[int, int]] = []  # (fire instant, lateness) of starts ≥ 3 ms late
     lateness_by_interval: dict[int, list[int]] = defaultdict(list)
     not_started: Counter[str] = Counter()
     no_record = covered = duplicates = 0
@@ -312,9 +313,11 @@ def account_ticks(
             duplicates += 1
         if started:
             fire, st = started[0]
-            late = st - (fire if fire is not None else key[1])
-            lateness.append(late)
-            lateness_by_interval[interval].append(late)
+            due = fire if fire is not None else key[1]
+            lateness.append(st - due)
+            lateness_by_interval[interval].append(st - due)
+            if st - due >= 3:
+                late.append((due, st - due))
         else:
             not_started[recs[0][0]] += 1
     return {
@@ -328,6 +331,7 @@ def account_ticks(
         "lateness_ms_every_minute": lat_stats(lateness_by_interval[MINUTE_MS]),
         "lateness_ms_every_second": lat_stats(lateness_by_interval[SECOND_MS]),
         "raw_lateness_ms": lateness,
+        "late_ticks": sorted(late),  # for finding stalls: when, and how late
     }
 
 
