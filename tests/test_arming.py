@@ -133,9 +133,9 @@ def test_a_tick_in_quiet_hours_is_left_to_its_instant(ctx: ServiceContext) -> No
     assert _fire(ctx, "q") == fire and sched.deferred_ms == fire  # untouched until then
 
 
-def _armed_run(ctx: ServiceContext, rid: str, not_before: int) -> Run:
+def _armed_run(ctx: ServiceContext, rid: str, not_before: int, **extra: object) -> Run:
     loaded = validate_text(
-        orjson.dumps({"schema_version": 1, "routines": [_every_minute(rid)]}),
+        orjson.dumps({"schema_version": 1, "routines": [_every_minute(rid, **extra)]}),
         filename="x",
         now_ms=now_ms(),
         env={},
@@ -222,3 +222,25 @@ def test_a_full_disk_stops_the_run_log_not_the_executor(ctx: ServiceContext) -> 
     assert active.log_file is None and active.tail_text() == "hello\n"
     ex._record_output(active, b"more\n")  # no log any more, tail still kept
     assert active.tail_text() == "hello\nmore\n"
+
+
+def test_a_spawn_failure_fails_the_run_and_leaves_no_log(ctx: ServiceContext) -> None:
+    ex = Executor(ctx)
+    action = {"kind": "command", "argv": ["/nonexistent/palyra-test"]}
+    run = _armed_run(ctx, "r", now_ms(), action=action)
+    ex.claim_and_start()
+    got = ctx.journal.get_run(run.run_id)
+    assert got is not None and got.status == "failed" and got.error_kind == "spawn_failed"
+    assert "/nonexistent/palyra-test" in (got.error_message or "")
+    assert not ctx.home.run_log(run.run_id).exists() and ex.active == {} and ex.armed == {}
+
+
+def test_a_config_reload_changes_the_concurrency_cap(ctx: ServiceContext) -> None:
+    ex = Executor(ctx)
+    ctx.home.config.write_text("[executor]\nmax_concurrent_runs = 1\n")
+    ctx.reload_config()
+    first = _armed_run(ctx, "a", now_ms() + 40)
+    _armed_run(ctx, "b", now_ms() + 40)
+    ex.claim_and_start()
+    assert list(ex.armed) == [first.run_id]  # one slot, not the default 8
+    ex.stop_all()

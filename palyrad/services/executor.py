@@ -169,8 +169,6 @@ class Executor:
         self.owner = f"executor:{ctx.instance}:{os.getpid()}"
         self.active: dict[str, ActiveRun] = {}
         self.armed: dict[str, Prepared] = {}  # claimed, spawning on their instant
-        self.max_concurrent = ctx.config.max_concurrent_runs
-        self.max_output = ctx.config.max_output_bytes
         self._listened: set[str] = set()
         self._listened_at = -10_000
         # os.environ is re-encoded on every copy; the daemon's own environment is fixed.
@@ -206,7 +204,7 @@ class Executor:
     def claim_and_start(self) -> None:
         """Claim runnable runs up to capacity: due ones spawn now; ones due within
         ``ARM_AHEAD_MS`` are prepared and wait in ``armed`` for their instant."""
-        capacity = self.max_concurrent - len(self.active) - len(self.armed)
+        capacity = self.ctx.config.max_concurrent_runs - len(self.active) - len(self.armed)
         if capacity <= 0 or self.ctx.stopping:
             return
         now = now_ms()
@@ -311,7 +309,7 @@ class Executor:
                 close_fds=True,
             )
         except OSError as exc:
-            p.log_file.close()
+            p.discard()  # no process, no log: the run's error says why
             self._finish_unstarted(
                 run, "spawn_failed", f"cannot start {p.argv[0]!r}: {exc.strerror}"
             )
@@ -372,8 +370,8 @@ class Executor:
         if log_file is None:
             return
         try:
-            if active.written < self.max_output:
-                part = chunk[: self.max_output - active.written]
+            if active.written < self.ctx.config.max_output_bytes:
+                part = chunk[: self.ctx.config.max_output_bytes - active.written]
                 log_file.write(part)
                 active.written += len(part)
             elif not active.truncated:
@@ -589,7 +587,10 @@ class Executor:
         for p in self.armed.values():
             wake = min(wake, p.launch_ms)
         nxt = self.journal.next_pending_ms()
-        if nxt is not None and len(self.active) + len(self.armed) < self.max_concurrent:
+        if (
+            nxt is not None
+            and len(self.active) + len(self.armed) < self.ctx.config.max_concurrent_runs
+        ):
             wake = min(wake, max(nxt - ARM_AHEAD_MS, now))
         return max(0.0, seconds_until(wake))
 
