@@ -366,6 +366,14 @@ class _Parser:
             return None
         return self.string(v, (*p, key), intern=intern)
 
+    def req_string(self, o: dict[str, Any], key: str, p: Path, extra: str = "") -> str | None:
+        """A required string key: reported missing (with ``extra`` as the hint) or invalid."""
+        v = o.get(key, _MISSING)
+        if v is _MISSING:
+            self.missing(p, key, extra)
+            return None
+        return self.string(v, (*p, key))
+
     def null(self, p: Path, key: str) -> None:
         self.err((*p, key), f'null is not allowed (omit "{key}" to use the default)')
 
@@ -794,6 +802,26 @@ class _Parser:
 
     # -- triggers -------------------------------------------------------------------------
 
+    def tagged(
+        self, v: Any, p: Path, key: str, table: Mapping[str, frozenset[str]], noun: str
+    ) -> tuple[dict[str, Any], str] | None:
+        """An object whose ``key`` (kind/type) picks its allowed keys from ``table``: the
+        object and its tag, with wrong types, unknown tags and foreign keys reported."""
+        if type(v) is not dict:
+            self.obj(v, p)  # reports the wrong type
+            return None
+        o: dict[str, Any] = v
+        self.keys_seen += len(o)
+        tag = o.get(key)
+        if type(tag) is not str or tag not in table:
+            tag = self.kind(o, key, p, table)
+            if tag is None:
+                return None
+        allowed = table[tag]
+        if not o.keys() <= allowed:
+            self.unknown_keys(o, allowed, p, other=table, what=f'not used by {noun} "{tag}"')
+        return o, tag
+
     def kind(self, o: dict[str, Any], key: str, p: Path, table: Mapping[str, Any]) -> str | None:
         v = o.get(key, _MISSING)
         if type(v) is str and v in table:
@@ -817,21 +845,10 @@ class _Parser:
         return None
 
     def trigger(self, v: Any, p: Path) -> Trigger | None:
-        if type(v) is not dict:
-            self.obj(v, p)  # reports the wrong type
+        tagged = self.tagged(v, p, "kind", _TRIGGER_KEYS, "trigger kind")
+        if tagged is None:
             return None
-        o: dict[str, Any] = v
-        self.keys_seen += len(o)
-        kind = o.get("kind")
-        if type(kind) is not str or kind not in _TRIGGER_KEYS:
-            kind = self.kind(o, "kind", p, _TRIGGER_KEYS)
-            if kind is None:
-                return None
-        allowed = _TRIGGER_KEYS[kind]
-        if not o.keys() <= allowed:
-            self.unknown_keys(
-                o, allowed, p, other=_TRIGGER_KEYS, what=f'not used by trigger kind "{kind}"'
-            )
+        o, kind = tagged
         if kind == "schedule":
             s = o.get("schedule", _MISSING)
             if s is _MISSING:
@@ -852,49 +869,27 @@ class _Parser:
         if kind == "webhook":
             return self.webhook(o, p)
         if kind == "system_event":
-            v = o.get("event", _MISSING)
-            if v is _MISSING:
-                self.missing(p, "event")
-                return None
-            event = self.string(v, (*p, "event"))
+            event = self.req_string(o, "event", p)
             return None if event is None else SystemEventTrigger(event=event)
         # hook
-        v = o.get("hook_id", _MISSING)
-        if v is _MISSING:
-            self.missing(p, "hook_id")
+        hook_id = self.req_string(o, "hook_id", p)
+        if hook_id is None:
             return None
-        hook_id = self.string(v, (*p, "hook_id"))
         event = self.opt_string(o, "event", p)
         return None if hook_id is None else HookTrigger(hook_id=hook_id, event=event)
 
     def schedule(self, v: Any, p: Path) -> Schedule | None:
-        if type(v) is not dict:
-            self.obj(v, p)  # reports the wrong type
+        tagged = self.tagged(v, p, "type", _SCHEDULE_KEYS, "schedule type")
+        if tagged is None:
             return None
-        o: dict[str, Any] = v
-        self.keys_seen += len(o)
-        typ = o.get("type")
-        if type(typ) is not str or typ not in _SCHEDULE_KEYS:
-            typ = self.kind(o, "type", p, _SCHEDULE_KEYS)
-            if typ is None:
-                return None
-        allowed = _SCHEDULE_KEYS[typ]
-        if not o.keys() <= allowed:
-            self.unknown_keys(
-                o, allowed, p, other=_SCHEDULE_KEYS, what=f'not used by schedule type "{typ}"'
-            )
+        o, typ = tagged
         if typ == "cron":
-            expr: str | None = None
-            e = o.get("expr", _MISSING)
-            if e is _MISSING:
-                self.missing(p, "expr")
-            else:
-                expr = self.string(e, (*p, "expr"))
-                if expr is not None:
-                    msg = self.cron(expr)
-                    if msg is not None:
-                        self.err((*p, "expr"), msg)
-                        expr = None
+            expr = self.req_string(o, "expr", p)
+            if expr is not None:
+                msg = self.cron(expr)
+                if msg is not None:
+                    self.err((*p, "expr"), msg)
+                    expr = None
             tz = o.get("timezone", _MISSING)
             if tz is _MISSING:
                 tz = self.default_timezone
@@ -1039,21 +1034,10 @@ class _Parser:
     # -- actions --------------------------------------------------------------------------
 
     def action(self, v: Any, p: Path) -> Action | None:
-        if type(v) is not dict:
-            self.obj(v, p)  # reports the wrong type
+        tagged = self.tagged(v, p, "kind", _ACTION_KEYS, "action kind")
+        if tagged is None:
             return None
-        o: dict[str, Any] = v
-        self.keys_seen += len(o)
-        kind = o.get("kind")
-        if type(kind) is not str or kind not in _ACTION_KEYS:
-            kind = self.kind(o, "kind", p, _ACTION_KEYS)
-            if kind is None:
-                return None
-        allowed = _ACTION_KEYS[kind]
-        if not o.keys() <= allowed:
-            self.unknown_keys(
-                o, allowed, p, other=_ACTION_KEYS, what=f'not used by action kind "{kind}"'
-            )
+        o, kind = tagged
         n = len(self.errors)
         timeout = (
             self.ms(o, "timeout_ms", p, DEFAULT_TIMEOUT_MS, 1)
@@ -1085,11 +1069,7 @@ class _Parser:
                 return None
             return CommandAction(argv=argv_t, shell=shell_s, cwd=cwd, env=env, timeout_ms=timeout)
         if kind == "prompt":
-            v = o.get("prompt", _MISSING)
-            if v is _MISSING:
-                self.missing(p, "prompt")
-                return None
-            prompt = self.string(v, (*p, "prompt"))
+            prompt = self.req_string(o, "prompt", p)
             if prompt is not None and len(prompt) * 4 > MAX_PROMPT_BYTES:
                 size = len(prompt.encode("utf-8", "surrogatepass"))
                 if size > MAX_PROMPT_BYTES:
@@ -1101,12 +1081,7 @@ class _Parser:
                 return None
             return PromptAction(prompt=prompt, timeout_ms=timeout)
         # skill
-        v = o.get("skill_id", _MISSING)
-        skill_id: str | None = None
-        if v is _MISSING:
-            self.missing(p, "skill_id")
-        else:
-            skill_id = self.string(v, (*p, "skill_id"))
+        skill_id = self.req_string(o, "skill_id", p)
         args = self.str_list(o, "args", p, ())
         if len(self.errors) != n or skill_id is None or args is None:
             return None
@@ -1243,18 +1218,11 @@ class _Parser:
         if mode == "logs_only":
             return _DEFAULT_DELIVERY
         if mode == "file":
-            v = d.get("path", _MISSING)
-            if v is _MISSING:
-                self.missing(dp, "path", ' (delivery mode "file" writes results to it)')
-                return _DEFAULT_DELIVERY
-            path = self.string(v, (*dp, "path"))
+            path = self.req_string(d, "path", dp, ' (delivery mode "file" writes results to it)')
             return _DEFAULT_DELIVERY if path is None else Delivery(mode="file", path=path)
-        v = d.get("channel", _MISSING)
-        channel: str | None = None
-        if v is _MISSING:
-            self.missing(dp, "channel", ' (delivery mode "channel" needs a channel name)')
-        else:
-            channel = self.string(v, (*dp, "channel"))
+        channel = self.req_string(
+            d, "channel", dp, ' (delivery mode "channel" needs a channel name)'
+        )
         silent = self.enum(d, "silent_policy", dp, _SILENT, SilentPolicy.NOISY)
         failure = self.opt_string(d, "failure_channel", dp)
         if channel is None:
