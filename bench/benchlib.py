@@ -12,9 +12,11 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def now_ms() -> int:
@@ -94,3 +96,123 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return model
+
+
+# --- process sampling (psutil) -------------------------------------------------------------
+
+
+class ProcSampler:
+    """Samples summed RSS of a process set every ``interval`` s; CPU seconds on demand.
+
+    ``pids()`` returns the set to measure (re-evaluated at every sample, so a restarted
+    service is followed). Only the processes themselves count: the actions they spawn are
+    grandchildren of the supervisor and are not part of the daemon's footprint. ``peak_total``
+    covers the sampler's life, ``peak_window`` the samples taken while ``in_window``.
+    """
+
+    def __init__(
+        self,
+        pids: Callable[[], list[int]],
+        interval: float = 0.2,
+        names: dict[int, str] | None = None,
+    ) -> None:
+        import psutil
+
+        self.psutil = psutil
+        self.pids = pids
+        self.names = names or {}
+        self.interval = interval
+        self.peak_total = 0
+        self.peak_window = 0
+        self.in_window = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._procs: dict[int, Any] = {}
+
+    def _proc(self, pid: int) -> Any:
+        p = self._procs.get(pid)
+        if p is None:
+            p = self._procs[pid] = self.psutil.Process(pid)
+        return p
+
+    def rss(self) -> int:
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(self.psutil.Error):
+                total += self._proc(pid).memory_info().rss
+        return total
+
+    def cpu(self) -> float:
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid in self.pids():
+            with contextlib.suppress(self.psutil.Error):
+                t = self._proc(pid).cpu_times()
+                name = self.names.get(pid, f"pid {pid}")
+                out[name] = out.get(name, 0.0) + t.user + t.system
+        return out
+
+    def cpu_reaped_children(self) -> float:
+        """CPU of the (reaped) actions these processes spawned."""
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(self.psutil.Error):
+                t = self._proc(pid).cpu_times()
+                total += t.children_user + t.children_system
+        return total
+
+    def _sample(self) -> None:
+        r = self.rss()
+        self.peak_total = max(self.peak_total, r)
+        if self.in_window:
+            self.peak_window = max(self.peak_window, r)
+
+    def _run(self) -> None:
+        while True:
+            self._sample()
+            if self._stop.wait(self.interval):
+                return
+
+    def start(self) -> ProcSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._sample()
+
+
+def daemon_sampler(home: Path) -> ProcSampler:
+    """A sampler of a running daemon: the supervisor (its status file's pid) + its direct
+    children (the services and multiprocessing's resource tracker), named by service."""
+    import psutil
+
+    from palyrad.home import Home
+    from palyrad.status import read_status
+
+    st = read_status(Home.at(home))
+    if not st.running or not st.pid:
+        raise RuntimeError("daemon not running after start")
+    sup = psutil.Process(int(st.pid))
+    names = {int(p.pid): p.name for p in st.processes if p.pid}
+    names[sup.pid] = "supervisor"
+    listed = set(names) - {sup.pid}
+
+    def pids() -> list[int]:
+        try:
+            kids = {c.pid for c in sup.children(recursive=False)}
+        except psutil.Error:
+            kids = set()
+        return [sup.pid, *sorted(kids | listed)]
+
+    return ProcSampler(pids, names=names)
+
+
+def host_busy_fraction(before: Any, after: Any) -> float:
+    """Share of all cores busy between two psutil.cpu_times() snapshots (all processes)."""
+    idle = (after.idle + getattr(after, "iowait", 0)) - (before.idle + getattr(before, "iowait", 0))
+    total = sum(after) - sum(before)
+    return 0.0 if total <= 0 else max(0.0, 1.0 - idle / total)

@@ -36,15 +36,18 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from benchlib import (
+    ProcSampler,
     cli,
     cpu_model,
+    daemon_sampler,
     fmt,
+    host_busy_fraction,
     med,
     now_ms,
     package_version,
@@ -157,83 +160,6 @@ def lat_stats(values: Sequence[float]) -> dict[str, float | None]:
 # --- process sampling (psutil) -------------------------------------------------------------
 
 
-class ProcSampler:
-    """Samples summed RSS of a process set every ``interval`` s; CPU seconds on demand.
-
-    ``pids()`` returns the set to measure (re-evaluated at every sample, so a restarted
-    service is followed). Only the processes themselves count: the actions they spawn are
-    grandchildren of the supervisor and are not part of the daemon's footprint.
-    """
-
-    def __init__(
-        self,
-        pids: Callable[[], list[int]],
-        interval: float = 0.2,
-        names: dict[int, str] | None = None,
-    ) -> None:
-        import psutil
-
-        self.psutil = psutil
-        self.pids = pids
-        self.names = names or {}
-        self.interval = interval
-        self.peak_total = 0
-        self.peak_window = 0
-        self.in_window = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._procs: dict[int, Any] = {}
-
-    def _proc(self, pid: int) -> Any:
-        p = self._procs.get(pid)
-        if p is None:
-            p = self._procs[pid] = self.psutil.Process(pid)
-        return p
-
-    def rss(self) -> int:
-        total = 0
-        for pid in self.pids():
-            with contextlib.suppress(self.psutil.Error):
-                total += self._proc(pid).memory_info().rss
-        return total
-
-    def cpu(self) -> float:
-        return sum(self.cpu_by_process().values())
-
-    def cpu_by_process(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for pid in self.pids():
-            with contextlib.suppress(self.psutil.Error):
-                t = self._proc(pid).cpu_times()
-                name = self.names.get(pid, f"pid {pid}")
-                out[name] = out.get(name, 0.0) + t.user + t.system
-        return out
-
-    def cpu_reaped_children(self) -> float:
-        """CPU of the (reaped) actions these processes spawned."""
-        total = 0.0
-        for pid in self.pids():
-            with contextlib.suppress(self.psutil.Error):
-                t = self._proc(pid).cpu_times()
-                total += t.children_user + t.children_system
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            r = self.rss()
-            self.peak_total = max(self.peak_total, r)
-            if self.in_window:
-                self.peak_window = max(self.peak_window, r)
-
-    def start(self) -> ProcSampler:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-
-
 class WindowCpu:
     """CPU over a window: the measured processes, the actions they reaped, the whole host."""
 
@@ -264,20 +190,6 @@ class WindowCpu:
                 k: round(v - self.by_proc.get(k, 0.0), 3) for k, v in by_proc.items()
             },
         }
-
-
-def host_busy_fraction(before: Any, after: Any) -> float:
-    """Share of all cores busy between two psutil.cpu_times() snapshots (all processes)."""
-    idle = (after.idle + getattr(after, "iowait", 0)) - (before.idle + getattr(before, "iowait", 0))
-
-    def total_of(t: Any) -> float:  # guest time is already inside user on Linux
-        return sum(t) - getattr(t, "guest", 0) - getattr(t, "guest_nice", 0)
-
-    total = total_of(after) - total_of(before)
-    return 0.0 if total <= 0 else max(0.0, 1.0 - idle / total)
-
-
-# --- tick accounting (both sides) ----------------------------------------------------------
 
 
 def account_ticks(
@@ -364,27 +276,6 @@ def daemon_start(home: Path) -> int:
 def daemon_stop(home: Path) -> None:
     with contextlib.suppress(Exception):
         cli(home, "daemon", "stop", timeout=60)
-
-
-def daemon_sampler(home: Path) -> ProcSampler:
-    """Supervisor (``daemon status --json`` pid) + its direct children (the services and
-    multiprocessing's resource tracker), named by service."""
-    import psutil
-
-    st = json.loads(cli(home, "daemon", "status", "--json").stdout)
-    sup = psutil.Process(int(st["pid"]))
-    listed = {int(p["pid"]) for p in st["processes"] if p.get("pid")}
-    names = {int(p["pid"]): p["name"] for p in st["processes"] if p.get("pid")}
-    names[sup.pid] = "supervisor"
-
-    def pids() -> list[int]:
-        try:
-            kids = {c.pid for c in sup.children(recursive=False)}
-        except psutil.Error:
-            kids = set()
-        return [sup.pid, *sorted(kids | listed)]
-
-    return ProcSampler(pids, names=names)
 
 
 def load_defs(home: Any) -> Any:

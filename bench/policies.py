@@ -55,12 +55,25 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchlib import cli, cpu_model, fmt, med, now_ms, package_version, palyra_version, pct, worst
+from benchlib import (
+    ProcSampler,
+    cli,
+    cpu_model,
+    daemon_sampler,
+    fmt,
+    host_busy_fraction,
+    med,
+    now_ms,
+    package_version,
+    palyra_version,
+    pct,
+    worst,
+)
 
 from palyrad.runs import ulid_floor
 
@@ -98,71 +111,6 @@ def mw(values: list[float | None], *, digits: int = 0, higher_is_worse: bool = T
     missing = any(v is None for v in values)
     w = "—" if missing else fmt(worst(values, higher_is_worse=higher_is_worse), digits=digits)
     return f"{fmt(med(values), digits=digits)} / {w}"
-
-
-# --- process sampling (psutil) -------------------------------------------------------------
-
-
-class ProcSampler:
-    """Samples summed RSS of a process set every ``interval`` s; CPU seconds on demand.
-
-    ``pids()`` is re-evaluated at every sample, so a restarted service is followed. Only the
-    daemon's own processes count: the actions are grandchildren of the supervisor.
-    """
-
-    def __init__(self, pids: Callable[[], list[int]], interval: float = 0.2) -> None:
-        import psutil
-
-        self.psutil = psutil
-        self.pids = pids
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._procs: dict[int, Any] = {}
-
-    def _proc(self, pid: int) -> Any:
-        p = self._procs.get(pid)
-        if p is None:
-            p = self._procs[pid] = self.psutil.Process(pid)
-        return p
-
-    def rss(self) -> int:
-        total = 0
-        for pid in self.pids():
-            with contextlib.suppress(self.psutil.Error):
-                total += self._proc(pid).memory_info().rss
-        return total
-
-    def cpu(self) -> float:
-        total = 0.0
-        for pid in self.pids():
-            with contextlib.suppress(self.psutil.Error):
-                t = self._proc(pid).cpu_times()
-                total += t.user + t.system
-        return total
-
-    def _run(self) -> None:
-        while True:
-            self.peak = max(self.peak, self.rss())
-            if self._stop.wait(self.interval):
-                return
-
-    def start(self) -> ProcSampler:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.peak = max(self.peak, self.rss())
-
-
-def host_busy_fraction(before: Any, after: Any) -> float:
-    """Share of all cores busy between two psutil.cpu_times() snapshots (all processes)."""
-    idle = (after.idle + getattr(after, "iowait", 0)) - (before.idle + getattr(before, "iowait", 0))
-    total = sum(after) - sum(before)
-    return 0.0 if total <= 0 else max(0.0, 1.0 - idle / total)
 
 
 class ForeignCpu:
@@ -251,30 +199,6 @@ def daemon_stop(home: Path) -> tuple[int, int, int]:
     return t0, now_ms(), rc
 
 
-def daemon_pids(home: Path) -> Callable[[], list[int]]:
-    """Supervisor (read_status pid) + its direct children (the services and multiprocessing's
-    resource tracker)."""
-    import psutil
-
-    from palyrad.home import Home
-    from palyrad.status import read_status
-
-    st = read_status(Home.at(home))
-    if not st.running or not st.pid:
-        raise RuntimeError("daemon not running after start")
-    sup = psutil.Process(int(st.pid))
-    listed = {int(p.pid) for p in st.processes if p.pid}
-
-    def pids() -> list[int]:
-        try:
-            kids = {c.pid for c in sup.children(recursive=False)}
-        except psutil.Error:
-            kids = set()
-        return [sup.pid, *sorted(kids | listed)]
-
-    return pids
-
-
 def read_db(home: Path) -> sqlite3.Connection:
     """A read-only connection to the journal (WAL readers never block the daemon)."""
     db = sqlite3.connect(f"file:{home / 'journal.sqlite3'}?mode=ro", uri=True, timeout=10)
@@ -360,7 +284,7 @@ def watch_round(args: argparse.Namespace, tmp: Path, seed: int) -> dict[str, Any
         try:
             t_inv, t_ret = daemon_start(home)
             out["start_s"] = (t_ret - t_inv) / 1000
-            sampler = ProcSampler(daemon_pids(home)).start()
+            sampler = daemon_sampler(home).start()
             time.sleep(args.watch_warmup)  # watches attach within 1 s of apply (SPEC §2.1)
             db = read_db(home)
             cpu0, host0 = sampler.cpu(), psutil.cpu_times()
@@ -467,7 +391,7 @@ def watch_round(args: argparse.Namespace, tmp: Path, seed: int) -> dict[str, Any
         recorded_to_started_ms=lat_stats(spawn),
         window_ms=[t0, t1],
         cpu_s_window=round(cpu1 - cpu0, 3),
-        peak_rss_mb=round(sampler.peak / 2**20, 1) if sampler else None,
+        peak_rss_mb=round(sampler.peak_total / 2**20, 1) if sampler else None,
         host_busy_window=round(host_busy_fraction(host0, host1), 3),
         raw_bursts=bursts,
     )
@@ -792,7 +716,7 @@ def outage_round(args: argparse.Namespace, tmp: Path, variant: str) -> dict[str,
             watch = RecoveryWatch(home, n, grace, now_ms()).start()
             marks["start_invoked"], marks["start_returned"] = daemon_start(home)
             running = True
-            sampler = ProcSampler(daemon_pids(home)).start()
+            sampler = daemon_sampler(home).start()
             watch.done.wait(
                 max(0.0, args.recovery_cap - (now_ms() - marks["start_invoked"]) / 1000)
             )
@@ -820,7 +744,7 @@ def outage_round(args: argparse.Namespace, tmp: Path, variant: str) -> dict[str,
             # Always: a start that failed half-way must not leave a daemon behind.
             out["final_stop"] = daemon_stop(home)
             out["was_running"] = running
-        out["peak_rss_mb"] = round(sampler.peak / 2**20, 1) if sampler else None
+        out["peak_rss_mb"] = round(sampler.peak_total / 2**20, 1) if sampler else None
         out["outage_s"] = (marks["start_invoked"] - marks["stop_returned"]) / 1000
         db = read_db(home)
         rows = [dict(r) for r in db.execute(f"SELECT {RUN_FIELDS} FROM runs")]
