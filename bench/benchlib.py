@@ -190,8 +190,8 @@ def daemon_sampler(home: Path) -> ProcSampler:
     children (the services and multiprocessing's resource tracker), named by service."""
     import psutil
 
-    from palyrad.home import Home
-    from palyrad.status import read_status
+    from palyrad.runtime.home import Home
+    from palyrad.runtime.status import read_status
 
     st = read_status(Home.at(home))
     if not st.running or not st.pid:

@@ -2,7 +2,7 @@
 
 Figures (BENCHMARKS.md): fire lateness (started_at − fire_at) p50/p90/p99/max and ticks with no
 run record; run-now → running latency (through the CLI and through the library the CLI uses,
-palyrad.triggers.run_now); executor throughput of no-op runs (a backlog of pending run-nows on
+palyrad.ops.triggers.run_now); executor throughput of no-op runs (a backlog of pending run-nows on
 `allow` routines, drained by a freshly started daemon) and its ratio to the raw SQLite bound
 (single-row BEGIN IMMEDIATE claim + complete transactions on the same disk); peak RSS summed
 over the daemon's processes and their CPU seconds over the window. Palyra and APScheduler
@@ -281,7 +281,7 @@ def daemon_stop(home: Path) -> None:
 def load_defs(home: Any) -> Any:
     """Definitions as the CLI loads them (palyra_cli.routine_cmds.load_definitions), but
     from the byte-identical copy outside routines/ (see defs_copy)."""
-    from palyrad.edits import default_timezone
+    from palyrad.ops.edits import default_timezone
     from routines.definitions_file import load
 
     res = load(
@@ -317,13 +317,13 @@ def measure_run_now(
     """run-now → running latency: from just before the trigger is invoked to the run's
     started_at. ``cli``: a `palyra routines run-now ID --json` process per sample (process
     start-up included; served by the CLI's shortcut through the daemon's request socket);
-    ``library``: palyrad.triggers.run_now, which the CLI's click command calls, in this
+    ``library``: palyrad.ops.triggers.run_now, which the CLI's click command calls, in this
     process. One routine per sample, so samples never meet each other's concurrency policy.
     Samples are issued one after another (each returns once the daemon has decided it) and
     their starts are awaited afterwards."""
-    from palyrad.home import Home
     from palyrad.journal import Journal
-    from palyrad.triggers import run_now
+    from palyrad.ops.triggers import run_now
+    from palyrad.runtime.home import Home
 
     home = Home.at(home_path)
     defs = load_defs(home)
@@ -516,9 +516,9 @@ def palyra_throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     started and drains it. Throughput = succeeded runs / (last finished_at − first
     started_at). Also: run-now latency on this idle daemon (100 routines) before the backlog."""
 
-    from palyrad.home import Home
     from palyrad.journal import Journal
-    from palyrad.triggers import run_now
+    from palyrad.ops.triggers import run_now
+    from palyrad.runtime.home import Home
 
     tp_ids = [f"tp-{i:03d}" for i in range(100)]
     now_ids = [f"now-{i:03d}" for i in range(args.runnow_cli + args.runnow_lib)]

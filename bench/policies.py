@@ -75,7 +75,7 @@ from benchlib import (
     worst,
 )
 
-from palyrad.runs import ulid_floor
+from palyrad.domain.runs import ulid_floor
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -19,8 +19,8 @@ from click.exceptions import NoArgsIsHelpError
 from palyra_cli.fast_path import NOT_RUNNING_NOTE as NOT_RUNNING_NOTE  # shared with the shortcut
 
 if TYPE_CHECKING:
-    from palyrad.home import Home
     from palyrad.journal import Journal
+    from palyrad.runtime.home import Home
 
 # Start-up cost: every ``palyra`` process imports this module and click, nothing more, before
 # it knows which command runs. The library (palyrad.*, routines.*, orjson) is imported by the
@@ -124,9 +124,10 @@ class PalyraGroup(click.Group):
         except click.UsageError as exc:
             raise _one_line(exc) from None
         except ValueError as exc:
-            # palyrad.config is imported here, on the error path only: a ConfigError can only
-            # come from a command that already imported it, and start-up stays without it.
-            from palyrad.config import ConfigError
+            # palyrad.runtime.config is imported here, on the error path only: a ConfigError
+            # can only come from a command that already imported it, and start-up stays
+            # without it.
+            from palyrad.runtime.config import ConfigError
 
             if not isinstance(exc, ConfigError):
                 raise
@@ -174,7 +175,7 @@ def json_option(f: F) -> F:
 
 def get_home() -> Home:
     """The home for this invocation, created 0700 on first use."""
-    from palyrad.home import Home
+    from palyrad.runtime.home import Home
 
     ctx = click.get_current_context()
     root = ctx.find_root()
@@ -183,7 +184,9 @@ def get_home() -> Home:
 
 
 def open_journal(home: Home) -> Journal:
-    from palyrad.journal import Journal  # with palyrad.runs, ~10 ms: only for commands using it
+    from palyrad.journal import (
+        Journal,  # with palyrad.domain.runs, ~10 ms: only for commands using it
+    )
 
     try:
         return Journal(home.journal)

@@ -1,7 +1,8 @@
 """``palyra daemon …``: start/stop/restart/status/install-service.
 
-Imported by ``palyra --help``: palyrad.control/status/service_files (subprocess, the status
-dataclasses, unit templates) are imported by the commands that use them.
+Imported by ``palyra --help``: palyrad.ops.daemon_control, runtime.status and
+ops.service_files (subprocess, the status dataclasses, unit templates) are imported by the
+commands that use them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def daemon_group() -> None:
 @home_option
 def start_cmd(timeout: float, as_json: bool) -> None:
     """Start palyrad in the background; returns once every process is ready."""
-    from palyrad.control import DaemonControlError, start_daemon
+    from palyrad.ops.daemon_control import DaemonControlError, start_daemon
 
     home = get_home()
     try:
@@ -45,7 +46,7 @@ def start_cmd(timeout: float, as_json: bool) -> None:
 @home_option
 def stop_cmd(timeout: float) -> None:
     """Graceful stop (running runs get SIGTERM, then SIGKILL after the timeout)."""
-    from palyrad.control import stop_daemon
+    from palyrad.ops.daemon_control import stop_daemon
 
     home = get_home()
     if stop_daemon(home, timeout_s=timeout):
@@ -59,7 +60,7 @@ def stop_cmd(timeout: float) -> None:
 @home_option
 def restart_cmd(timeout: float) -> None:
     """Stop (if running), then start."""
-    from palyrad.control import DaemonControlError, start_daemon, stop_daemon
+    from palyrad.ops.daemon_control import DaemonControlError, start_daemon, stop_daemon
 
     home = get_home()
     stop_daemon(home, timeout_s=timeout)
@@ -75,7 +76,7 @@ def restart_cmd(timeout: float) -> None:
 @home_option
 def status_cmd(as_json: bool) -> None:
     """Whether palyrad runs, and the state of each of its processes (exit 0 either way)."""
-    from palyrad.status import read_status
+    from palyrad.runtime.status import read_status
 
     status = read_status(get_home())
     if as_json:
@@ -99,7 +100,7 @@ def status_cmd(as_json: bool) -> None:
 @home_option
 def install_service_cmd(user: bool, print_only: bool) -> None:
     """Write a systemd unit (Linux) or launchd plist (macOS) that runs palyrad."""
-    from palyrad.service_files import install_service
+    from palyrad.ops.service_files import install_service
 
     home = get_home()
     try:

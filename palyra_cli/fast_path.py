@@ -4,8 +4,9 @@ The SPEC gives run-now 100 ms from the keystroke to a running process. Python's 
 click's import (~30 ms with cached bytecode; it pulls in ``inspect``), SQLite and the journal
 module leave too little of it on a loaded two-core machine. So the plain shape
 ``palyra [--home DIR] routines run-now ID [--json] [--payload JSON] [--home DIR]`` is first
-offered to a running daemon's request socket (``palyrad.control_socket``) — one JSON line out,
-the decision back — with nothing imported but ``socket`` and ``json``.
+offered to a running daemon's request socket
+(``palyrad.services.scheduler.control_socket``) — one JSON line out, the decision back —
+with nothing imported but ``socket`` and ``json``.
 
 It is a shortcut, never a second implementation: any other shape, no daemon listening, and
 every answer that needs a message (unknown or disabled routine, bad payload) return None, and
@@ -99,8 +100,8 @@ def run_now_fast(argv: Sequence[str]) -> int | None:
     home_arg, routine_id, as_json, payload = parsed
     import sys
 
-    from palyrad.control_client import NotListening, request, run_now_request
-    from palyrad.home import resolve_home
+    from palyrad.runtime.control_client import NotListening, request, run_now_request
+    from palyrad.runtime.home import resolve_home
 
     run_dir = resolve_home(home_arg) / "run"
     try:

@@ -31,10 +31,10 @@ from palyra_cli.common import (
 from palyra_cli.trigger_cmds import approvals_cmd, approve_cmd
 
 if TYPE_CHECKING:
-    from palyrad.edits import EditOutcome
-    from palyrad.home import Home
     from palyrad.journal import Journal
-    from palyrad.routine_views import RoutineView
+    from palyrad.ops.edits import EditOutcome
+    from palyrad.ops.routine_views import RoutineView
+    from palyrad.runtime.home import Home
     from routines.definitions_file import DefinitionsError
     from routines.model import Definitions, Routine
     from routines.validate import Issue
@@ -72,7 +72,7 @@ def _issue_json(issue: Issue) -> dict[str, Any]:
 
 def load_definitions(home: Home) -> Definitions:
     """The home's valid definitions, or exit 2 naming the first error and the fix."""
-    from palyrad.edits import default_timezone
+    from palyrad.ops.edits import default_timezone
     from routines.definitions_file import load
     from routines.timefmt import now_ms
     from routines.validate import format_issue
@@ -103,7 +103,7 @@ def _report_edit(outcome: EditOutcome) -> None:
 
 
 def _edit(home: Home, change: Any) -> EditOutcome:
-    from palyrad.edits import apply_edit
+    from palyrad.ops.edits import apply_edit
     from routines.definitions_file import DefinitionsError
 
     try:
@@ -163,7 +163,7 @@ def _why(view: RoutineView) -> str:
 def _views(
     home: Home, journal: Journal, *, schedule_only: bool = False, ids: set[str] | None = None
 ) -> list[RoutineView]:
-    from palyrad.routine_views import routine_views
+    from palyrad.ops.routine_views import routine_views
     from routines.timefmt import now_ms
 
     defs = load_definitions(home)
@@ -188,7 +188,7 @@ def routines_group() -> None:
 @home_option
 def validate_cmd(file: str | None, as_json: bool) -> None:
     """Check a definitions file (default: the home's) and report every error."""
-    from palyrad.edits import default_timezone
+    from palyrad.ops.edits import default_timezone
     from routines.timefmt import now_ms
     from routines.validate import format_issue, validate_text
 
@@ -253,7 +253,7 @@ def schedule_preview_cmd(
     """Show how a schedule resolves and when it fires next."""
     import orjson
 
-    from palyrad.edits import default_timezone
+    from palyrad.ops.edits import default_timezone
     from routines.jitter import fire_at_ms
     from routines.model import CronSchedule, schedule_to_json
     from routines.phrases import PhraseError, resolve_phrase
@@ -345,7 +345,7 @@ def _parse_one(
     name: str,
     hint: str = "fix the routine and try again",
 ) -> Routine:
-    from palyrad.edits import default_timezone
+    from palyrad.ops.edits import default_timezone
     from routines.timefmt import now_ms
     from routines.validate import format_issue, parse_routine
 
@@ -371,7 +371,7 @@ def _parse_one(
 def _print_routine(
     home: Home, routine: Routine, as_json: bool, verb: str, outcome: EditOutcome | None = None
 ) -> None:
-    from palyrad.routine_views import routine_views
+    from palyrad.ops.routine_views import routine_views
     from routines.model import Definitions
     from routines.timefmt import now_ms
 
@@ -426,7 +426,7 @@ def show_cmd(routine_id: str, as_json: bool, home: Home, journal: Journal) -> No
 def _set_enabled(routine_id: str, enabled: bool) -> None:
     from dataclasses import replace
 
-    from palyrad.edits import edit_definitions
+    from palyrad.ops.edits import edit_definitions
     from routines.definitions_file import DefinitionsError
 
     home = get_home()
@@ -452,8 +452,8 @@ def _set_enabled(routine_id: str, enabled: bool) -> None:
 
 
 def _after_write(home: Home) -> None:
-    from palyrad.edits import wait_applied
-    from palyrad.liveness import daemon_alive
+    from palyrad.ops.edits import wait_applied
+    from palyrad.runtime.liveness import daemon_alive
 
     if not daemon_alive(home):
         note(NOT_RUNNING_NOTE)
@@ -462,7 +462,7 @@ def _after_write(home: Home) -> None:
 
 
 def _delete(routine_id: str) -> None:
-    from palyrad.edits import edit_definitions
+    from palyrad.ops.edits import edit_definitions
     from routines.definitions_file import DefinitionsError
 
     home = get_home()
@@ -507,7 +507,7 @@ def _run_now(routine_id: str, payload: str | None, as_json: bool) -> None:
     import orjson
 
     from palyra_cli.fast_path import run_now_line, run_now_result
-    from palyrad.triggers import TriggerRefused, run_now
+    from palyrad.ops.triggers import TriggerRefused, run_now
 
     home = get_home()
     if payload is not None:
@@ -547,7 +547,7 @@ def run_now_cmd(routine_id: str, payload: str | None, as_json: bool) -> None:
 @with_journal
 def cancel_cmd(run_id: str, home: Home, journal: Journal) -> None:
     """Cancel an active run (SIGTERM to its process group, SIGKILL after 10 s)."""
-    from palyrad.triggers import cancel
+    from palyrad.ops.triggers import cancel
 
     run = cancel(home, journal, run_id)
     if run is None:
@@ -559,7 +559,7 @@ def cancel_cmd(run_id: str, home: Home, journal: Journal) -> None:
 
 def _is_defined(home: Home, routine_id: str) -> bool:
     """Whether the id is defined (a broken definitions file counts as "maybe": True)."""
-    from palyrad.edits import default_timezone
+    from palyrad.ops.edits import default_timezone
     from routines.definitions_file import load
     from routines.timefmt import now_ms
 
@@ -578,7 +578,7 @@ def _logs(
     status: str | None,
     as_json: bool,
 ) -> None:
-    from palyrad.runs import run_to_json
+    from palyrad.domain.runs import run_to_json
 
     if not 1 <= limit <= MAX_LOGS:
         fail(f"--limit {limit} is out of range", f"use 1-{MAX_LOGS}", code=2)
@@ -676,7 +676,7 @@ def cron_add_cmd(
     as_json: bool,
 ) -> None:
     """Add a schedule routine; prints it with its next run."""
-    from palyrad.edits import default_timezone
+    from palyrad.ops.edits import default_timezone
     from routines.builder import command_action, schedule_routine_object, unique_id
     from routines.model import slugify
     from routines.phrases import PhraseError
@@ -753,7 +753,7 @@ cron_group.add_command(logs_cmd, "logs")
 @with_journal
 def cron_status_cmd(as_json: bool, home: Home, journal: Journal) -> None:
     """Dashboard: counts, overdue and soon-due routines, last outcomes, next runs."""
-    from palyrad.dashboard import cron_dashboard
+    from palyrad.ops.dashboard import cron_dashboard
     from routines.timefmt import now_ms
 
     dash = cron_dashboard(_views(home, journal, schedule_only=True), now_ms())

@@ -1,6 +1,6 @@
 """``palyra runs show``: one run, its captured output, or a live follow of it.
 
-Imported by ``palyra --help``: palyrad.runs is imported by the command itself.
+Imported by ``palyra --help``: palyrad.domain.runs is imported by the command itself.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import click
 from palyra_cli.common import emit_json, fail, home_option, json_option, with_journal
 
 if TYPE_CHECKING:
-    from palyrad.home import Home
+    from palyrad.domain.runs import Run
     from palyrad.journal import Journal
-    from palyrad.runs import Run
+    from palyrad.runtime.home import Home
 
 FOLLOW_POLL_S = 0.1
 
@@ -49,7 +49,7 @@ def show_cmd(
     run_id: str, output: bool, follow: bool, as_json: bool, home: Home, journal: Journal
 ) -> None:
     """One run's record (and with --output/--follow, what it printed)."""
-    from palyrad.runs import run_to_json
+    from palyrad.domain.runs import run_to_json
 
     run = journal.get_run(run_id)
     if run is None:

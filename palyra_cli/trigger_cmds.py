@@ -13,8 +13,8 @@ import click
 from palyra_cli.common import emit_json, fail, home_option, json_option, note, with_journal
 
 if TYPE_CHECKING:
-    from palyrad.home import Home
     from palyrad.journal import Journal
+    from palyrad.runtime.home import Home
 
 
 def _check_payload(payload: str | None) -> None:
@@ -31,7 +31,7 @@ def _check_payload(payload: str | None) -> None:
 
 
 def _not_running_note(home: Home) -> None:
-    from palyrad.liveness import daemon_alive
+    from palyrad.runtime.liveness import daemon_alive
 
     if not daemon_alive(home):
         note("note: palyrad is not running; the change applies when it starts")
@@ -50,7 +50,7 @@ def events_group() -> None:
 @with_journal
 def emit_cmd(name: str, payload: str | None, home: Home, journal: Journal) -> None:
     """Emit operator.NAME."""
-    from palyrad.triggers import emit_operator_event
+    from palyrad.ops.triggers import emit_operator_event
 
     _check_payload(payload)
     full = emit_operator_event(home, journal, name, payload)
@@ -74,7 +74,7 @@ def fire_cmd(
     hook_id: str, event: str | None, payload: str | None, home: Home, journal: Journal
 ) -> None:
     """Fire every hook routine with HOOK_ID (and, if given, --event)."""
-    from palyrad.triggers import fire_hook
+    from palyrad.ops.triggers import fire_hook
 
     _check_payload(payload)
     fire_hook(home, journal, hook_id, event, payload)
@@ -89,7 +89,7 @@ def fire_cmd(
 def approve_cmd(routine_id: str, home: Home, journal: Journal) -> None:
     """Grant ROUTINE_ID's pending approval (for its current definition)."""
     from palyra_cli.routine_cmds import load_definitions
-    from palyrad.approvals import ApprovalError, approve
+    from palyrad.ops.approvals import ApprovalError, approve
 
     try:
         granted = approve(home, journal, load_definitions(home), routine_id)
@@ -106,7 +106,7 @@ def approve_cmd(routine_id: str, home: Home, journal: Journal) -> None:
 @with_journal
 def approvals_cmd(as_json: bool, home: Home, journal: Journal) -> None:
     """Pending approvals (at most one per routine and definition)."""
-    from palyrad.approvals import pending_approvals
+    from palyrad.ops.approvals import pending_approvals
 
     items = pending_approvals(journal)
     if as_json:

@@ -6,10 +6,10 @@ import sys
 
 import click
 
-from palyrad.config import ConfigError, load_config
-from palyrad.daemon_log import setup_logging
-from palyrad.home import Home
-from palyrad.supervisor import AlreadyRunning, run_supervisor
+from palyrad.runtime.config import ConfigError, load_config
+from palyrad.runtime.daemon_log import setup_logging
+from palyrad.runtime.home import Home
+from palyrad.supervisor.supervisor import AlreadyRunning, run_supervisor
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 import orjson
 
-from palyrad.home import Home
+from palyrad.domain.runs import Run
 from palyrad.journal import Journal
-from palyrad.runs import Run
-from palyrad.status import DaemonStatus, read_status
+from palyrad.runtime.home import Home
+from palyrad.runtime.status import DaemonStatus, read_status
 
 T = TypeVar("T")
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from palyrad.home import Home
-from palyrad.runs import ARM_AHEAD_MS, Run, RunStatus, new_ulid, run_spec
-from palyrad.services import ServiceContext
-from palyrad.services.executor import Executor
-from palyrad.services.scheduler import Scheduler
+from palyrad.domain.runs import ARM_AHEAD_MS, Run, RunStatus, new_ulid, run_spec
+from palyrad.runtime.home import Home
+from palyrad.services.context import ServiceContext
+from palyrad.services.executor.service import Executor
+from palyrad.services.scheduler.service import Scheduler
 from routines.model import Definitions
 from routines.timefmt import now_ms
 from routines.validate import validate_text
@@ -211,7 +211,7 @@ def test_a_full_disk_stops_the_run_log_not_the_executor(ctx: ServiceContext) -> 
     """ENOSPC on a run log (here /dev/full) keeps the output in the tail only."""
     import subprocess
 
-    from palyrad.services.executor import ActiveRun
+    from palyrad.services.executor.service import ActiveRun
 
     ex = Executor(ctx)
     run = _armed_run(ctx, "r", now_ms())

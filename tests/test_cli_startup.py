@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from palyra_cli.fast_path import parse_run_now
-from palyrad.home import Home
+from palyrad.runtime.home import Home
 from tests.daemon_harness import Daemon, routine, shell
 
 # Run the CLI as the console script does, then report the loaded modules on stderr.
@@ -47,11 +47,11 @@ RUN_NOW_NEVER = {
     "routines.phrases",
     "routines.walltime",
     "cronsim",
-    "palyrad.edits",
-    "palyrad.config",
-    "palyrad.status",
-    "palyrad.routine_views",
-    "palyrad.approvals",
+    "palyrad.ops.edits",
+    "palyrad.runtime.config",
+    "palyrad.runtime.status",
+    "palyrad.ops.routine_views",
+    "palyrad.ops.approvals",
     "zoneinfo",
     "tomllib",
     "secrets",
@@ -117,7 +117,7 @@ def test_run_now_on_an_applied_file_skips_the_definitions(daemon: Daemon) -> Non
     assert proc.returncode == 0, proc.stderr
     assert orjson.loads(proc.stdout)["status"] in ("pending", "running", "succeeded")
     assert sorted(RUN_NOW_NEVER & modules) == []
-    assert "palyrad.control_client" in modules  # the test did reach run-now
+    assert "palyrad.runtime.control_client" in modules  # the test did reach run-now
     # Served by palyra_cli.fast_path through the daemon's socket: no click, no SQLite, no
     # journal, no dataclasses (inspect), no orjson, not even typing.
     heavy = {"click", "sqlite3", "palyrad.journal", "dataclasses", "orjson", "typing", "logging"}

@@ -14,11 +14,11 @@ from typing import Any
 import orjson
 import pytest
 
-from palyrad import control_socket
-from palyrad.control_client import NotListening, request, socket_path
-from palyrad.control_socket import ControlServer
-from palyrad.home import Home
-from palyrad.services import ServiceContext
+from palyrad.runtime.control_client import NotListening, request, socket_path
+from palyrad.runtime.home import Home
+from palyrad.services.context import ServiceContext
+from palyrad.services.scheduler import control_socket
+from palyrad.services.scheduler.control_socket import ControlServer
 from tests.daemon_harness import Daemon, palyra, routine, shell, wait_until
 
 

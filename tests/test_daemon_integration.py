@@ -14,7 +14,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from palyrad.status import read_status
+from palyrad.runtime.status import read_status
 from tests.daemon_harness import Daemon, every, palyra, routine, shell, wait_until
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,4 +1,4 @@
-"""The journal memo of definitions.json's hash (palyrad.definitions_hash): run-now must not
+"""The journal memo of definitions.json's hash (palyrad.ops.definitions_hash): run-now must not
 re-read and re-hash a large file the daemon has applied, and must never trust a stale memo."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from palyrad import definitions_hash
-from palyrad.definitions_hash import current_file_hash, file_hash
-from palyrad.home import Home
 from palyrad.journal import STATE_DEFINITIONS_HASH_MEMO, Journal
+from palyrad.ops import definitions_hash
+from palyrad.ops.definitions_hash import current_file_hash, file_hash
+from palyrad.runtime.home import Home
 
 
 @pytest.fixture

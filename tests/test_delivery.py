@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from palyrad.delivery import deliver, should_deliver
+from palyrad.domain.runs import Run, new_ulid
 from palyrad.journal import Journal
-from palyrad.runs import Run, new_ulid
+from palyrad.services.executor.delivery import deliver, should_deliver
 
 
 def _run(status: str) -> Run:

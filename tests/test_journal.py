@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from palyrad.domain.runs import Run, RunStatus, new_ulid, retry_follow_up
 from palyrad.journal import SCHEMA_VERSION, Journal, RoutineState
-from palyrad.runs import Run, RunStatus, new_ulid, retry_follow_up
 
 
 def _run(rid: str = "r", **kw: object) -> Run:
@@ -105,7 +105,7 @@ def test_retry_follow_up_is_inserted_with_the_finish(journal: Journal) -> None:
 
 
 def test_prune_keeps_the_newest_per_routine_and_active_runs(journal: Journal) -> None:
-    from palyrad.runs import ulid_floor
+    from palyrad.domain.runs import ulid_floor
 
     day = 86_400_000
     # five finished runs queued on days 1..5, and one still active
@@ -148,7 +148,7 @@ def test_prune_keeps_the_newest_per_routine_and_active_runs(journal: Journal) ->
 def test_outcome_classification(
     reason: str | None, code: int, status: str, kind: str | None
 ) -> None:
-    from palyrad.services.executor import classify_outcome
+    from palyrad.services.executor.service import classify_outcome
 
     got_status, got_kind, _ = classify_outcome(reason, code)
     assert (got_status.value, got_kind) == (status, kind)

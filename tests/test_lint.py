@@ -25,9 +25,7 @@ def _tool(name: str) -> str:
 
 @pytest.mark.timeout(300)
 def test_ruff_is_clean() -> None:
-    proc = subprocess.run(
-        [_tool("ruff"), "check", "."], cwd=ROOT, capture_output=True, text=True
-    )
+    proc = subprocess.run([_tool("ruff"), "check", "."], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -1218,7 +1218,7 @@ def test_jsonpos_finds_every_value_of_random_documents() -> None:
     def value(depth: int) -> object:
         r = rng.random()
         if depth > 3 or r < 0.4:
-            return rng.choice([1, -2.5, True, None, "é\"x\\", "日本", "", "a\nb"])
+            return rng.choice([1, -2.5, True, None, 'é"x\\', "日本", "", "a\nb"])
         if r < 0.7:
             return [value(depth + 1) for _ in range(rng.randrange(4))]
         return {f"k{i}é": value(depth + 1) for i in range(rng.randrange(4))}

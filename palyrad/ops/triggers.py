@@ -1,9 +1,10 @@
 """Operator triggers from outside the daemon: run-now and cancel.
 
-run-now goes to a running daemon's request socket (``palyrad.control_socket``): the
-scheduler journals the trigger, decides it through the same policies as a scheduled tick and
-answers. With no daemon listening, the trigger is journaled here as an *undecided* pending
-record, which the scheduler decides when it starts.
+run-now goes to a running daemon's request socket
+(``palyrad.services.scheduler.control_socket``): the scheduler journals the trigger, decides
+it through the same policies as a scheduled tick and answers. With no daemon listening, the
+trigger is journaled here as an *undecided* pending record, which the scheduler decides when
+it starts.
 
 ``run_now`` is the CLI's hot path (trigger → running within 100 ms, process start included):
 on the socket path nothing here touches the definitions; on the journal path the journal
@@ -19,16 +20,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from palyrad.control_client import NotListening, request, run_now_request
-from palyrad.definitions_hash import current_file_hash
+from palyrad.domain.runs import Run, new_ulid
 from palyrad.journal import STATE_DEFINITIONS_APPLIED, Journal
-from palyrad.liveness import daemon_alive
-from palyrad.notify import poke_service
-from palyrad.runs import Run, new_ulid
+from palyrad.ops.definitions_hash import current_file_hash
+from palyrad.runtime.control_client import NotListening, request, run_now_request
+from palyrad.runtime.liveness import daemon_alive
+from palyrad.runtime.notify import poke_service
 from routines.timefmt import now_ms
 
 if TYPE_CHECKING:
-    from palyrad.home import Home
+    from palyrad.runtime.home import Home
     from routines.model import Definitions, Routine
 
 DECIDE_TIMEOUT_S = 5.0

@@ -13,7 +13,7 @@ The socket lives in the home's 0700 ``run/`` directory and is itself 0600, so on
 can connect. Requests are capped (size, open connections, time to send a complete line) and
 a malformed one gets an error reply or a closed connection, never a crashed scheduler.
 
-The client is ``palyrad.control_client`` (kept light: it is on the CLI's start-up path).
+The client is ``palyrad.runtime.control_client`` (kept light: it is on the CLI's start-up path).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from palyrad.control_client import address, socket_path
+from palyrad.runtime.control_client import address, socket_path
 
 log = logging.getLogger("palyrad.control")
 

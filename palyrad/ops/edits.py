@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import orjson
 
-from palyrad.config import load_config
-from palyrad.definitions_hash import file_hash
-from palyrad.home import Home
 from palyrad.journal import STATE_DEFINITIONS_APPLIED, STATE_DEFINITIONS_ERROR, Journal
-from palyrad.liveness import daemon_alive
-from palyrad.notify import poke_service
+from palyrad.ops.definitions_hash import file_hash
+from palyrad.runtime.config import load_config
+from palyrad.runtime.home import Home
+from palyrad.runtime.liveness import daemon_alive
+from palyrad.runtime.notify import poke_service
 from routines.definitions_file import Editor, locked_edit
 from routines.timefmt import now_ms
 

@@ -15,10 +15,10 @@ import time
 
 import orjson
 
-from palyrad.home import Home
-from palyrad.liveness import daemon_alive
-from palyrad.notify import POKE_ALL, poke_fifo
-from palyrad.status import DaemonStatus, read_status
+from palyrad.runtime.home import Home
+from palyrad.runtime.liveness import daemon_alive
+from palyrad.runtime.notify import POKE_ALL, poke_fifo
+from palyrad.runtime.status import DaemonStatus, read_status
 
 
 class DaemonControlError(RuntimeError):

@@ -26,16 +26,16 @@ from typing import Any
 
 import orjson
 
-from palyrad.config import DaemonConfig
-from palyrad.daemon_log import rotate_if_needed
-from palyrad.home import Home
-from palyrad.notify import POKE_ALL, SERVICE_FOR_BYTE, ensure_fifo
-from palyrad.runs import new_token
-from palyrad.status import DaemonStatus, ProcessStatus, write_status
+from palyrad.domain.runs import new_token
+from palyrad.runtime.config import DaemonConfig
+from palyrad.runtime.daemon_log import rotate_if_needed
+from palyrad.runtime.home import Home
+from palyrad.runtime.notify import POKE_ALL, SERVICE_FOR_BYTE, ensure_fifo
+from palyrad.runtime.status import DaemonStatus, ProcessStatus, write_status
+from palyrad.services.registry import SERVICE_NAMES
 
 log = logging.getLogger("palyrad.supervisor")
 
-SERVICES: tuple[str, ...] = ("scheduler", "executor", "self_healing", "node_rpc")
 
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
@@ -107,7 +107,7 @@ class Supervisor:
         self.config = config
         self.ctx = multiprocessing.get_context("spawn")
         self.instance = new_token()
-        self.slots = {name: Slot(name) for name in SERVICES}
+        self.slots = {name: Slot(name) for name in SERVICE_NAMES}
         self.started_at_ms = time.time_ns() // 1_000_000
         self.stopping = False
         self.reload_requested = False
@@ -173,7 +173,7 @@ class Supervisor:
     # --- children ------------------------------------------------------------------------
 
     def _start(self, slot: Slot) -> None:
-        from palyrad.services import service_main
+        from palyrad.services.context import service_main
 
         parent, child = self.ctx.Pipe(duplex=True)
         proc = self.ctx.Process(
@@ -229,7 +229,7 @@ class Supervisor:
             self._status_dirty = True
             log.info("service ready", extra={"service": slot.name})
         elif kind == "poke":
-            targets = msg[1] if len(msg) > 1 else SERVICES
+            targets = msg[1] if len(msg) > 1 else SERVICE_NAMES
             self._poke(targets, exclude=slot.name)
 
     def _poke(self, targets: Any, exclude: str | None = None) -> None:
@@ -253,7 +253,7 @@ class Supervisor:
             for byte in data:
                 b = bytes([byte])
                 if b == POKE_ALL:
-                    targets.update(SERVICES)
+                    targets.update(SERVICE_NAMES)
                 elif b in SERVICE_FOR_BYTE:
                     targets.add(SERVICE_FOR_BYTE[b])
         if targets:

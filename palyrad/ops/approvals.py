@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from palyrad.edits import apply_edit
-from palyrad.home import Home
 from palyrad.journal import Journal
-from palyrad.notify import poke_service
+from palyrad.ops.edits import apply_edit
+from palyrad.runtime.home import Home
+from palyrad.runtime.notify import poke_service
 from routines.model import Approval, Definitions
 from routines.timefmt import format_rfc3339, now_ms
 

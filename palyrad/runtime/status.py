@@ -2,7 +2,7 @@
 
 The supervisor writes ``run/status.json``; whether the daemon is alive is decided by the
 pid-file lock, never by the file's contents, so a crash leaves nothing that reads as running
-(``palyrad.liveness.daemon_alive``).
+(``palyrad.runtime.liveness.daemon_alive``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from palyrad.home import Home
-from palyrad.liveness import daemon_alive
+from palyrad.runtime.home import Home
+from palyrad.runtime.liveness import daemon_alive
 from routines.timefmt import format_rfc3339
 
 

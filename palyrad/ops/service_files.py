@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from palyrad.home import Home
+from palyrad.runtime.home import Home
 
 
 def _palyrad_command() -> list[str]:

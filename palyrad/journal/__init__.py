@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from palyrad.runs import RUN_COLUMNS, Run, RunStatus, ulid_floor
+from palyrad.domain.runs import RUN_COLUMNS, Run, RunStatus, ulid_floor
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -28,7 +28,7 @@ STATE_DEFINITIONS_APPLIED = "definitions_applied"  # {at_ms, file_hash, count}
 STATE_DEFINITIONS_ERROR = "definitions_error"  # {at_ms, file_hash, errors}
 STATE_APPROVALS_CHANGED = "approvals_changed"  # bumped by every grant
 STATE_LISTENED_EVENTS = "listened_events"  # event names some routine listens to
-# ... and one the CLI keeps for itself (palyrad.definitions_hash):
+# ... and one the CLI keeps for itself (palyrad.ops.definitions_hash):
 STATE_DEFINITIONS_HASH_MEMO = "definitions_hash_memo"  # {signature, file_hash}
 PRUNE_BATCH = 500
 

@@ -29,10 +29,7 @@ from typing import IO, Any
 
 import orjson
 
-from palyrad.delivery import deliver
-from palyrad.journal import STATE_LISTENED_EVENTS, Journal
-from palyrad.process_groups import kill_orphan_group, signal_group
-from palyrad.runs import (
+from palyrad.domain.runs import (
     ARM_AHEAD_MS,
     OUTPUT_TAIL_BYTES,
     Run,
@@ -40,7 +37,10 @@ from palyrad.runs import (
     retry_follow_up,
     spec_of,
 )
-from palyrad.services import ServiceContext
+from palyrad.journal import STATE_LISTENED_EVENTS, Journal
+from palyrad.runtime.process_groups import kill_orphan_group, signal_group
+from palyrad.services.context import ServiceContext
+from palyrad.services.executor.delivery import deliver
 from routines.timefmt import format_rfc3339, now_ms, seconds_until
 
 log = logging.getLogger("palyrad.executor")

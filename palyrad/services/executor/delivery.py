@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
+from palyrad.domain.runs import Run, run_to_json
 from palyrad.journal import Journal
-from palyrad.runs import Run, run_to_json
 
 log = logging.getLogger("palyrad.delivery")
 

@@ -1,4 +1,5 @@
-"""The client side of the daemon's request socket (see ``palyrad.control_socket``).
+"""The client side of the daemon's request socket
+(see ``palyrad.services.scheduler.control_socket``).
 
 Kept apart from the server so that the CLI's run-now shortcut imports only ``socket`` and
 ``json`` (the server needs logging and selectors; the trigger module needs SQLite): this

@@ -2,7 +2,7 @@
 large file on every trigger from the CLI.
 
 ``palyra routines run-now`` asks whether the file on disk is exactly what the running daemon
-applied (``palyrad.triggers.applied_gate``); if so, it trusts the journal instead of parsing
+applied (``palyrad.ops.triggers.applied_gate``); if so, it trusts the journal instead of parsing
 the file. Reading and hashing a 100 000-routine file (~55 MB) takes ~100 ms, the whole run-now
 budget, so the last hash computed is remembered in the journal (``STATE_DEFINITIONS_HASH_MEMO``)
 with the file's signature: device, inode, size, mtime and ctime. While the signature is
@@ -15,7 +15,7 @@ its signature as it was. Two seconds covers coarse (FAT) timestamps and small cl
 
 from __future__ import annotations
 
-import json  # not orjson: this runs in the CLI's run-now path (see palyrad.triggers)
+import json  # not orjson: this runs in the CLI's run-now path (see palyrad.ops.triggers)
 import os
 import time
 from typing import TYPE_CHECKING
@@ -25,8 +25,8 @@ from palyrad.journal import STATE_DEFINITIONS_HASH_MEMO
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from palyrad.home import Home
     from palyrad.journal import Journal
+    from palyrad.runtime.home import Home
 
 RACY_NS = 2_000_000_000
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from palyrad.domain.runs import Run, run_to_json
 from palyrad.journal import Journal, RoutineState
-from palyrad.runs import Run, run_to_json
 from routines.jitter import fire_at_ms
 from routines.model import Approval, Definitions, EverySchedule, Routine
 from routines.schedules import next_fire

@@ -26,7 +26,7 @@ import orjson
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from palyrad.control_socket import ControlServer
+from palyrad.domain.runs import Run, new_trigger_run, run_spec
 from palyrad.journal import (
     STATE_APPROVALS_CHANGED,
     STATE_DEFINITIONS_APPLIED,
@@ -35,10 +35,10 @@ from palyrad.journal import (
     Journal,
     RoutineState,
 )
-from palyrad.runs import Run, new_trigger_run, run_spec
-from palyrad.services import ServiceContext
-from palyrad.services.file_watch import FileWatchManager
-from palyrad.triggers import MAX_PAYLOAD_BYTES, manual_run, refusal
+from palyrad.ops.triggers import MAX_PAYLOAD_BYTES, manual_run, refusal
+from palyrad.services.context import ServiceContext
+from palyrad.services.scheduler.control_socket import ControlServer
+from palyrad.services.scheduler.file_watch import FileWatchManager
 from routines.definitions_file import atomic_write
 from routines.jitter import fire_at_ms
 from routines.model import (
@@ -574,8 +574,8 @@ class Scheduler:
         return decision is not None and decision.runs
 
     def handle_request(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """A request from the control socket (``palyrad.control_socket``). ``run_now``: the
-        same checks and records as ``palyrad.triggers.run_now``, decided before the answer."""
+        """A request from the control socket (``control_socket``). ``run_now``: the same checks
+        and records as ``palyrad.ops.triggers.run_now``, decided before the answer."""
         if msg.get("op") != "run_now":
             return {"ok": False, "error": "unknown_op"}
         rid, payload = msg.get("routine_id"), msg.get("payload")

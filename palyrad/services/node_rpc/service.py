@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 
-from palyrad.services import ServiceContext
+from palyrad.services.context import ServiceContext
 
 log = logging.getLogger("palyrad.node_rpc")
 

@@ -11,9 +11,9 @@ import contextlib
 import logging
 import os
 
-from palyrad.process_groups import kill_orphan_group
-from palyrad.runs import RunStatus, retry_follow_up
-from palyrad.services import ServiceContext
+from palyrad.domain.runs import RunStatus, retry_follow_up
+from palyrad.runtime.process_groups import kill_orphan_group
+from palyrad.services.context import ServiceContext
 from routines.timefmt import now_ms
 
 log = logging.getLogger("palyrad.self_healing")

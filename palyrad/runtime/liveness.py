@@ -3,7 +3,7 @@
 The supervisor holds an ``flock`` on ``run/palyrad.pid`` exactly as long as it lives
 (``palyrad.supervisor.PidLock``), so a crash leaves nothing that reads as running.
 
-Apart from palyrad.status (the status report and its dataclasses, ~4 ms to import without
+Apart from palyrad.runtime.status (the status report and its dataclasses, ~4 ms to import without
 cached bytecode) because every trigger and edit from the CLI asks this question, and only it.
 """
 
@@ -14,7 +14,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from palyrad.home import Home
+    from palyrad.runtime.home import Home
 
 
 def daemon_alive(home: Home) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from palyrad.routine_views import RoutineView
+from palyrad.ops.routine_views import RoutineView
 
 DUE_SOON_MS = 15 * 60_000
 MAX_LISTED = 10

@@ -1,0 +1,246 @@
+"""Entry point and shared plumbing of the supervised service processes.
+
+Each service runs in its own spawned process with one duplex pipe to the supervisor: the
+service sends ``ready``, ``heartbeat`` and ``poke`` messages; the supervisor sends ``poke``,
+``reload`` and ``stop``. EOF on the pipe means the supervisor died, which a service treats
+as ``stop`` — no orphaned scheduler keeps firing routines without its daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from palyrad.journal import Journal
+from palyrad.runtime.config import ConfigError, DaemonConfig, load_config
+from palyrad.runtime.daemon_log import setup_logging
+from palyrad.runtime.home import Home
+from palyrad.runtime.notify import ensure_fifo, poke_fifo
+from palyrad.services.registry import service
+
+log = logging.getLogger("palyrad.service")
+
+
+def _drain(fd: int) -> None:
+    """Empty a non-blocking wake pipe/FIFO: any number of pending wakes is one wake."""
+    with contextlib.suppress(BlockingIOError, OSError):
+        while os.read(fd, 4096):
+            pass
+
+
+HEARTBEAT_INTERVAL_S = 1.0
+JOURNAL_HEARTBEAT_EVERY = 5  # journal a heartbeat every 5th pipe heartbeat
+# The scheduler and executor checkpoint the WAL only past ~40 MB (a safety net); normally
+# the self-healing process checkpoints every second, off the hot path.
+HOT_LOOP_AUTOCHECKPOINT_PAGES = 10_000
+
+
+class ServiceContext:
+    """What a service loop needs: its home, config, journal, and the pipe to the supervisor."""
+
+    def __init__(
+        self, name: str, home: Home, conn: Connection, instance: str, restarts: int
+    ) -> None:
+        self.name = name
+        self.home = home
+        self.conn = conn
+        self.instance = instance
+        self.restarts = restarts
+        self.config: DaemonConfig = load_config(home.config)
+        self.stop_event = threading.Event()
+        self.reload_event = threading.Event()
+        # Wakes are bytes in a pipe, not an Event: a wake that arrives while the loop is busy
+        # stays readable until the next wait (Event.wait() + clear() drops one set in
+        # between), any thread or signal handler can write one, and the loop can wait on its
+        # own fds (the executor's child pipes and pidfds) in the same select.
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._fifo_fd: int | None = None
+        self._send_lock = threading.Lock()
+        self._journal: Journal | None = None
+
+    @property
+    def journal(self) -> Journal:
+        """This process's journal connection (opened lazily, owned by the main thread)."""
+        if self._journal is None:
+            self._journal = Journal(
+                self.home.journal,
+                synchronous=self.config.journal_synchronous,
+                autocheckpoint_pages=HOT_LOOP_AUTOCHECKPOINT_PAGES
+                if self.name in ("scheduler", "executor")
+                else None,
+            )
+        return self._journal
+
+    def open_journal(self) -> Journal:
+        """A separate connection for a helper thread (sqlite3 connections are per thread)."""
+        return Journal(self.home.journal, synchronous=self.config.journal_synchronous)
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set()
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        with self._send_lock, contextlib.suppress(OSError, ValueError, BrokenPipeError):
+            self.conn.send(msg)
+
+    def ready(self, info: dict[str, Any] | None = None) -> None:
+        self.send(("ready", info or {}))
+
+    def poke(self, *targets: str) -> None:
+        """Wake ``targets`` (after committing to the journal): straight through the target's
+        own wake FIFO when it is listening, else relayed by the supervisor."""
+        relay = [t for t in targets if not poke_fifo(self.home.wake_fifo(t))]
+        if relay:
+            self.send(("poke", tuple(relay)))
+
+    def listen_fifo(self) -> None:
+        """Direct pokes from sibling services and the CLI: one byte on ``run/wake-<name>`` is
+        a wake. Opened read-write so the FIFO never reports EOF and opening never blocks."""
+        path = self.home.wake_fifo(self.name)
+        ensure_fifo(path)
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._fifo_fd = fd
+        self._selector.register(fd, selectors.EVENT_READ, None)
+
+    def wake(self) -> None:
+        """Wake the main loop; safe from any thread and from signal handlers."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"w")  # a full pipe is a wake already pending
+
+    def register(self, fd: int, events: int, callback: Callable[[int], bool]) -> None:
+        """Have ``wait`` call ``callback(mask)`` when ``fd`` is ready (main thread only);
+        the callback returns whether the service loop should look again."""
+        self._selector.register(fd, events, callback)
+
+    def unregister(self, fd: int) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(fd)
+
+    def wait(self, timeout_s: float) -> bool:
+        """Sleep until poked, stopped, a registered fd's callback asks for the loop (returns
+        True), or ``timeout_s`` passes; True if the loop should look again (including for a
+        wake that arrived while it was busy since its last wait). Callbacks that return
+        False (e.g. a chunk of child output copied to its log) are served without waking
+        the loop, so a chatty child does not cost a journal round per chunk.
+
+        Timed wakes are exact to well under a millisecond: epoll counts whole milliseconds and
+        Python rounds the timeout up twice (selectors, then epoll), which made ~1 in 8 timed
+        wakes a millisecond late. So the selector waits until 1-2 ms before the deadline and
+        the rest is slept at the clock's full resolution.
+        """
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            left = deadline - time.monotonic()
+            whole_ms = int(left * 1000) if left > 0 else 0
+            # (whole_ms - 1.5) ms is never near an integer, so both roundings end at
+            # whole_ms - 1 or whole_ms: never past the deadline.
+            events = self._selector.select((whole_ms - 1.5) / 1000 if whole_ms >= 2 else 0)
+            woke = False
+            for key, mask in events:
+                if key.data is None:
+                    _drain(key.fd)
+                    woke = True
+                elif key.data(mask):
+                    woke = True
+            if woke:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if left < 0.002:
+                time.sleep(left)
+                return False
+
+    def _reader(self) -> None:
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                log.warning("supervisor gone; stopping", extra={"service": self.name})
+                self.stop_event.set()
+                self.wake()
+                return
+            kind = msg[0] if isinstance(msg, tuple) and msg else None
+            if kind == "stop":
+                self.stop_event.set()
+            elif kind == "reload":
+                self.reload_config()
+                self.reload_event.set()
+            self.wake()
+
+    def reload_config(self) -> None:
+        """SIGHUP: re-read palyra.toml; a broken file keeps the running config."""
+        try:
+            self.config = load_config(self.home.config)
+        except ConfigError as exc:
+            log.error("palyra.toml not reloaded", extra={"error": str(exc)})
+        else:
+            log.info("palyra.toml reloaded", extra={"service": self.name})
+
+    def _heartbeat(self) -> None:
+        """Heartbeats to the supervisor every second and to the journal every few (for
+        status, doctor and self-healing), from this thread's own connection."""
+        journal: Journal | None = None
+        beats = 0
+        while not self.stop_event.wait(HEARTBEAT_INTERVAL_S):
+            self.send(("heartbeat",))
+            beats += 1
+            if beats % JOURNAL_HEARTBEAT_EVERY:
+                continue
+            try:
+                journal = journal or self.open_journal()
+                journal.process_heartbeat(
+                    self.name,
+                    os.getpid(),
+                    self.instance,
+                    "running",
+                    self.restarts,
+                    time.time_ns() // 1_000_000,
+                )
+            except Exception:  # a busy journal must never kill the heartbeat thread
+                log.warning("could not journal heartbeat", exc_info=True)
+
+    def start_threads(self) -> None:
+        threading.Thread(target=self._reader, name="pipe-reader", daemon=True).start()
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+        self.listen_fifo()
+
+
+def service_main(name: str, home_root: str, conn: Connection, instance: str, restarts: int) -> None:
+    """Spawned-process entry: set up logging and signals, then run the named service loop."""
+    home = Home.at(home_root)
+    setup_logging(home.daemon_log, name)
+    # Ctrl-C in a foreground palyrad reaches the whole process group; the supervisor turns
+    # it into an orderly stop, so children ignore SIGINT and treat a direct SIGTERM as stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ctx = ServiceContext(name, home, conn, instance, restarts)
+
+    def on_term(signum: int, _frame: object) -> None:
+        ctx.stop_event.set()
+        ctx.wake()
+
+    signal.signal(signal.SIGTERM, on_term)
+    ctx.start_threads()
+    started = time.monotonic()
+    try:
+        service(name).load()(ctx)
+    except Exception:
+        log.exception("service crashed", extra={"service": name})
+        raise
+    finally:
+        log.info(
+            "service exiting",
+            extra={"service": name, "pid": os.getpid(), "uptime_s": time.monotonic() - started},
+        )
