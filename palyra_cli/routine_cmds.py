@@ -137,27 +137,15 @@ def _why(view: RoutineView) -> str:
     run = view.last_run
     if run is None:
         return "it has not been triggered yet"
-    reasons = {
-        "concurrency_forbid": "it was skipped because another run was active (concurrency: forbid)",
-        "concurrency_queue_full": "it was skipped because one run was active and one queued",
-        "misfire_skipped": f"{run.missed_count or 0} tick(s) were missed (daemon down, asleep "
-        "or quiet hours) and the misfire policy is skip",
-        "quiet_hours": "it arrived inside the routine's quiet hours",
-        "cooldown_active": "it arrived inside the cooldown after the previous run",
-        "approval_required": "the definition is waiting for approval (palyra routines approve)",
-        "routine_disabled": "the routine was disabled when the trigger was decided",
-        "daemon_crashed": "the daemon died while it ran",
-        "heartbeat_lost": "its executor stopped heartbeating, so it was failed and killed",
-        "timeout": "it ran past its timeout_ms and was stopped",
-        "exit_code": f"it ran and exited with code {run.exit_code}",
-        "cancelled": "it was cancelled",
-        "spawn_failed": f"its command could not be started: {run.error_message}",
-    }
-    if run.status == "succeeded":
-        return "it ran and succeeded"
-    if run.status in ("pending", "running"):
-        return f"it is {run.status}"
-    return reasons.get(run.error_kind or "", f"{run.status}: {run.error_message or ''}".strip())
+    from routines.kinds import explain
+
+    return explain(
+        run.status,
+        run.error_kind,
+        exit_code=run.exit_code,
+        error_message=run.error_message,
+        missed_count=run.missed_count,
+    )
 
 
 def _views(

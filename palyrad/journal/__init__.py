@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from palyrad.domain.runs import RUN_COLUMNS, Run, RunStatus, ulid_floor
+from routines.errors import PalyraError
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -192,7 +193,7 @@ class ProcessHeartbeat:
     heartbeat_ms: int
 
 
-class JournalError(RuntimeError):
+class JournalError(PalyraError, RuntimeError):
     """The journal cannot be opened or migrated (names the file and the fix)."""
 
 

@@ -19,9 +19,10 @@ from palyrad.runtime.home import Home
 from palyrad.runtime.liveness import daemon_alive
 from palyrad.runtime.notify import POKE_ALL, poke_fifo
 from palyrad.runtime.status import DaemonStatus, read_status
+from routines.errors import PalyraError
 
 
-class DaemonControlError(RuntimeError):
+class DaemonControlError(PalyraError, RuntimeError):
     """Starting or stopping failed; the message says why and what to do."""
 
 

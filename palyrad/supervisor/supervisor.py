@@ -33,6 +33,7 @@ from palyrad.runtime.home import Home
 from palyrad.runtime.notify import POKE_ALL, SERVICE_FOR_BYTE, ensure_fifo
 from palyrad.runtime.status import DaemonStatus, ProcessStatus, write_status
 from palyrad.services.registry import SERVICE_NAMES
+from routines.errors import PalyraError
 
 log = logging.getLogger("palyrad.supervisor")
 
@@ -46,7 +47,7 @@ SILENT_CHILD_S = 30.0
 STATUS_INTERVAL_S = 1.0
 
 
-class AlreadyRunning(RuntimeError):
+class AlreadyRunning(PalyraError, RuntimeError):
     """Another palyrad holds this home's pid-file lock."""
 
 
