@@ -32,7 +32,7 @@ from palyrad.runtime.daemon_log import rotate_if_needed
 from palyrad.runtime.home import Home
 from palyrad.runtime.notify import POKE_ALL, SERVICE_FOR_BYTE, ensure_fifo
 from palyrad.runtime.status import DaemonStatus, ProcessStatus, write_status
-from palyrad.services.registry import SERVICE_NAMES
+from palyrad.services.registry import SERVICE_NAMES, child_main
 from routines.errors import PalyraError
 
 log = logging.getLogger("palyrad.supervisor")
@@ -174,11 +174,9 @@ class Supervisor:
     # --- children ------------------------------------------------------------------------
 
     def _start(self, slot: Slot) -> None:
-        from palyrad.services.context import service_main
-
         parent, child = self.ctx.Pipe(duplex=True)
         proc = self.ctx.Process(
-            target=service_main,
+            target=child_main,
             args=(slot.name, str(self.home.root), child, self.instance, slot.restarts),
             name=f"palyrad-{slot.name}",
             daemon=False,
