@@ -91,7 +91,14 @@ def status_cmd(as_json: bool) -> None:
         click.echo(
             f"  {p['name']:<13} {p['state']:<10} pid {p['pid']}  restarts {p['restarts']}"
             f"  heartbeat {p['last_heartbeat_at'] or '-'}"
+            + (f"  next try {p['retry_at']}" if p["retry_at"] else "")
         )
+    for p in data["processes"]:
+        if p["state"] == "fatal":
+            click.echo(
+                f"warning: {p['name']} crashed too often and is stopped until {p['retry_at']};"
+                f" read {get_home().daemon_log} or run: palyra doctor"
+            )
 
 
 @daemon_group.command("install-service")
