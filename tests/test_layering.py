@@ -44,7 +44,7 @@ PALYRAD_AREAS: dict[str, frozenset[str]] = {
     "ops": frozenset({"domain", "journal", "runtime", "seams"}),
     "services": frozenset({"domain", "journal", "runtime", "seams", "ops"}),
     "supervisor": frozenset({"domain", "runtime", "services.registry"}),
-    "main": frozenset({"runtime", "supervisor"}),
+    "main": frozenset({"runtime", "supervisor", "ops"}),
     "__main__": frozenset({"main"}),
 }
 
