@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 
-from palyrad.domain.runs import ARM_AHEAD_MS, Run, RunStatus, retry_follow_up, spec_of
+from palyrad.domain.run_spec import RunSpec
+from palyrad.domain.runs import ARM_AHEAD_MS, Run, RunStatus, retry_follow_up
 from palyrad.runtime.process_groups import kill_orphan_group
 from palyrad.services.executor.spawn import LAUNCH_LEAD_S, Launcher
 from palyrad.services.executor.state import ExecutorState
+from routines.model import Concurrency
 
 log = logging.getLogger("palyrad.executor")
 
@@ -68,7 +70,8 @@ class Claims:
         heads = self.journal.active_heads()
         chosen: list[Run] = []
         for run in candidates:
-            exclusive = spec_of(run).get("concurrency", "forbid") != "allow"
+            spec = RunSpec.from_json(run.spec)
+            exclusive = spec is None or spec.concurrency is not Concurrency.ALLOW
             if exclusive and (run.routine_id in busy or heads.get(run.routine_id) != run.chain_id):
                 # One at a time, oldest chain first: queued and catch-up runs wait their
                 # turn, and a retry waiting out its backoff keeps its place in line.

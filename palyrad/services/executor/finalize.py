@@ -13,12 +13,14 @@ import signal
 
 import orjson
 
-from palyrad.domain.runs import Run, RunStatus, retry_follow_up, spec_of
+from palyrad.domain.run_spec import RunSpec
+from palyrad.domain.runs import Run, RunStatus, retry_follow_up
 from palyrad.journal import STATE_LISTENED_EVENTS
 from palyrad.runtime.process_groups import signal_group
 from palyrad.services.executor.active_run import ActiveRun
 from palyrad.services.executor.delivery import deliver
 from palyrad.services.executor.state import ExecutorState
+from routines.model import Delivery
 
 log = logging.getLogger("palyrad.executor")
 
@@ -101,7 +103,8 @@ class Finalizer:
         run = self.journal.get_run(run_id)
         if run is None:
             return
-        deliver(self.journal, run, spec_of(run).get("delivery") or {}, now)
+        spec = RunSpec.from_json(run.spec)
+        deliver(self.journal, run, Delivery() if spec is None else spec.delivery, now)
         name = {"succeeded": "run.succeeded", "failed": "run.failed"}.get(run.status)
         if name is None or name not in self.listened_events(now):
             return

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from watchdog.observers import Observer
 
+from palyrad.domain.runs import ARM_AHEAD_MS
 from palyrad.journal import Journal
 from palyrad.services.context import ServiceContext
 from palyrad.services.scheduler.control_socket import ControlServer, RequestHandler
@@ -28,7 +29,7 @@ from palyrad.services.scheduler.decisions import Decisions
 from palyrad.services.scheduler.definitions import DefinitionsEvents, DefinitionsLoader
 from palyrad.services.scheduler.file_watch import FileWatchManager
 from palyrad.services.scheduler.state import Loaded, SchedulerState
-from palyrad.services.scheduler.ticks import ARM_AHEAD_MS, Ticks
+from palyrad.services.scheduler.ticks import Ticks
 from routines.timefmt import seconds_until
 
 log = logging.getLogger("palyrad.scheduler")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from palyrad.domain.runs import Run, new_trigger_run
+from palyrad.domain.runs import ARM_AHEAD_MS, Run, new_trigger_run
 from palyrad.journal import RoutineState
 from palyrad.services.scheduler.decisions import DUE_BATCH, Decisions
 from palyrad.services.scheduler.state import Loaded, SchedulerState
@@ -20,11 +20,11 @@ from routines.policies import decide_trigger, plan_due, quiet_until
 from routines.timefmt import format_rfc3339
 
 ALWAYS_QUIET_RECHECK_MS = 60_000
-# Ticks are decided up to this long before their instant (when nothing can change the
-# decision meanwhile), so the executor can claim them, prepare the process, and spawn it on
-# the instant instead of a few milliseconds after it. Long enough to cover the scheduler →
-# executor hand-off under load; short enough that "decided early" never matters to a person.
-ARM_AHEAD_MS = 50
+# ARM_AHEAD_MS (one value, shared with the executor's claims): ticks are decided up to this
+# long before their instant (when nothing can change the decision meanwhile), so the executor
+# can claim them, prepare the process, and spawn it on the instant instead of a few
+# milliseconds after it. Long enough to cover the scheduler → executor hand-off under load;
+# short enough that "decided early" never matters to a person.
 
 
 class Ticks:
