@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from palyrad.domain.runs import OUTPUT_TAIL_BYTES, Run
+from routines.kinds import ErrorKind
 
 
 @dataclass
@@ -32,7 +33,7 @@ class ActiveRun:
     exited_ms: int | None = None
     term_sent_ms: int | None = None
     killed: bool = False
-    reason: str | None = None  # timeout | cancelled | daemon_stopped
+    reason: ErrorKind | None = None  # timeout | cancelled | daemon_stopped
 
     def add_tail(self, chunk: bytes) -> None:
         """Keep at least the last ``OUTPUT_TAIL_BYTES`` of output, in whole chunks."""

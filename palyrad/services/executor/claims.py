@@ -14,6 +14,7 @@ from palyrad.domain.runs import ARM_AHEAD_MS, Run, RunStatus, retry_follow_up
 from palyrad.runtime.process_groups import kill_orphan_group
 from palyrad.services.executor.spawn import LAUNCH_LEAD_S, Launcher
 from palyrad.services.executor.state import ExecutorState
+from routines.kinds import ErrorKind
 from routines.model import Concurrency
 
 log = logging.getLogger("palyrad.executor")
@@ -38,12 +39,12 @@ class Claims:
         orphans = self.journal.running_not_owned_by(self.owner)
         for run in orphans:
             killed = kill_orphan_group(run.pid, run.started_at_ms)
-            follow = retry_follow_up(run, RunStatus.FAILED.value, now)
+            follow = retry_follow_up(run, RunStatus.FAILED, now)
             self.journal.finish_run(
                 run.run_id,
                 status=RunStatus.FAILED,
                 finished_ms=now,
-                error_kind="daemon_crashed",
+                error_kind=ErrorKind.DAEMON_CRASHED,
                 error_message="the daemon died while this run was running"
                 + ("; its process group was killed" if killed else ""),
                 follow_up=follow,

@@ -20,28 +20,34 @@ from palyrad.runtime.process_groups import signal_group
 from palyrad.services.executor.active_run import ActiveRun
 from palyrad.services.executor.delivery import deliver
 from palyrad.services.executor.state import ExecutorState
+from routines.kinds import ErrorKind, TriggerKind
 from routines.model import Delivery
 
 log = logging.getLogger("palyrad.executor")
 
+# The event a finished run emits (when some routine listens), by its final status.
+RUN_EVENTS: dict[str, str] = {RunStatus.SUCCEEDED: "run.succeeded", RunStatus.FAILED: "run.failed"}
 
-def classify_outcome(reason: str | None, code: int) -> tuple[RunStatus, str | None, str | None]:
+
+def classify_outcome(
+    reason: str | None, code: int
+) -> tuple[RunStatus, ErrorKind | None, str | None]:
     """A finished process's run status, error_kind and message.
 
     Why we stopped it decides first (cancel, timeout), except that a process that exited 0
     succeeded even if a daemon stop was racing its end: a finished success is never turned
     into a failure that the retry policy would then run again.
     """
-    if reason == "cancelled":
-        return RunStatus.CANCELLED, "cancelled", "cancelled"
-    if reason == "timeout":
-        return RunStatus.FAILED, "timeout", "timed out"
+    if reason == ErrorKind.CANCELLED:
+        return RunStatus.CANCELLED, ErrorKind.CANCELLED, "cancelled"
+    if reason == ErrorKind.TIMEOUT:
+        return RunStatus.FAILED, ErrorKind.TIMEOUT, "timed out"
     if code == 0:
         return RunStatus.SUCCEEDED, None, None
-    if reason == "daemon_stopped":
-        return RunStatus.FAILED, "daemon_stopped", "the daemon stopped"
+    if reason == ErrorKind.DAEMON_STOPPED:
+        return RunStatus.FAILED, ErrorKind.DAEMON_STOPPED, "the daemon stopped"
     msg = f"exited with code {code}" if code >= 0 else f"killed by signal {-code}"
-    return RunStatus.FAILED, "exit_code", msg
+    return RunStatus.FAILED, ErrorKind.EXIT_CODE, msg
 
 
 class Finalizer:
@@ -67,7 +73,7 @@ class Finalizer:
             error_kind=kind,
             error_message=message,
             owner=self.owner,
-            follow_up=retry_follow_up(run, RunStatus.FAILED.value, now),
+            follow_up=retry_follow_up(run, RunStatus.FAILED, now),
         )
         log.warning("run could not start", extra={"run_id": run.run_id, "error_kind": kind})
 
@@ -79,7 +85,7 @@ class Finalizer:
         code = active.proc.returncode
         run = active.run
         status, kind, msg = classify_outcome(active.reason, code)
-        follow = retry_follow_up(run, status.value, now)
+        follow = retry_follow_up(run, status, now)
         done = self.journal.finish_run(
             run.run_id,
             status=status,
@@ -105,11 +111,11 @@ class Finalizer:
             return
         spec = RunSpec.from_json(run.spec)
         deliver(self.journal, run, Delivery() if spec is None else spec.delivery, now)
-        name = {"succeeded": "run.succeeded", "failed": "run.failed"}.get(run.status)
+        name = RUN_EVENTS.get(run.status)
         if name is None or name not in self.listened_events(now):
             return
         depth = 0
-        if run.trigger_kind == "system_event" and run.trigger_payload:
+        if run.trigger_kind == TriggerKind.SYSTEM_EVENT and run.trigger_payload:
             with contextlib.suppress(ValueError, TypeError, AttributeError):
                 depth = int(orjson.loads(run.trigger_payload).get("depth", 0)) + 1
         payload = {

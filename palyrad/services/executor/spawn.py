@@ -28,6 +28,7 @@ from palyrad.services.executor.active_run import ActiveRun
 from palyrad.services.executor.finalize import Finalizer
 from palyrad.services.executor.output import ChildIO
 from palyrad.services.executor.state import ExecutorState
+from routines.kinds import ErrorKind
 from routines.timefmt import seconds_until
 
 log = logging.getLogger("palyrad.executor")
@@ -84,11 +85,13 @@ class Launcher:
         """The process a run's action asks for, and its timeout; raises ActionUnavailable."""
         spec = RunSpec.from_json(run.spec)
         if spec is None or spec.action is None:
-            raise ActionUnavailable("spawn_failed", "the run has no action this daemon can read")
+            raise ActionUnavailable(
+                ErrorKind.SPAWN_FAILED, "the run has no action this daemon can read"
+            )
         action = spec.action
         runner = self.runners.get(action.kind)
         if runner is None:
-            raise ActionUnavailable("spawn_failed", f"unknown action kind {action.kind!r}")
+            raise ActionUnavailable(ErrorKind.SPAWN_FAILED, f"unknown action kind {action.kind!r}")
         inv = runner.prepare(run, action)
         return inv, action.timeout_ms if inv.timeout_ms is None else inv.timeout_ms
 
@@ -147,7 +150,7 @@ class Launcher:
         except OSError as exc:
             p.discard()  # no process, no log: the run's error says why
             self.finalizer.finish_unstarted(
-                run, "spawn_failed", f"cannot start {p.argv[0]!r}: {exc.strerror}"
+                run, ErrorKind.SPAWN_FAILED, f"cannot start {p.argv[0]!r}: {exc.strerror}"
             )
             return
         started = self.clock.now_ms()
@@ -161,5 +164,5 @@ class Launcher:
         ):
             # Lost the lease (e.g. cancelled meanwhile): stop what we just started.
             signal_group(proc.pid, signal.SIGKILL)
-            active.reason = "cancelled"
+            active.reason = ErrorKind.CANCELLED
         log.debug("run started", extra={"run_id": run.run_id, "routine_id": run.routine_id})

@@ -19,6 +19,7 @@ from palyrad.services.executor.finalize import Finalizer
 from palyrad.services.executor.output import ChildIO
 from palyrad.services.executor.spawn import LAUNCH_LEAD_S, Launcher
 from palyrad.services.executor.state import ExecutorState
+from routines.kinds import ErrorKind
 
 KILL_GRACE_MS = 10_000
 EOF_GRACE_MS = 2_000
@@ -41,7 +42,7 @@ class RunSupervision:
         self.finalizer = finalizer
         self.launcher = launcher
 
-    def _terminate(self, active: ActiveRun, reason: str, now: int) -> None:
+    def _terminate(self, active: ActiveRun, reason: ErrorKind, now: int) -> None:
         if active.term_sent_ms is None:
             active.reason = active.reason or reason
             active.term_sent_ms = now
@@ -54,21 +55,21 @@ class RunSupervision:
         for run_id in self.journal.cancel_requested_ids(self.owner):
             active = self.active.get(run_id)
             if active is not None:
-                self._terminate(active, "cancelled", now)
+                self._terminate(active, ErrorKind.CANCELLED, now)
             elif (prepared := self.armed.pop(run_id, None)) is not None:
                 prepared.discard()
                 self.journal.finish_run(
                     run_id,
                     status=RunStatus.CANCELLED,
                     finished_ms=now,
-                    error_kind="cancelled",
+                    error_kind=ErrorKind.CANCELLED,
                     error_message="cancelled before it started",
                     owner=self.owner,
                 )
         for active in list(self.active.values()):
             if active.exited_ms is None:
                 if now >= active.deadline_ms:
-                    self._terminate(active, "timeout", now)
+                    self._terminate(active, ErrorKind.TIMEOUT, now)
                 if (
                     active.term_sent_ms is not None
                     and not active.killed
@@ -107,7 +108,7 @@ class RunSupervision:
         now = self.clock.now_ms()
         for active in self.active.values():
             if active.exited_ms is None:  # finished runs are finalized as what they were
-                self._terminate(active, "daemon_stopped", now)
+                self._terminate(active, ErrorKind.DAEMON_STOPPED, now)
         # The stop deadline is a duration (monotonic), whatever the wall clock does meanwhile.
         deadline = time.monotonic() + self.ctx.config.stop_timeout_ms / 1000
         while self.active and time.monotonic() < deadline:

@@ -13,6 +13,7 @@ import orjson
 from palyrad.domain.runs import Run, new_trigger_run
 from palyrad.services.scheduler.file_watch import FileWatchManager
 from palyrad.services.scheduler.state import Loaded, SchedulerState
+from routines.kinds import ErrorKind, RunStatus, TriggerKind
 from routines.model import Approval, HookTrigger, SystemEventTrigger
 from routines.policies import RoutineRuntime, TriggerDecision, decide_trigger
 
@@ -47,11 +48,13 @@ class Decisions:
         if not self.state.effective_enabled(item):
             if r.enabled and r.approval is Approval.BEFORE_ENABLE:
                 return TriggerDecision(
-                    "skipped",
-                    "approval_required",
+                    RunStatus.SKIPPED,
+                    ErrorKind.APPROVAL_REQUIRED,
                     f"awaiting approval: palyra routines approve {r.id}",
                 )
-            return TriggerDecision("skipped", "routine_disabled", "the routine is disabled")
+            return TriggerDecision(
+                RunStatus.SKIPPED, ErrorKind.ROUTINE_DISABLED, "the routine is disabled"
+            )
         d = decide_trigger(r, self.runtime(item, active), now, scheduled=scheduled)
         if d.request_approval:
             self.journal.request_approvals(
@@ -78,7 +81,14 @@ class Decisions:
             item = self.state.routines.get(run.routine_id)
             if item is None:
                 decisions.append(
-                    (run.run_id, "skipped", "routine_not_found", "no such routine", None, None)
+                    (
+                        run.run_id,
+                        RunStatus.SKIPPED,
+                        ErrorKind.ROUTINE_NOT_FOUND,
+                        "no such routine",
+                        None,
+                        None,
+                    )
                 )
                 continue
             d = self.decide(item, active, now, scheduled=False)
@@ -97,7 +107,7 @@ class Decisions:
         return runnable
 
     def trigger_run(
-        self, item: Loaded, kind: str, payload: object, d: TriggerDecision, now: int
+        self, item: Loaded, kind: TriggerKind, payload: object, d: TriggerDecision, now: int
     ) -> Run:
         """The run record of a decided trigger (attempt 1 of a new chain)."""
         return new_trigger_run(
@@ -131,20 +141,20 @@ class Decisions:
                     if depth >= MAX_EVENT_DEPTH or body.get("routine_id") == item.routine.id:
                         continue  # never let a routine trigger itself, nor chains run away
                     payload = {"event": name, **body}
-                    kind = "system_event"
+                    kind = TriggerKind.SYSTEM_EVENT
                 elif (
                     isinstance(trig, HookTrigger)
                     and name == f"hook:{trig.hook_id}"
                     and (trig.event is None or trig.event == body.get("event"))
                 ):
                     payload = {"hook_id": trig.hook_id, **body}
-                    kind = "hook"
+                    kind = TriggerKind.HOOK
                 else:
                     continue
                 d = self.decide(item, active, now, scheduled=False)
                 runs.append(self.trigger_run(item, kind, payload, d, now))
         self.journal.insert_runs_consuming_events(runs, [e[0] for e in events], now)
-        return any(r.status == "pending" for r in runs)
+        return any(r.status == RunStatus.PENDING for r in runs)
 
     def fire_file_bursts(self, now: int) -> bool:
         """One trigger per settled file-watch burst, its changes as the payload."""
@@ -160,6 +170,6 @@ class Decisions:
             if item is None:
                 continue
             d = self.decide(item, active, now, scheduled=False)
-            runs.append(self.trigger_run(item, "file_watch", {"events": events}, d, now))
+            runs.append(self.trigger_run(item, TriggerKind.FILE_WATCH, {"events": events}, d, now))
         self.journal.insert_runs_consuming_events(runs, [], now)
-        return any(r.status == "pending" for r in runs)
+        return any(r.status == RunStatus.PENDING for r in runs)

@@ -15,6 +15,7 @@ from palyrad.journal import RoutineState
 from palyrad.services.scheduler.decisions import DUE_BATCH, Decisions
 from palyrad.services.scheduler.state import Loaded, SchedulerState
 from routines.jitter import fire_at_ms
+from routines.kinds import ErrorKind, RunStatus, TriggerKind
 from routines.model import Concurrency
 from routines.policies import decide_trigger, plan_due, quiet_until
 from routines.timefmt import format_rfc3339
@@ -120,10 +121,10 @@ class Ticks:
                 r.id,
                 definition_hash=item.definition_hash,
                 spec=None,
-                trigger_kind="schedule",
+                trigger_kind=TriggerKind.SCHEDULE,
                 now_ms=now,
-                decision_status="skipped",
-                error_kind="misfire_skipped",
+                decision_status=RunStatus.SKIPPED,
+                error_kind=ErrorKind.MISFIRE_SKIPPED,
                 error_message=f"{count} tick(s) could not start within grace_ms",
             )
             runs.append(
@@ -136,7 +137,7 @@ class Ticks:
             decision = self.decisions.decide(item, active, at, scheduled=True)
             for tick in plan.run_ticks:
                 payload = {"scheduled_for": format_rfc3339(tick, always_ms=True)}
-                run = self.decisions.trigger_run(item, "schedule", payload, decision, now)
+                run = self.decisions.trigger_run(item, TriggerKind.SCHEDULE, payload, decision, now)
                 fire = fire_at_ms(r.id, tick, r.jitter_ms)
                 runs.append(
                     replace(

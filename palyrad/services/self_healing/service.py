@@ -14,6 +14,7 @@ import os
 from palyrad.domain.runs import RunStatus, retry_follow_up
 from palyrad.runtime.process_groups import kill_orphan_group
 from palyrad.services.context import ServiceContext
+from routines.kinds import ErrorKind
 
 log = logging.getLogger("palyrad.self_healing")
 
@@ -28,10 +29,10 @@ def sweep_stale_runs(ctx: ServiceContext, now: int) -> int:
             run.run_id,
             status=RunStatus.FAILED,
             finished_ms=now,
-            error_kind="heartbeat_lost",
+            error_kind=ErrorKind.HEARTBEAT_LOST,
             error_message=f"no heartbeat for {ctx.config.stale_run_ms} ms"
             + ("; its process group was killed" if killed else ""),
-            follow_up=retry_follow_up(run, RunStatus.FAILED.value, now),
+            follow_up=retry_follow_up(run, RunStatus.FAILED, now),
         )
         log.warning("stuck run failed", extra={"run_id": run.run_id, "killed": killed})
     if stale:

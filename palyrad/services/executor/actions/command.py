@@ -6,6 +6,7 @@ import os
 
 from palyrad.domain.runs import Run
 from palyrad.seams import ActionUnavailable, Invocation
+from routines.kinds import ErrorKind
 from routines.model import Action, CommandAction
 
 
@@ -17,7 +18,9 @@ class CommandRunner:
     def prepare(self, run: Run, action: Action) -> Invocation:
         """The process for a command action; stdin is ``/dev/null``."""
         if not isinstance(action, CommandAction):
-            raise ActionUnavailable("spawn_failed", f"not a command action: {action.kind!r}")
+            raise ActionUnavailable(
+                ErrorKind.SPAWN_FAILED, f"not a command action: {action.kind!r}"
+            )
         if action.argv:
             argv: tuple[str, ...] = tuple(action.argv)
         else:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from palyrad.domain.runs import Run
 from palyrad.seams import ActionUnavailable, Invocation
+from routines.kinds import ErrorKind
 from routines.model import Action, PromptAction
 
 
@@ -20,11 +21,11 @@ class PromptRunner:
     def prepare(self, run: Run, action: Action) -> Invocation:
         """The agent runner's process; unavailable when no runner is configured."""
         if not isinstance(action, PromptAction):
-            raise ActionUnavailable("spawn_failed", f"not a prompt action: {action.kind!r}")
+            raise ActionUnavailable(ErrorKind.SPAWN_FAILED, f"not a prompt action: {action.kind!r}")
         runner = self.agent_command()
         if not runner:
             raise ActionUnavailable(
-                "agent_runner_not_configured",
+                ErrorKind.AGENT_RUNNER_NOT_CONFIGURED,
                 "prompt routines need [agent] command = [...] in palyra.toml",
             )
         return Invocation(argv=tuple(runner), stdin=action.prompt.encode())

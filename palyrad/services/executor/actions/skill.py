@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from palyrad.domain.runs import Run
 from palyrad.seams import ActionUnavailable, Invocation
+from routines.kinds import ErrorKind
 from routines.model import Action, SkillAction
 
 
@@ -15,4 +16,4 @@ class SkillRunner:
     def prepare(self, run: Run, action: Action) -> Invocation:
         """Always unavailable: no skill is installed."""
         skill_id = action.skill_id if isinstance(action, SkillAction) else None
-        raise ActionUnavailable("skill_unavailable", f"skill {skill_id!r} is not installed")
+        raise ActionUnavailable(ErrorKind.SKILL_UNAVAILABLE, f"skill {skill_id!r} is not installed")
