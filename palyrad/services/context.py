@@ -19,7 +19,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from palyrad.journal import Journal
+from palyrad.journal import Journal, ProcessHeartbeat
 from palyrad.runtime.config import ConfigError, DaemonConfig, load_config
 from palyrad.runtime.daemon_log import setup_logging
 from palyrad.runtime.home import Home
@@ -201,13 +201,15 @@ class ServiceContext:
                 continue
             try:
                 journal = journal or self.open_journal()
-                journal.process_heartbeat(
-                    self.name,
-                    os.getpid(),
-                    self.instance,
-                    "running",
-                    self.restarts,
-                    time.time_ns() // 1_000_000,
+                journal.heartbeats.beat(
+                    ProcessHeartbeat(
+                        self.name,
+                        os.getpid(),
+                        self.instance,
+                        "running",
+                        self.restarts,
+                        time.time_ns() // 1_000_000,
+                    )
                 )
             except Exception:  # a busy journal must never kill the heartbeat thread
                 log.warning("could not journal heartbeat", exc_info=True)
