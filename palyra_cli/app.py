@@ -16,7 +16,7 @@ from palyra_cli.common import PalyraGroup, home_option
 SUBCOMMANDS = {
     "daemon": "palyra_cli.daemon_cmds:daemon_group",
     "routines": "palyra_cli.routine_cmds:routines_group",
-    "cron": "palyra_cli.routine_cmds:cron_group",
+    "cron": "palyra_cli.cron_cmds:cron_group",
     "runs": "palyra_cli.run_cmds:runs_group",
     "events": "palyra_cli.trigger_cmds:events_group",
     "hooks": "palyra_cli.trigger_cmds:hooks_group",

@@ -123,18 +123,22 @@ class PalyraGroup(click.Group):
             return super().invoke(ctx)
         except click.UsageError as exc:
             raise _one_line(exc) from None
-        except ValueError as exc:
-            # palyrad.runtime.config is imported here, on the error path only: a ConfigError
-            # can only come from a command that already imported it, and start-up stays
-            # without it.
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # click's own flow (--help, exit codes, messages already formatted)
+        except Exception as exc:
+            # Every error meant for people derives from PalyraError (routines.errors): one
+            # mapping to ``error: … (hint)`` and its exit code. Imported on the error path
+            # only, so start-up stays without it.
             from palyrad.runtime.config import ConfigError
+            from routines.errors import PalyraError
 
-            if not isinstance(exc, ConfigError):
+            if not isinstance(exc, PalyraError):
                 raise
-            # a broken palyra.toml: invalid input, not a traceback
             what = str(exc)
-            hint = None if what.rstrip().endswith(")") else "fix palyra.toml"
-            raise CliError(what, hint, code=2) from None
+            hint = exc.hint
+            if isinstance(exc, ConfigError) and hint is None and not what.rstrip().endswith(")"):
+                hint = "fix palyra.toml"  # a broken palyra.toml: invalid input, not a traceback
+            raise CliError(what, hint, code=exc.exit_code) from None
 
 
 def note(text: str) -> None:

@@ -32,7 +32,7 @@ def start_cmd(timeout: float, as_json: bool) -> None:
     try:
         status, started = start_daemon(home, timeout_s=timeout)
     except DaemonControlError as exc:
-        fail(f"palyrad did not start: {exc}", "run: palyra doctor")
+        fail(f"palyrad did not start: {exc}", exc.hint)
     if as_json:
         emit_json(status.to_json())
     elif started:
@@ -59,15 +59,17 @@ def stop_cmd(timeout: float) -> None:
 @click.option("--timeout", default=10.0, show_default=True)
 @home_option
 def restart_cmd(timeout: float) -> None:
-    """Stop (if running), then start."""
-    from palyrad.ops.daemon_control import DaemonControlError, start_daemon, stop_daemon
+    """Stop (if running), then start — unless palyra.toml or the journal would keep the new
+    daemon from starting: then nothing is stopped."""
+    from palyrad.ops.daemon_control import DaemonControlError, preflight, start_daemon, stop_daemon
 
     home = get_home()
+    preflight(home)  # ConfigError / DaemonControlError: exit with the reason, nothing stopped
     stop_daemon(home, timeout_s=timeout)
     try:
         status, _ = start_daemon(home)
     except DaemonControlError as exc:
-        fail(f"palyrad did not start: {exc}", "run: palyra doctor")
+        fail(f"palyrad did not start: {exc}", exc.hint)
     click.echo(f"palyrad restarted (pid {status.pid})")
 
 
@@ -91,7 +93,14 @@ def status_cmd(as_json: bool) -> None:
         click.echo(
             f"  {p['name']:<13} {p['state']:<10} pid {p['pid']}  restarts {p['restarts']}"
             f"  heartbeat {p['last_heartbeat_at'] or '-'}"
+            + (f"  next try {p['retry_at']}" if p["retry_at"] else "")
         )
+    for p in data["processes"]:
+        if p["state"] == "fatal":
+            click.echo(
+                f"warning: {p['name']} crashed too often and is stopped until {p['retry_at']};"
+                f" read {get_home().daemon_log} or run: palyra doctor"
+            )
 
 
 @daemon_group.command("install-service")

@@ -1,7 +1,10 @@
-"""``palyra events emit``, ``palyra hooks fire``, ``palyra routines approve/approvals``.
+"""``palyra events emit``, ``palyra hooks fire``, ``palyra routines run-now/cancel`` and
+``palyra routines approve/approvals``: the commands over ``palyrad.ops.triggers`` and
+``palyrad.ops.approvals``, which trigger routines, act on their runs and grant approvals.
 
-Imported by ``palyra --help`` and by every ``palyra routines`` command (approve/approvals are
-listed there), so the library is imported inside the commands (see routine_cmds).
+Imported by ``palyra --help`` and by every ``palyra routines``/``cron`` command (run-now,
+cancel, approve and approvals are listed in ``routines``; ``cron`` aliases run-now), so the
+library is imported inside the commands (see routine_cmds).
 """
 
 from __future__ import annotations
@@ -10,7 +13,18 @@ from typing import TYPE_CHECKING
 
 import click
 
-from palyra_cli.common import emit_json, fail, home_option, json_option, note, with_journal
+from palyra_cli.common import (
+    NOT_RUNNING_NOTE,
+    emit_json,
+    fail,
+    get_home,
+    home_option,
+    json_option,
+    note,
+    open_journal,
+    with_journal,
+)
+from palyra_cli.routine_common import load_definitions
 
 if TYPE_CHECKING:
     from palyrad.journal import Journal
@@ -34,7 +48,7 @@ def _not_running_note(home: Home) -> None:
     from palyrad.runtime.liveness import daemon_alive
 
     if not daemon_alive(home):
-        note("note: palyrad is not running; the change applies when it starts")
+        note(NOT_RUNNING_NOTE)
 
 
 @click.group("events")
@@ -88,7 +102,6 @@ def fire_cmd(
 @with_journal
 def approve_cmd(routine_id: str, home: Home, journal: Journal) -> None:
     """Grant ROUTINE_ID's pending approval (for its current definition)."""
-    from palyra_cli.routine_cmds import load_definitions
     from palyrad.ops.approvals import ApprovalError, approve
 
     try:
@@ -116,3 +129,59 @@ def approvals_cmd(as_json: bool, home: Home, journal: Journal) -> None:
         click.echo("no pending approvals")
     for a in items:
         click.echo(f"{a['routine_id']:<24} {a['mode']:<17} requested {a['requested_at']}")
+
+
+def _run_now(routine_id: str, payload: str | None, as_json: bool) -> None:
+    """The hot path (SPEC: trigger → running in ≤ 100 ms): with the daemon running and its
+    applied definitions current, it imports only the journal and the trigger code."""
+    import orjson
+
+    from palyra_cli.fast_path import run_now_line, run_now_result
+    from palyrad.ops.triggers import TriggerRefused, run_now
+
+    home = get_home()
+    if payload is not None:
+        try:
+            orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            fail(f"--payload is not valid JSON: {exc.msg}", "e.g. --payload '{\"k\": 1}'", code=2)
+    journal = open_journal(home)
+    try:
+        run, running = run_now(home, journal, routine_id, payload, lambda: load_definitions(home))
+    except TriggerRefused as exc:
+        fail(str(exc), "see: palyra routines list")
+    finally:
+        journal.close()
+    if not running:
+        note(NOT_RUNNING_NOTE)
+    result = run_now_result(run.run_id, run.status, run.error_kind)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(run_now_line(result))
+
+
+@click.command("run-now")
+@click.argument("routine_id")
+@click.option("--payload", metavar="JSON", help="Trigger payload (PALYRA_TRIGGER_PAYLOAD).")
+@json_option
+@home_option
+def run_now_cmd(routine_id: str, payload: str | None, as_json: bool) -> None:
+    """Trigger a routine now (policies still apply)."""
+    _run_now(routine_id, payload, as_json)
+
+
+@click.command("cancel")
+@click.argument("run_id")
+@home_option
+@with_journal
+def cancel_cmd(run_id: str, home: Home, journal: Journal) -> None:
+    """Cancel an active run (SIGTERM to its process group, SIGKILL after 10 s)."""
+    from palyrad.ops.triggers import cancel
+
+    run = cancel(home, journal, run_id)
+    if run is None:
+        fail(f"no run {run_id!r}", "see: palyra routines logs ROUTINE_ID")
+    if run.status not in ("pending", "running", "cancelled"):
+        fail(f"run {run_id} already ended ({run.status})", "nothing to cancel")
+    click.echo(f"{run_id}: {'cancelled' if run.status == 'cancelled' else 'cancelling'}")

@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from palyrad.runtime.config import ConfigError, load_config
+from palyrad.ops.daemon_control import DaemonControlError, preflight
+from palyrad.runtime.config import ConfigError
 from palyrad.runtime.daemon_log import setup_logging
 from palyrad.runtime.home import Home
 from palyrad.supervisor.supervisor import AlreadyRunning, run_supervisor
@@ -19,10 +20,13 @@ def main(home: str | None, log_stderr: bool | None) -> None:
     """Run palyrad in the foreground; SIGTERM/SIGINT stop it gracefully, SIGHUP reloads."""
     h = Home.at(home).ensure()
     try:
-        config = load_config(h.config)
+        config = preflight(h)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except DaemonControlError as exc:
+        click.echo(f"error: {exc} ({exc.hint})", err=True)
+        sys.exit(1)
     to_stderr = sys.stderr.isatty() if log_stderr is None else log_stderr
     setup_logging(h.daemon_log, "supervisor", to_stderr=to_stderr)
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import orjson
 
+from routines.errors import PalyraError
 from routines.model import MAX_FILE_BYTES, MAX_ROUTINES, Definitions, Routine
 from routines.validate import (
     Issue,
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 
-class DefinitionsError(Exception):
+class DefinitionsError(PalyraError):
     """Definitions that cannot be used or written; ``issues`` says why, ``lines`` formatted."""
 
     def __init__(self, filename: str, issues: list[Issue], summary: str = "") -> None:

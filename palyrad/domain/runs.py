@@ -14,9 +14,11 @@ import os
 import threading
 import time
 from dataclasses import dataclass, fields
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from routines.kinds import ACTIVE_STATUSES as ACTIVE_STATUSES
+from routines.kinds import FINAL_STATUSES as FINAL_STATUSES
+from routines.kinds import RunStatus as RunStatus
 from routines.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
@@ -28,25 +30,6 @@ OUTPUT_TAIL_BYTES = 4096
 # hand-off later. See docs/daemon.md ("Starting on the instant").
 ARM_AHEAD_MS = 50
 
-
-class RunStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    SKIPPED = "skipped"
-    DENIED = "denied"
-
-
-ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
-FINAL_STATUSES = (
-    RunStatus.SUCCEEDED,
-    RunStatus.FAILED,
-    RunStatus.CANCELLED,
-    RunStatus.SKIPPED,
-    RunStatus.DENIED,
-)
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -178,19 +161,11 @@ def run_to_json(run: Run) -> dict[str, Any]:
 
 
 def run_spec(routine: Routine) -> str:
-    """The JSON snapshot a run executes: what was decided is what runs, even if the
-    definition is edited while the run waits."""
-    body = routine.to_json()
-    import orjson
+    """The JSON snapshot a run executes (``RunSpec``'s one stored form): what was decided is
+    what runs, even if the definition is edited while the run waits."""
+    from palyrad.domain.run_spec import RunSpec
 
-    return orjson.dumps(
-        {
-            "action": body["action"],
-            "retry": body["retry"],
-            "concurrency": body["concurrency"],
-            "delivery": body["delivery"],
-        }
-    ).decode()
+    return RunSpec.of(routine).to_json()
 
 
 def new_trigger_run(
@@ -245,15 +220,12 @@ def retry_follow_up(run: Run, status: str, now_ms: int) -> Run | None:
     The wait is persisted as ``not_before`` on the new pending record, so it survives
     restarts and counts as active for the concurrency policy.
     """
+    from palyrad.domain.run_spec import RunSpec
     from routines.model import Retry
     from routines.policies import retry_delay_ms, should_retry
 
-    raw = spec_of(run).get("retry") or {}
-    retry = Retry(
-        max_attempts=int(raw.get("max_attempts", 1)),
-        backoff_ms=int(raw.get("backoff_ms", 1_000)),
-        max_backoff_ms=int(raw.get("max_backoff_ms", 3_600_000)),
-    )
+    spec = RunSpec.from_json(run.spec)
+    retry = Retry() if spec is None else spec.retry
     if not should_retry(retry, run.attempt, status):
         return None
     return Run(

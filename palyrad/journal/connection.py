@@ -20,13 +20,14 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
 
 from palyrad.journal.migrations import MIGRATIONS, SCHEMA_VERSION
+from routines.errors import PalyraError
 
 BUSY_TIMEOUT_MS = 10_000
 
 T = TypeVar("T")
 
 
-class JournalError(RuntimeError):
+class JournalError(PalyraError, RuntimeError):
     """The journal cannot be opened or migrated (names the file and the fix)."""
 
 

@@ -13,11 +13,12 @@ from palyrad.journal import STATE_APPROVALS_CHANGED, Journal
 from palyrad.ops.edits import apply_edit
 from palyrad.runtime.home import Home
 from palyrad.runtime.notify import poke_service
+from routines.errors import PalyraError
 from routines.model import Approval, Definitions
 from routines.timefmt import format_rfc3339, now_ms
 
 
-class ApprovalError(Exception):
+class ApprovalError(PalyraError):
     """Nothing to approve (unknown routine, or one that needs no approval)."""
 
 

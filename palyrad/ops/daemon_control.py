@@ -15,14 +15,35 @@ import time
 
 import orjson
 
+from palyrad.runtime.config import DaemonConfig, load_config
 from palyrad.runtime.home import Home
 from palyrad.runtime.liveness import daemon_alive
 from palyrad.runtime.notify import POKE_ALL, poke_fifo
 from palyrad.runtime.status import DaemonStatus, read_status
+from routines.errors import PalyraError
 
 
-class DaemonControlError(RuntimeError):
+class DaemonControlError(PalyraError, RuntimeError):
     """Starting or stopping failed; the message says why and what to do."""
+
+
+def preflight(home: Home) -> DaemonConfig:
+    """Check what a start needs before anything changes: palyra.toml parses and the journal
+    opens (and migrates). ``daemon restart`` runs it before stopping a healthy daemon, and
+    palyrad itself before it takes the lock and spawns services that could only crash-loop.
+    Raises ``ConfigError`` (exit 2) or ``DaemonControlError`` naming the file and the fix."""
+    from palyrad.journal import Journal
+
+    config = load_config(home.config)
+    try:
+        Journal(home.journal).close()
+    except Exception as exc:  # any failure to open or migrate: the message names the file
+        what = str(exc) if str(home.journal) in str(exc) else f"{home.journal}: {exc}"
+        raise DaemonControlError(
+            f"the journal cannot be used: {what}",
+            "move it aside and palyrad starts a new one, or run: palyra doctor --only journal",
+        ) from None
+    return config
 
 
 def _stderr_path(home: Home) -> os.PathLike[str]:
@@ -52,9 +73,10 @@ def start_daemon(home: Home, *, timeout_s: float = 30.0) -> tuple[DaemonStatus, 
             reason = ""
             with contextlib.suppress(OSError), open(err_path, encoding="utf-8") as f:
                 reason = f.read().strip()
+            if reason:  # palyrad's own one-line ``error: what (hint)``
+                raise DaemonControlError(reason.splitlines()[-1].removeprefix("error: "))
             raise DaemonControlError(
-                (reason.splitlines()[-1] if reason else f"palyrad exited with code {code}")
-                + f" (see {home.daemon_log})"
+                f"palyrad exited with code {code}", f"see {home.daemon_log}; run: palyra doctor"
             )
         status = read_status(home)
         if status.all_ready and status.pid == proc.pid:
@@ -62,11 +84,13 @@ def start_daemon(home: Home, *, timeout_s: float = 30.0) -> tuple[DaemonStatus, 
         fatal = [p.name for p in status.processes if p.state == "fatal"]
         if fatal:
             raise DaemonControlError(
-                f"service(s) {', '.join(fatal)} failed to start (see {home.daemon_log})"
+                f"service(s) {', '.join(fatal)} failed to start",
+                f"see {home.daemon_log}; run: palyra doctor",
             )
         time.sleep(0.05)
     raise DaemonControlError(
-        f"palyrad did not become ready within {timeout_s:.0f} s (see {home.daemon_log})"
+        f"palyrad did not become ready within {timeout_s:.0f} s",
+        f"see {home.daemon_log}; run: palyra doctor",
     )
 
 

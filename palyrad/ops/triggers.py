@@ -26,6 +26,7 @@ from palyrad.ops.definitions_hash import current_file_hash
 from palyrad.runtime.control_client import NotListening, request, run_now_request
 from palyrad.runtime.liveness import daemon_alive
 from palyrad.runtime.notify import poke_service
+from routines.errors import PalyraError
 from routines.timefmt import now_ms
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ DECIDE_TIMEOUT_S = 5.0
 DECIDE_POLL_S = 0.001
 
 
-class TriggerRefused(Exception):
+class TriggerRefused(PalyraError):
     """The trigger was refused before any record was made (unknown or disabled routine)."""
 
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from routines.errors import InvalidInput
 
-class ConfigError(ValueError):
+
+class ConfigError(InvalidInput, ValueError):
     """palyra.toml cannot be used; the message names the file, key and fix."""
 
 

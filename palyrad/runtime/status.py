@@ -26,6 +26,7 @@ class ProcessStatus:
     restarts: int
     last_heartbeat_ms: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    retry_at_ms: int | None = None  # restarting or fatal: when the supervisor tries again
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,11 @@ class DaemonStatus:
 
     def process(self, name: str) -> ProcessStatus | None:
         return next((p for p in self.processes if p.name == name), None)
+
+    @property
+    def fatal(self) -> tuple[ProcessStatus, ...]:
+        """Services the supervisor gave up on for now (restarted too often)."""
+        return tuple(p for p in self.processes if p.state == "fatal") if self.running else ()
 
     @property
     def all_ready(self) -> bool:
@@ -64,6 +70,10 @@ class DaemonStatus:
                     "last_heartbeat_at": None
                     if p.last_heartbeat_ms is None
                     else format_rfc3339(p.last_heartbeat_ms, always_ms=True),
+                    # restarting/fatal: when the supervisor tries again (an addition to §4.1)
+                    "retry_at": None
+                    if p.retry_at_ms is None or p.state in ("running", "stopped")
+                    else format_rfc3339(p.retry_at_ms, always_ms=True),
                 }
                 for p in self.processes
             ]
@@ -96,6 +106,7 @@ def write_status(home: Home, status: DaemonStatus) -> None:
                 "restarts": p.restarts,
                 "last_heartbeat_ms": p.last_heartbeat_ms,
                 "info": p.info,
+                "retry_at_ms": p.retry_at_ms,
             }
             for p in status.processes
         ],
@@ -127,6 +138,7 @@ def read_status(home: Home) -> DaemonStatus:
                 restarts=p.get("restarts", 0),
                 last_heartbeat_ms=p.get("last_heartbeat_ms"),
                 info=p.get("info") or {},
+                retry_at_ms=p.get("retry_at_ms"),
             )
             for p in raw.get("processes", [])
         ),

@@ -20,10 +20,12 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from palyrad.journal import Journal, ProcessHeartbeat
+from palyrad.runtime.clock import SYSTEM_CLOCK
 from palyrad.runtime.config import ConfigError, DaemonConfig, load_config
 from palyrad.runtime.daemon_log import setup_logging
 from palyrad.runtime.home import Home
 from palyrad.runtime.notify import ensure_fifo, poke_fifo
+from palyrad.seams import Clock
 from palyrad.services.registry import service
 
 log = logging.getLogger("palyrad.service")
@@ -47,7 +49,13 @@ class ServiceContext:
     """What a service loop needs: its home, config, journal, and the pipe to the supervisor."""
 
     def __init__(
-        self, name: str, home: Home, conn: Connection, instance: str, restarts: int
+        self,
+        name: str,
+        home: Home,
+        conn: Connection,
+        instance: str,
+        restarts: int,
+        clock: Clock | None = None,
     ) -> None:
         self.name = name
         self.home = home
@@ -55,6 +63,8 @@ class ServiceContext:
         self.instance = instance
         self.restarts = restarts
         self.config: DaemonConfig = load_config(home.config)
+        # The one clock below the loops (a ManualClock in tests): nothing reads time itself.
+        self.clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
         # Wakes are bytes in a pipe, not an Event: a wake that arrives while the loop is busy

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from palyrad.services.context import ServiceContext
 
 
@@ -65,3 +67,11 @@ def service(name: str) -> ServiceSpec:
         return _BY_NAME[name]
     except KeyError:
         raise KeyError(f"unknown service {name!r}; known: {', '.join(SERVICE_NAMES)}") from None
+
+
+def child_main(name: str, home_root: str, conn: Connection, instance: str, restarts: int) -> None:
+    """The spawned child's entry (the ``multiprocessing`` target): imports the service
+    plumbing only in the child, so the supervisor never loads the journal or a service."""
+    from palyrad.services.context import service_main
+
+    service_main(name, home_root, conn, instance, restarts)

@@ -19,7 +19,6 @@ import os
 import signal
 import socket
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -32,21 +31,24 @@ from palyrad.runtime.daemon_log import rotate_if_needed
 from palyrad.runtime.home import Home
 from palyrad.runtime.notify import POKE_ALL, SERVICE_FOR_BYTE, ensure_fifo
 from palyrad.runtime.status import DaemonStatus, ProcessStatus, write_status
-from palyrad.services.registry import SERVICE_NAMES
+from palyrad.services.registry import SERVICE_NAMES, child_main
+from palyrad.supervisor.restarts import (
+    RestartHistory,
+    RestartPolicy,
+    ServiceState,
+    after_exit,
+    check_transition,
+)
+from routines.errors import PalyraError
 
 log = logging.getLogger("palyrad.supervisor")
 
 
-BACKOFF_START_S = 0.5
-BACKOFF_MAX_S = 30.0
-HEALTHY_RESET_S = 60.0
-INTENSITY_WINDOW_S = 60.0
-INTENSITY_MAX_RESTARTS = 5
 SILENT_CHILD_S = 30.0
 STATUS_INTERVAL_S = 1.0
 
 
-class AlreadyRunning(RuntimeError):
+class AlreadyRunning(PalyraError, RuntimeError):
     """Another palyrad holds this home's pid-file lock."""
 
 
@@ -90,11 +92,11 @@ class Slot:
     name: str
     process: BaseProcess | None = None
     conn: multiprocessing.connection.Connection | None = None
-    state: str = "stopped"
+    state: ServiceState = ServiceState.STOPPED
     restarts: int = 0
-    restart_times: deque[float] = field(default_factory=deque)
-    backoff_s: float = BACKOFF_START_S
-    next_start_at: float = 0.0
+    history: RestartHistory = field(default_factory=RestartHistory)
+    next_start_at: float = 0.0  # monotonic; for RESTARTING and FATAL
+    next_start_at_ms: int | None = None  # the same instant on the wall clock, for status
     started_at: float = 0.0
     last_heartbeat: float = 0.0
     last_heartbeat_ms: int | None = None
@@ -108,6 +110,7 @@ class Supervisor:
         self.ctx = multiprocessing.get_context("spawn")
         self.instance = new_token()
         self.slots = {name: Slot(name) for name in SERVICE_NAMES}
+        self.policy = RestartPolicy()
         self.started_at_ms = time.time_ns() // 1_000_000
         self.stopping = False
         self.reload_requested = False
@@ -173,11 +176,9 @@ class Supervisor:
     # --- children ------------------------------------------------------------------------
 
     def _start(self, slot: Slot) -> None:
-        from palyrad.services.context import service_main
-
         parent, child = self.ctx.Pipe(duplex=True)
         proc = self.ctx.Process(
-            target=service_main,
+            target=child_main,
             args=(slot.name, str(self.home.root), child, self.instance, slot.restarts),
             name=f"palyrad-{slot.name}",
             daemon=False,
@@ -185,7 +186,8 @@ class Supervisor:
         proc.start()
         child.close()
         slot.process, slot.conn = proc, parent
-        slot.state = "starting"
+        self._set_state(slot, ServiceState.STARTING)
+        slot.next_start_at_ms = None
         slot.started_at = slot.last_heartbeat = time.monotonic()
         self._status_dirty = True
         log.info("started service", extra={"service": slot.name, "child_pid": proc.pid})
@@ -197,25 +199,22 @@ class Supervisor:
             slot.conn.close()
         slot.process, slot.conn = None, None
         if self.stopping:
-            slot.state = "stopped"
+            self._set_state(slot, ServiceState.STOPPED)
             return
         log.warning("service exited", extra={"service": slot.name, "exit_code": code})
-        if now - slot.started_at > HEALTHY_RESET_S:
-            slot.backoff_s = BACKOFF_START_S
-        slot.restart_times.append(now)
-        while slot.restart_times and now - slot.restart_times[0] > INTENSITY_WINDOW_S:
-            slot.restart_times.popleft()
-        if len(slot.restart_times) > INTENSITY_MAX_RESTARTS:
-            slot.state = "fatal"
+        state, slot.next_start_at = after_exit(self.policy, slot.history, slot.started_at, now)
+        slot.next_start_at_ms = time.time_ns() // 1_000_000 + int((slot.next_start_at - now) * 1000)
+        self._set_state(slot, state)
+        if state == ServiceState.FATAL:
             log.error(
-                "service restarted too often; giving up on it",
-                extra={"service": slot.name, "restarts_in_window": len(slot.restart_times)},
+                "service restarted too often; trying again after a cool-down",
+                extra={"service": slot.name, "retry_in_s": round(slot.next_start_at - now, 1)},
             )
-        else:
-            slot.state = "restarting"
-            slot.next_start_at = now + slot.backoff_s
-            slot.backoff_s = min(slot.backoff_s * 2, BACKOFF_MAX_S)
         self._status_dirty = True
+
+    def _set_state(self, slot: Slot, state: ServiceState) -> None:
+        check_transition(slot.state, state)
+        slot.state = state
 
     def _handle_message(self, slot: Slot, msg: Any) -> None:
         slot.last_heartbeat = time.monotonic()
@@ -224,7 +223,7 @@ class Supervisor:
             return
         kind = msg[0]
         if kind == "ready":
-            slot.state = "running"
+            self._set_state(slot, ServiceState.RUNNING)
             slot.info = dict(msg[1]) if len(msg) > 1 and isinstance(msg[1], dict) else {}
             self._status_dirty = True
             log.info("service ready", extra={"service": slot.name})
@@ -266,7 +265,8 @@ class Supervisor:
         while not self.stopping:
             now = time.monotonic()
             for slot in self.slots.values():
-                if slot.state == "restarting" and now >= slot.next_start_at:
+                waiting = slot.state in (ServiceState.RESTARTING, ServiceState.FATAL)
+                if waiting and now >= slot.next_start_at:
                     slot.restarts += 1
                     self._start(slot)
             waitables: list[Any] = [self._wake_r, self._fifo_fd]
@@ -278,7 +278,9 @@ class Supervisor:
                     by_obj[slot.process.sentinel] = ("exit", slot)
             timeout = max(0.0, STATUS_INTERVAL_S - (now - last_status))
             pending = [
-                s.next_start_at - now for s in self.slots.values() if s.state == "restarting"
+                s.next_start_at - now
+                for s in self.slots.values()
+                if s.state in (ServiceState.RESTARTING, ServiceState.FATAL)
             ]
             if pending:
                 timeout = max(0.0, min([timeout, *pending]))
@@ -340,7 +342,7 @@ class Supervisor:
                 log.error("service ignored stop; killing it", extra={"service": slot.name})
                 proc.kill()
                 proc.join(timeout=5)
-            slot.state = "stopped"
+            self._set_state(slot, ServiceState.STOPPED)
             slot.process = None
 
     def _write_status(self, *, running: bool) -> None:
@@ -353,7 +355,8 @@ class Supervisor:
                 ProcessStatus(
                     name=s.name,
                     pid=s.process.pid if s.process is not None else None,
-                    state=s.state if running else "stopped",
+                    state=s.state if running else ServiceState.STOPPED,
+                    retry_at_ms=s.next_start_at_ms if running else None,
                     restarts=s.restarts,
                     last_heartbeat_ms=s.last_heartbeat_ms,
                     info=s.info,

@@ -1,0 +1,106 @@
+"""The seams the second half of Palyra plugs into: small protocols, a few methods each.
+
+Each names one thing that varies and nothing else, so a later feature is one new class behind
+one of these, found through a registry, instead of a new branch in a loop:
+
+- ``Clock``: the one source of "now" below a service loop (injected through the service
+  context), so schedules, policies, retries, leases and incidents are tested in milliseconds.
+- ``ActionRunner``: how a run of one action kind (command, prompt, skill) becomes a process
+  invocation. The executor spawns, watches and finalizes; runners only prepare.
+- ``TaskHandler``: one background task kind of the queue (delivery, maintenance, reflection).
+- ``Check``: one ``palyra doctor`` check id. ``Remediation``: the safe fix of one incident
+  domain of the self-healing process.
+
+The journal is a seam too (``palyrad.journal``: typed records in and out, one transaction
+owner); it is a package rather than a protocol here because it has one implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from palyrad.domain.runs import Run
+    from routines.model import Action
+
+
+class Clock(Protocol):
+    """Wall-clock time in Unix milliseconds."""
+
+    def now_ms(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """What an action runner prepared: the process to spawn for one run."""
+
+    argv: tuple[str, ...]
+    stdin: bytes | None = None
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)  # added to the run's environment
+    timeout_ms: int | None = None  # None: the action's own
+
+
+class ActionRunner(Protocol):
+    """Turns a run of one action kind into an ``Invocation``; raises ``ActionUnavailable``
+    (with an error kind) when the run cannot start (no agent runner, skill quarantined)."""
+
+    kind: str
+
+    def prepare(self, run: Run, action: Action) -> Invocation: ...
+
+
+class ActionUnavailable(Exception):
+    """A run cannot start; ``error_kind`` is what its record says (e.g. skill_unavailable)."""
+
+    def __init__(self, error_kind: str, message: str) -> None:
+        super().__init__(message)
+        self.error_kind = error_kind
+
+
+class TaskHandler(Protocol):
+    """One background task kind: do the work for ``payload`` or raise (the attempt fails
+    and the queue retries it with backoff; the process never does)."""
+
+    kind: str
+
+    def run(self, payload: Mapping[str, Any], clock: Clock) -> str | None: ...
+
+
+class Severity(StrEnum):
+    OK = "ok"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One doctor finding: what is wrong and the concrete fix (a command or a file:line)."""
+
+    check_id: str
+    severity: Severity
+    summary: str
+    hint: str | None = None
+    repairable: bool = False
+
+
+class Check(Protocol):
+    """One ``palyra doctor`` check id: fast, read-only unless ``repair`` is called."""
+
+    check_id: str
+
+    def run(self, clock: Clock) -> CheckResult: ...
+
+    def repair(self) -> str | None: ...
+
+
+class Remediation(Protocol):
+    """The safe fix of one incident domain; idempotent, so a retry after a crash is safe.
+    Returns what it did, for the incident's remediation log."""
+
+    domain: str
+
+    def apply(self, subject: str, clock: Clock) -> str: ...
