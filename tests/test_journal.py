@@ -348,3 +348,31 @@ def test_records_are_frozen_and_slotted(record: object) -> None:
     field = next(iter(record.__dataclass_fields__))  # type: ignore[attr-defined]
     with pytest.raises(AttributeError):  # FrozenInstanceError is an AttributeError
         setattr(record, field, None)
+
+
+def test_a_dropped_journal_closes_its_connection_at_once(tmp_path: Path) -> None:
+    """No reference cycle between the journal, its domains and its write scope: dropping
+    an unclosed journal frees it (and its SQLite connection) without waiting for the GC."""
+    import gc
+    import weakref
+
+    j = Journal(tmp_path / "j.sqlite3")
+    with j.transaction():
+        j.state.set("k", "v", 1)
+    ref = weakref.ref(j)
+    gc.disable()
+    try:
+        del j
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
+def test_transactions_nest(journal: Journal) -> None:
+    with journal.transaction() as outer, journal.transaction() as inner:
+        assert outer is inner is journal
+        with journal.write() as db:
+            db.execute("INSERT INTO daemon_state VALUES ('a', '1', 1)")
+        journal.state.set("b", "2", 2)
+    other = Journal(journal.path)
+    assert (other.state.get("a"), other.state.get("b")) == ("1", "2")

@@ -14,17 +14,16 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar, cast
+from typing import Any, Generic, Self, TypeVar
 
 from palyrad.journal.migrations import MIGRATIONS, SCHEMA_VERSION
 from routines.errors import PalyraError
 
 BUSY_TIMEOUT_MS = 10_000
 
-T = TypeVar("T")
+J = TypeVar("J")
 
 
 class JournalError(PalyraError, RuntimeError):
@@ -38,7 +37,6 @@ class JournalConnection:
         self, path: Path, *, synchronous: str = "NORMAL", autocheckpoint_pages: int | None = None
     ) -> None:
         self.path = path
-        self._write_depth = 0  # open write() / transaction() blocks on this connection
         try:
             self.db = sqlite3.connect(
                 str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
@@ -57,8 +55,8 @@ class JournalConnection:
         self.db.execute("PRAGMA foreign_keys = ON")
         with contextlib.suppress(OSError):
             path.chmod(0o600)
-        self._write_scope = WriteScope(self, self.db)
-        self._transaction_scope: WriteScope[Self] = WriteScope(self, cast(Self, self))
+        # ``with journal.write() as db:``, re-entrant (see Write); the domains share it.
+        self.write = Write(self.db)
         self.migrate()
 
     def close(self) -> None:
@@ -67,15 +65,7 @@ class JournalConnection:
 
     # --- transactions --------------------------------------------------------------------
 
-    def write(self) -> WriteScope[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction; commits on success, rolls back on error.
-
-        Re-entrant: inside an open write a nested ``write()`` joins it (no savepoint, so an
-        error the inner block raises rolls back the whole transaction once it reaches the
-        outer one). ``with journal.write() as db:`` gives the sqlite3 connection."""
-        return self._write_scope
-
-    def transaction(self) -> WriteScope[Self]:
+    def transaction(self) -> Transaction[Self]:
         """A write transaction for writes that span domains: every domain write made inside
         it joins it, so they commit together or not at all.
 
@@ -83,32 +73,7 @@ class JournalConnection:
                 journal.runs.insert_new(runs)
                 journal.routines.advance(advances)
         """
-        return self._transaction_scope
-
-    def _begin_immediate(self) -> None:
-        """Take the write lock, waiting for another writer in steps of 0.1-2 ms.
-
-        SQLite's own busy handler sleeps 1, 2, 5, 10, 15 ms ... between attempts, so meeting
-        a writer that holds the lock for 100 µs cost the executor 1-8 ms — at 176 runs/s,
-        with the scheduler, executor and heartbeats all writing, that was most of the
-        tick-lateness tail. The connection's busy timeout stays for reads (which in WAL
-        mode practically never wait) and as the overall limit."""
-        db = self.db
-        db.execute("PRAGMA busy_timeout = 0")
-        try:
-            delay = 0.0001
-            deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-            while True:
-                try:
-                    db.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
-                        raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.002)
-        finally:
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return Transaction(self.write, self)
 
     # --- schema and maintenance ----------------------------------------------------------
 
@@ -162,27 +127,31 @@ class JournalConnection:
         return str(self.db.execute("PRAGMA quick_check").fetchone()[0])
 
 
-class WriteScope(Generic[T]):
-    """What ``write()`` and ``transaction()`` return: one reusable object per connection,
-    which begins the transaction when the outermost block enters and commits (or, on an
-    exception, rolls back) when it exits; inner blocks only count depth.
+class Write:
+    """``JournalConnection.write``: ``with journal.write() as db:`` is one ``BEGIN
+    IMMEDIATE`` transaction that commits on success and rolls back on an exception.
 
-    A class rather than a ``@contextmanager`` generator: entering and leaving costs a
-    fraction of a generator's, so the hot loops' writes — and a cross-domain transaction
-    with its nested domain writes — cost no more than the single generator they replaced."""
+    Re-entrant: a block entered while one is open on the connection only joins it (no
+    savepoint), so an exception raised inside rolls back the whole transaction once it
+    reaches the outermost block. One object per connection, entered and left like a
+    context-manager class (a fraction of a ``@contextmanager`` generator's cost), and it
+    holds the sqlite3 connection but not the journal: no reference cycle, so a journal
+    dropped without ``close()`` still closes its connection at once."""
 
-    __slots__ = ("_conn", "_value")
+    __slots__ = ("_db", "_depth")
 
-    def __init__(self, conn: JournalConnection, value: T) -> None:
-        self._conn = conn
-        self._value = value
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._depth = 0  # open blocks
 
-    def __enter__(self) -> T:
-        conn = self._conn
-        if not conn._write_depth:
-            conn._begin_immediate()
-        conn._write_depth += 1
-        return self._value
+    def __call__(self) -> Self:
+        return self
+
+    def __enter__(self) -> sqlite3.Connection:
+        if not self._depth:
+            _begin_immediate(self._db)
+        self._depth += 1
+        return self._db
 
     def __exit__(
         self,
@@ -190,18 +159,66 @@ class WriteScope(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn = self._conn
-        conn._write_depth -= 1
-        if not conn._write_depth:
-            conn.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        self._depth -= 1
+        if not self._depth:
+            self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+class Transaction(Generic[J]):
+    """``JournalConnection.transaction()``: a ``write()`` block that hands out the journal,
+    for call sites that write to several domains at once."""
+
+    __slots__ = ("_journal", "_write")
+
+    def __init__(self, write: Write, journal: J) -> None:
+        self._write = write
+        self._journal = journal
+
+    def __enter__(self) -> J:
+        self._write.__enter__()
+        return self._journal
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._write.__exit__(exc_type, exc, tb)
+
+
+def _begin_immediate(db: sqlite3.Connection) -> None:
+    """Take the write lock, waiting for another writer in steps of 0.1-2 ms.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10, 15 ms ... between attempts, so meeting
+    a writer that holds the lock for 100 µs cost the executor 1-8 ms — at 176 runs/s,
+    with the scheduler, executor and heartbeats all writing, that was most of the
+    tick-lateness tail. The connection's busy timeout stays for reads (which in WAL
+    mode practically never wait) and as the overall limit."""
+    db.execute("PRAGMA busy_timeout = 0")
+    try:
+        delay = 0.0001
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.002)
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
 
 class Domain:
-    """Base of the per-domain classes: the shared connection for reads and its re-entrant
-    ``write()``, bound once so a domain call costs no more than a method of one big class."""
+    """Base of the per-domain classes: the connection for reads (``self._db``) and its
+    re-entrant ``Write`` (``with self._write() as db:``). They hold neither the journal nor
+    each other, so a domain call costs what a method of the one big class did."""
 
     __slots__ = ("_db", "_write")
 
     def __init__(self, conn: JournalConnection) -> None:
         self._db: sqlite3.Connection = conn.db
-        self._write: Callable[[], WriteScope[sqlite3.Connection]] = conn.write
+        self._write: Write = conn.write

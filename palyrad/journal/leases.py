@@ -16,7 +16,9 @@ from palyrad.domain.runs import Run
 from palyrad.journal.connection import Domain
 from palyrad.journal.run_rows import (
     ACTIVE_SQL,
+    CANCELLED_KIND_SQL,
     CANCELLED_SQL,
+    MANUAL_SQL,
     PENDING_SQL,
     RUN_SELECT,
     RUNNING_SQL,
@@ -26,7 +28,7 @@ from palyrad.journal.run_rows import (
 _RUNNABLE = (
     RUN_SELECT + f" WHERE status = {PENDING_SQL} AND decided = 1 AND lease_owner IS NULL"
     " AND cancel_requested = 0 AND (not_before_ms IS NULL OR not_before_ms <= ?)"
-    " ORDER BY trigger_kind != 'manual', run_id LIMIT ?"
+    f" ORDER BY trigger_kind != {MANUAL_SQL}, run_id LIMIT ?"
 )
 _RUNNING_ROUTINES = f"SELECT DISTINCT routine_id FROM runs WHERE status = {RUNNING_SQL}"
 _ACQUIRE = (
@@ -48,7 +50,7 @@ _CANCEL_REQUESTED = (
     f" AND status IN {ACTIVE_SQL}"
 )
 _CANCEL_LEASED = (
-    f"UPDATE runs SET status = {CANCELLED_SQL}, error_kind = 'cancelled',"
+    f"UPDATE runs SET status = {CANCELLED_SQL}, error_kind = {CANCELLED_KIND_SQL},"
     " error_message = 'cancelled before it started', finished_at_ms = ?"
     f" WHERE status = {PENDING_SQL} AND cancel_requested = 1 AND "
 )

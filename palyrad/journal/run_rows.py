@@ -1,9 +1,9 @@
-"""How a ``Run`` maps to a row of ``runs``, and run statuses as SQL literals.
+"""How a ``Run`` maps to a row of ``runs``, and the run vocabulary as SQL literals.
 
-Shared by the modules that query ``runs`` (runs, leases, history). The status literals are
-built from ``RunStatus`` once, at import, so the SQL text is a constant: the same text every
-call (no per-call formatting) and the same as the literals the partial indexes and query
-plans were written against.
+Shared by the modules that query ``runs`` (runs, leases). The literals are built from
+``RunStatus``, ``ErrorKind`` and ``TriggerKind`` once, at import, and spliced into module
+constants, so each query's text is fixed: no per-call formatting, and the same text as the
+literals the partial indexes and query plans were written against.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from operator import attrgetter
 from typing import Any
 
 from palyrad.domain.runs import ACTIVE_STATUSES, RUN_COLUMNS, Run, RunStatus
+from routines.kinds import ErrorKind, TriggerKind
 
 
 def sql_list(statuses: Iterable[RunStatus]) -> str:
@@ -26,6 +27,8 @@ PENDING_SQL = f"'{RunStatus.PENDING.value}'"
 RUNNING_SQL = f"'{RunStatus.RUNNING.value}'"
 CANCELLED_SQL = f"'{RunStatus.CANCELLED.value}'"
 SKIPPED_SQL = f"'{RunStatus.SKIPPED.value}'"
+CANCELLED_KIND_SQL = f"'{ErrorKind.CANCELLED.value}'"  # error_kind
+MANUAL_SQL = f"'{TriggerKind.MANUAL.value}'"  # trigger_kind
 
 RUN_SELECT = "SELECT " + ", ".join(RUN_COLUMNS) + " FROM runs"
 RUN_INSERT = (

@@ -16,6 +16,7 @@ from palyrad.journal.connection import Domain
 from palyrad.journal.records import RunDecision
 from palyrad.journal.run_rows import (
     ACTIVE_SQL,
+    CANCELLED_KIND_SQL,
     CANCELLED_SQL,
     PENDING_SQL,
     RUN_INSERT,
@@ -225,7 +226,8 @@ class Runs(Domain):
             db.execute("UPDATE runs SET cancel_requested = 1 WHERE run_id = ?", (run_id,))
             if row["status"] == RunStatus.PENDING and row["lease_owner"] is None:
                 db.execute(
-                    f"UPDATE runs SET status = {CANCELLED_SQL}, error_kind = 'cancelled',"
+                    f"UPDATE runs SET status = {CANCELLED_SQL},"
+                    f" error_kind = {CANCELLED_KIND_SQL},"
                     " error_message = 'cancelled before it started',"
                     " finished_at_ms = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
                     " WHERE run_id = ?",
@@ -239,7 +241,8 @@ class Runs(Domain):
         ones by flagging them for the executor. Returns how many were affected."""
         with self._write() as db:
             n = db.execute(
-                f"UPDATE runs SET status = {CANCELLED_SQL}, error_kind = 'cancelled',"
+                f"UPDATE runs SET status = {CANCELLED_SQL},"
+                f" error_kind = {CANCELLED_KIND_SQL},"
                 " error_message = 'replaced by a newer trigger', finished_at_ms = ?,"
                 f" cancel_requested = 1 WHERE routine_id = ? AND status = {PENDING_SQL}"
                 " AND decided = 1 AND lease_owner IS NULL",
