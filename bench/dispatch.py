@@ -279,7 +279,7 @@ def daemon_stop(home: Path) -> None:
 
 
 def load_defs(home: Any) -> Any:
-    """Definitions as the CLI loads them (palyra_cli.routine_cmds.load_definitions), but
+    """Definitions as the CLI loads them (palyra_cli.routine_common.load_definitions), but
     from the byte-identical copy outside routines/ (see defs_copy)."""
     from palyrad.ops.edits import default_timezone
     from routines.definitions_file import load

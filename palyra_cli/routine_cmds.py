@@ -80,27 +80,26 @@ def _issue_json(issue: Issue) -> dict[str, Any]:
 def validate_cmd(file: str | None, as_json: bool) -> None:
     """Check a definitions file (default: the home's) and report every error."""
     from palyrad.ops.edits import default_timezone
+    from routines.definitions_file import read_document
     from routines.timefmt import now_ms
-    from routines.validate import format_issue, validate_text
+    from routines.validate import ValidationResult, format_issue, validate_text
 
     home = get_home()
     path = Path(file) if file else home.definitions
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        if file:
-            fail(f"{file}: no such file", "give the path of a definitions.json", code=2)
-        data = b'{"schema_version": 1, "routines": []}'
-    except OSError as exc:
-        fail(f"{path}: {exc.strerror}", "give the path of a readable definitions.json", code=2)
+    read = read_document(path)  # never blocks on a FIFO; a directory or device is an issue
+    if read.missing and file:
+        fail(f"{file}: no such file", "give the path of a definitions.json", code=2)
     name = file if file else display_name(home, path)
-    result = validate_text(
-        data,
-        filename=name,
-        now_ms=now_ms(),
-        env=os.environ,
-        default_timezone=default_timezone(home),
-    )
+    if read.issue is not None:
+        result = ValidationResult(None, [read.issue])
+    else:
+        result = validate_text(
+            b'{"schema_version": 1, "routines": []}' if read.data is None else read.data,
+            filename=name,
+            now_ms=now_ms(),
+            env=os.environ,
+            default_timezone=default_timezone(home),
+        )
     if as_json:
         emit_json(
             {

@@ -13,8 +13,10 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -60,6 +62,72 @@ def definitions_path(home: Path) -> Path:
     return home / "routines" / "definitions.json"
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentRead:
+    """The bytes of a hand-edited document, or why there are none: ``missing`` (no file) or
+    ``issue`` (something that is not a readable regular file, or too large)."""
+
+    data: bytes | None = None
+    missing: bool = False
+    issue: Issue | None = None
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def read_document(path: Path, max_bytes: int = MAX_FILE_BYTES) -> DocumentRead:
+    """Read a document the operator edits (definitions.json, later installed-index.json)
+    without ever blocking or crashing on what is there instead of a file.
+
+    The file is opened non-blocking (a FIFO would otherwise hang the reader until someone
+    writes to it) and judged on the open descriptor, so a swap between a check and the read
+    cannot slip a FIFO or a device past it; anything but a regular file is an invalid
+    document, never an exception.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return DocumentRead(missing=True)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket (or a FIFO opened for writing elsewhere)
+            return DocumentRead(issue=file_issue("is a socket, not a file"))
+        return DocumentRead(issue=file_issue(f"cannot read the file: {exc.strerror}"))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+            return DocumentRead(
+                issue=file_issue(f"is {kind}, not a file; replace it with a JSON file")
+            )
+        if st.st_size > max_bytes:
+            return DocumentRead(
+                issue=file_issue(
+                    f"file is {st.st_size} bytes; the limit is {max_bytes} bytes"
+                    f" ({max_bytes // (1 << 20)} MiB)"
+                )
+            )
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:  # grew while being read
+                return DocumentRead(
+                    issue=file_issue(f"file is over the limit of {max_bytes} bytes")
+                )
+        return DocumentRead(data=b"".join(chunks))
+    except OSError as exc:
+        return DocumentRead(issue=file_issue(f"cannot read the file: {exc.strerror}"))
+    finally:
+        os.close(fd)
+
+
 def load(
     path: Path,
     *,
@@ -68,25 +136,12 @@ def load(
     default_timezone: str = "UTC",
 ) -> ValidationResult:
     """Read and validate a definitions file; a missing file is an empty, valid document."""
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > MAX_FILE_BYTES:
-                return ValidationResult(
-                    None,
-                    [
-                        file_issue(
-                            f"file is {size} bytes; the limit is {MAX_FILE_BYTES} bytes (64 MiB)"
-                        )
-                    ],
-                )
-            data = f.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
+    read = read_document(path)
+    if read.missing:
         return ValidationResult(Definitions())
-    except IsADirectoryError:
-        return ValidationResult(None, [file_issue("is a directory, not a file")])
-    except OSError as exc:
-        return ValidationResult(None, [file_issue(f"cannot read the file: {exc.strerror}")])
+    if read.issue is not None or read.data is None:
+        return ValidationResult(None, [read.issue or file_issue("cannot read the file")])
+    data = read.data
     text = decode_document(data)
     del data  # only the text is needed from here on: keeps peak memory down
     if isinstance(text, Issue):

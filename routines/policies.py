@@ -79,9 +79,17 @@ def plan_due(routine: Routine, next_nominal: int, first_seen_ms: int, now_ms: in
     # On time: the newest ticks still within grace of their fire time (a scheduler that
     # fell a little behind runs them all, in order); the older ones are missed. Capped so
     # that a huge grace on a fast schedule cannot queue an unbounded burst.
+    # A tick whose fire time fell inside quiet hours is missed whatever the grace: when the
+    # window ends the scheduler plans at its end, and the held ticks must not all run then as
+    # "late within grace" (SPEC §2.3: ticks inside the window are misfires).
+    qh = routine.quiet_hours
+    zone = routine.zone_name
     n_on_time = 0
     for tick in reversed(due):
-        if n_on_time >= MAX_ON_TIME_RUNS or now_ms - fire_at_ms(routine.id, tick, jitter) > grace:
+        fire = fire_at_ms(routine.id, tick, jitter)
+        if n_on_time >= MAX_ON_TIME_RUNS or now_ms - fire > grace:
+            break
+        if qh is not None and fire < now_ms and is_quiet(qh, fire, zone):
             break
         n_on_time += 1
     on_time = tuple(due[len(due) - n_on_time :])

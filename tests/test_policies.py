@@ -335,3 +335,41 @@ def test_quiet_hours_night_becomes_one_misfire_at_the_window_end() -> None:
     skip_instead = plan_due(replace(r, misfire=Misfire()), first, first - H, held_until)
     assert skip_instead.run_ticks == (held_until,)
     assert skip_instead.skip == (9, first, held_until - H)
+
+
+# --- quiet hours as misfires (issue 9 item 4) ---------------------------------------------
+
+
+def _every_5s_quiet(policy: MisfirePolicy, max_catch_up: int = 1) -> Routine:
+    return Routine(
+        id="q",
+        trigger=ScheduleTrigger(EverySchedule(5_000, "2026-06-01T00:00:00Z", T0)),
+        action=CommandAction(argv=("true",)),
+        misfire=Misfire(policy=policy, grace_ms=60_000, max_catch_up_runs=max_catch_up),
+        quiet_hours=QuietHours("00:01", "00:02", "UTC"),
+    )
+
+
+def test_ticks_held_by_quiet_hours_are_missed_not_a_burst_skip() -> None:
+    r = _every_5s_quiet(MisfirePolicy.SKIP)
+    window_end = T0 + 2 * MIN
+    # the scheduler held the first quiet tick (00:01:00) and plans at the window's end
+    plan = plan_due(r, T0 + MIN, T0, window_end)
+    assert plan.run_ticks == (window_end,)  # the tick on the window's end is on time
+    assert plan.skip == (12, T0 + MIN, window_end - 5_000)  # the 12 quiet ones: one record
+
+
+@pytest.mark.parametrize("max_catch_up", [1, 2, 5])
+def test_ticks_held_by_quiet_hours_catch_up_at_most_max_catch_up_runs(max_catch_up: int) -> None:
+    r = _every_5s_quiet(MisfirePolicy.CATCH_UP, max_catch_up)
+    window_end = T0 + 2 * MIN
+    plan = plan_due(r, T0 + MIN, T0, window_end)
+    catch = tuple(window_end - 5_000 * k for k in range(max_catch_up, 0, -1))
+    assert plan.run_ticks == (*catch, window_end)
+    assert plan.skip == (12 - max_catch_up, T0 + MIN, window_end - 5_000 * (max_catch_up + 1))
+
+
+def test_a_late_tick_outside_quiet_hours_still_runs_within_grace() -> None:
+    r = _every_5s_quiet(MisfirePolicy.SKIP)
+    plan = plan_due(r, T0 + 5_000, T0, T0 + 30_000)  # 00:00:05 … 00:00:30, before the window
+    assert plan.skip is None and len(plan.run_ticks) == 6

@@ -4,6 +4,14 @@ Runs start in their own session (process group id = pid), so signalling ``-pid``
 everything the action spawned. Before signalling a group we did not spawn ourselves (crash
 recovery, stuck-run remediation) we check that the pid still belongs to a process started
 around the run's ``started_at`` — a recycled pid must never be killed.
+
+A process group is not everything a run started: a child may ``setsid()`` or ``setpgid()``
+out of it (a daemonizing script, ``nohup … &`` under some shells). Every run's environment
+carries ``PALYRA_RUN_ID``, which descendants inherit, so ``signal_run`` also signals every
+process whose environment names the run (read from /proc on Linux). Not reached: a process
+that cleared or rewrote its environment (``env -i``, a daemon that ``execve``s with a fresh
+environment), and on systems without /proc only the group is signalled. docs/daemon.md says
+so.
 """
 
 from __future__ import annotations
@@ -67,6 +75,39 @@ def signal_group(pgid: int, sig: int) -> bool:
         os.killpg(pgid, sig)
         return True
     return False
+
+
+def run_processes(run_id: str, *, proc: Path = Path("/proc")) -> list[int]:
+    """Pids (other than ours) whose environment carries ``PALYRA_RUN_ID=<run_id>``."""
+    marker = b"\0PALYRA_RUN_ID=" + run_id.encode() + b"\0"
+    me = os.getpid()
+    found: list[int] = []
+    try:
+        entries = list(os.scandir(proc))
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(os.path.join(entry.path, "environ"), "rb") as f:
+                environ = f.read()
+        except OSError:  # gone, a kernel thread, or not ours to read
+            continue
+        if marker in b"\0" + environ:
+            found.append(int(entry.name))
+    return found
+
+
+def signal_run(pgid: int | None, run_id: str, sig: int) -> bool:
+    """Signal a run's process group and every process that left it but still carries the
+    run's id in its environment. True if anything was signalled."""
+    hit = pgid is not None and signal_group(pgid, sig)
+    for pid in run_processes(run_id):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+            hit = True
+    return hit
 
 
 def terminate_group(pgid: int, grace_s: float) -> None:
