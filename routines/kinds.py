@@ -63,6 +63,7 @@ class ErrorKind(StrEnum):
     APPROVAL_REQUIRED = "approval_required"
     ROUTINE_DISABLED = "routine_disabled"
     ROUTINE_REMOVED = "routine_removed"
+    ROUTINE_NOT_FOUND = "routine_not_found"  # a trigger for an id no definition has
     AGENT_RUNNER_NOT_CONFIGURED = "agent_runner_not_configured"
     SKILL_UNAVAILABLE = "skill_unavailable"
 

@@ -211,16 +211,16 @@ def test_a_full_disk_stops_the_run_log_not_the_executor(ctx: ServiceContext) -> 
     """ENOSPC on a run log (here /dev/full) keeps the output in the tail only."""
     import subprocess
 
-    from palyrad.services.executor.service import ActiveRun
+    from palyrad.services.executor.active_run import ActiveRun
 
     ex = Executor(ctx)
     run = _armed_run(ctx, "r", now_ms())
     proc = subprocess.Popen(["/bin/true"])
     proc.wait()
     active = ActiveRun(run, proc, Path("/dev/full"), 0, 0, log_file=open("/dev/full", "wb"))  # noqa: SIM115
-    ex._record_output(active, b"hello\n")
+    ex.io.record_output(active, b"hello\n")
     assert active.log_file is None and active.tail_text() == "hello\n"
-    ex._record_output(active, b"more\n")  # no log any more, tail still kept
+    ex.io.record_output(active, b"more\n")  # no log any more, tail still kept
     assert active.tail_text() == "hello\nmore\n"
 
 

@@ -11,6 +11,7 @@ import pytest
 from palyrad.domain.runs import Run, new_ulid
 from palyrad.journal import Journal
 from palyrad.services.executor.delivery import deliver, should_deliver
+from routines.model import Delivery
 
 
 def _run(status: str) -> Run:
@@ -36,7 +37,7 @@ def journal(tmp_path: Path) -> Journal:
 def test_file_delivery_appends_one_json_line_per_run(journal: Journal, tmp_path: Path) -> None:
     target = tmp_path / "results.jsonl"
     for status in ("succeeded", "failed"):
-        deliver(journal, _run(status), {"mode": "file", "path": str(target)}, 3_000)
+        deliver(journal, _run(status), Delivery(mode="file", path=str(target)), 3_000)
     lines = [orjson.loads(x) for x in target.read_text().splitlines()]
     assert [x["status"] for x in lines] == ["succeeded", "failed"]
     assert lines[0]["output_tail"] == "out\n" and lines[0]["finished_at_unix_ms"] == 2_000
@@ -44,12 +45,12 @@ def test_file_delivery_appends_one_json_line_per_run(journal: Journal, tmp_path:
 
 
 def test_file_delivery_problems_never_raise(journal: Journal, tmp_path: Path) -> None:
-    deliver(journal, _run("succeeded"), {"mode": "file", "path": str(tmp_path / "no" / "x")}, 1)
+    deliver(journal, _run("succeeded"), Delivery(mode="file", path=str(tmp_path / "no" / "x")), 1)
 
 
 def test_channel_delivery_is_queued_in_the_outbox(journal: Journal) -> None:
     ok, bad = _run("succeeded"), _run("failed")
-    spec = {"mode": "channel", "channel": "phone", "failure_channel": "pager"}
+    spec = Delivery(mode="channel", channel="phone", failure_channel="pager")
     deliver(journal, ok, spec, 3_000)
     deliver(journal, bad, spec, 3_000)
     deliver(journal, replace(ok, status="running"), spec, 3_000)  # not finished: nothing

@@ -168,7 +168,7 @@ def test_prune_keeps_the_newest_per_routine_and_active_runs(journal: Journal) ->
 def test_outcome_classification(
     reason: str | None, code: int, status: str, kind: str | None
 ) -> None:
-    from palyrad.services.executor.service import classify_outcome
+    from palyrad.services.executor.finalize import classify_outcome
 
     got_status, got_kind, _ = classify_outcome(reason, code)
     assert (got_status.value, got_kind) == (status, kind)

@@ -204,16 +204,6 @@ def new_trigger_run(
     )
 
 
-def spec_of(run: Run) -> dict[str, Any]:
-    """The run's decided snapshot (empty for records that never run)."""
-    if not run.spec:
-        return {}
-    import orjson
-
-    value = orjson.loads(run.spec)
-    return value if isinstance(value, dict) else {}
-
-
 def retry_follow_up(run: Run, status: str, now_ms: int) -> Run | None:
     """The next attempt of ``run``'s chain if its retry policy allows one, else None.
 

@@ -218,7 +218,7 @@ class ServiceContext:
                         self.instance,
                         "running",
                         self.restarts,
-                        time.time_ns() // 1_000_000,
+                        self.clock.now_ms(),
                     )
                 )
             except Exception:  # a busy journal must never kill the heartbeat thread

@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
-from palyrad.domain.runs import Run, run_to_json
+from palyrad.domain.runs import Run, RunStatus, run_to_json
 from palyrad.journal import Journal
+from routines.model import Delivery, SilentPolicy
 
 log = logging.getLogger("palyrad.delivery")
 
@@ -26,32 +27,35 @@ def result_record(run: Run) -> dict[str, Any]:
 
 
 def should_deliver(silent_policy: str | None, status: str) -> bool:
-    if silent_policy == "audit_only":
+    """Whether a channel hears about a run that ended ``status`` under ``silent_policy``."""
+    if silent_policy == SilentPolicy.AUDIT_ONLY:
         return False
-    if silent_policy == "failure_only":
-        return status not in ("succeeded", "skipped")
+    if silent_policy == SilentPolicy.FAILURE_ONLY:
+        return status not in (RunStatus.SUCCEEDED, RunStatus.SKIPPED)
     return True
 
 
-def deliver(journal: Journal, run: Run, delivery: dict[str, Any], now_ms: int) -> None:
-    mode = delivery.get("mode", "logs_only")
-    if mode == "logs_only" or run.status in ("pending", "running"):
+def deliver(journal: Journal, run: Run, delivery: Delivery, now_ms: int) -> None:
+    """Deliver a finished run's result as its spec's ``delivery`` says; never raises for a
+    delivery problem (it is logged)."""
+    mode = delivery.mode
+    if mode == "logs_only" or run.status in (RunStatus.PENDING, RunStatus.RUNNING):
         return
     record = orjson.dumps(result_record(run))
     try:
         if mode == "file":
-            path = os.path.expanduser(str(delivery.get("path", "")))
+            path = os.path.expanduser(str(delivery.path or ""))
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, record + b"\n")
             finally:
                 os.close(fd)
         elif mode == "channel":
-            if not should_deliver(delivery.get("silent_policy"), run.status):
+            if not should_deliver(delivery.silent_policy, run.status):
                 return
-            channel = str(delivery.get("channel"))
-            if run.status != "succeeded" and delivery.get("failure_channel"):
-                channel = str(delivery["failure_channel"])
+            channel = str(delivery.channel)
+            if run.status != RunStatus.SUCCEEDED and delivery.failure_channel:
+                channel = str(delivery.failure_channel)
             journal.add_outbox(channel, run.routine_id, run.run_id, record.decode(), now_ms)
     except OSError as exc:
         log.warning(

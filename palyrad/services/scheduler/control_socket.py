@@ -14,6 +14,8 @@ can connect. Requests are capped (size, open connections, time to send a complet
 a malformed one gets an error reply or a closed connection, never a crashed scheduler.
 
 The client is ``palyrad.runtime.control_client`` (kept light: it is on the CLI's start-up path).
+``ControlServer`` is the transport; ``RequestHandler`` answers the requests with the
+scheduler's parts.
 """
 
 from __future__ import annotations
@@ -27,9 +29,18 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from palyrad.ops.triggers import MAX_PAYLOAD_BYTES, manual_run, refusal
 from palyrad.runtime.control_client import address, socket_path
+
+if TYPE_CHECKING:
+    from palyrad.services.context import ServiceContext
+    from palyrad.services.scheduler.decisions import Decisions
+    from palyrad.services.scheduler.definitions import DefinitionsLoader
+    from palyrad.services.scheduler.state import SchedulerState
 
 log = logging.getLogger("palyrad.control")
 
@@ -46,7 +57,7 @@ class _Conn:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = bytearray()
-        self.opened = time.monotonic()
+        self.opened = time.monotonic()  # for the request timeout: a duration, not an instant
 
 
 class ControlServer:
@@ -164,11 +175,12 @@ class ControlServer:
 
     def sweep(self) -> None:
         """Drop connections that did not send a complete request in time."""
-        limit = time.monotonic() - REQUEST_TIMEOUT_S
+        limit = time.monotonic() - REQUEST_TIMEOUT_S  # monotonic: ages, not wall instants
         for c in [c for c in self._conns.values() if c.opened < limit]:
             self._close(c)
 
     def next_sweep_s(self) -> float | None:
+        """Seconds until the oldest open connection times out (None: none open)."""
         if not self._conns:
             return None
         oldest = min(c.opened for c in self._conns.values())
@@ -181,3 +193,59 @@ class ControlServer:
         self.sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+class RequestHandler:
+    """Answers the socket's requests in the scheduler's thread, with its journal connection."""
+
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        state: SchedulerState,
+        definitions: DefinitionsLoader,
+        decisions: Decisions,
+    ) -> None:
+        self.ctx = ctx
+        self.state = state
+        self.journal = state.journal
+        self.definitions = definitions
+        self.decisions = decisions
+
+    def __call__(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A request from the control socket. ``run_now``: the same checks and records as
+        ``palyrad.ops.triggers.run_now``, decided before the answer."""
+        if msg.get("op") != "run_now":
+            return {"ok": False, "error": "unknown_op"}
+        rid, payload = msg.get("routine_id"), msg.get("payload")
+        if not isinstance(rid, str) or not (payload is None or isinstance(payload, str)):
+            return {"ok": False, "error": "bad_request"}
+        if payload is not None:
+            if len(payload.encode()) > MAX_PAYLOAD_BYTES:
+                return {"ok": False, "error": "bad_payload", "message": "payload too large"}
+            try:
+                orjson.loads(payload)
+            except orjson.JSONDecodeError as exc:
+                return {"ok": False, "error": "bad_payload", "message": exc.msg}
+        # read your writes: an edit just saved is applied first
+        self.definitions.reload_if_changed()
+        item = self.state.routines.get(rid)
+        why = refusal(
+            item.routine if item is not None else None,
+            rid,
+            lambda r: self.journal.is_approved(r.id, r.content_hash()),
+        )
+        if why is not None:
+            return {"ok": False, "error": "refused", "message": why}
+        now = self.state.clock.now_ms()
+        run = manual_run(rid, payload, now)
+        self.journal.insert_run(run)
+        if self.decisions.decide_triggers(now):
+            self.ctx.poke("executor")
+        got = self.journal.get_run(run.run_id)
+        assert got is not None
+        return {
+            "ok": True,
+            "run_id": got.run_id,
+            "status": got.status,
+            "error_kind": got.error_kind,
+        }

@@ -149,7 +149,7 @@ class FileWatchManager:
             return  # opened/closed and directory-modified events are noise
         src = os.fsdecode(event.src_path)
         dest = os.fsdecode(getattr(event, "dest_path", "") or "")
-        now = time.monotonic()
+        now = time.monotonic()  # debounce is a duration: monotonic, not the wall clock
         woke = False
         with self.lock:
             for target in self.targets.get(key, ()):
@@ -187,7 +187,8 @@ class FileWatchManager:
             self.wake()
 
     def pop_settled(self, now: float | None = None) -> list[tuple[str, list[dict[str, Any]]]]:
-        """Bursts quiet for their debounce: one (routine_id, events) per burst."""
+        """Bursts quiet for their debounce: one (routine_id, events) per burst. ``now`` is
+        ``time.monotonic()`` (a debounce measures a duration, never a wall instant)."""
         now = time.monotonic() if now is None else now
         out: list[tuple[str, list[dict[str, Any]]]] = []
         with self.lock:

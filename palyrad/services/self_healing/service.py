@@ -14,7 +14,7 @@ import os
 from palyrad.domain.runs import RunStatus, retry_follow_up
 from palyrad.runtime.process_groups import kill_orphan_group
 from palyrad.services.context import ServiceContext
-from routines.timefmt import now_ms
+from routines.kinds import ErrorKind
 
 log = logging.getLogger("palyrad.self_healing")
 
@@ -29,10 +29,10 @@ def sweep_stale_runs(ctx: ServiceContext, now: int) -> int:
             run.run_id,
             status=RunStatus.FAILED,
             finished_ms=now,
-            error_kind="heartbeat_lost",
+            error_kind=ErrorKind.HEARTBEAT_LOST,
             error_message=f"no heartbeat for {ctx.config.stale_run_ms} ms"
             + ("; its process group was killed" if killed else ""),
-            follow_up=retry_follow_up(run, RunStatus.FAILED.value, now),
+            follow_up=retry_follow_up(run, RunStatus.FAILED, now),
         )
         log.warning("stuck run failed", extra={"run_id": run.run_id, "killed": killed})
     if stale:
@@ -60,12 +60,13 @@ def prune_history(ctx: ServiceContext, now: int) -> int:
 
 
 def run_self_healing(ctx: ServiceContext) -> None:
+    """The self-healing loop: checkpoint, sweep stale runs, prune; "now" from ``ctx.clock``."""
     interval_s = min(CHECKPOINT_INTERVAL_MS / 1000, ctx.config.stale_run_ms / 4000)
     ctx.ready()
-    next_prune = now_ms() + 30_000  # not at start-up: let the daemon settle first
+    next_prune = ctx.clock.now_ms() + 30_000  # not at start-up: let the daemon settle first
     next_checkpoint = 0
     while not ctx.stopping:
-        now = now_ms()
+        now = ctx.clock.now_ms()
         if now >= next_checkpoint:
             # Checkpoints (the only fsyncs in WAL + synchronous=NORMAL) happen here, so the
             # scheduler and executor never wait on the disk in their loops.

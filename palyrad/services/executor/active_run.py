@@ -1,0 +1,48 @@
+"""One started run as the executor holds it: its process, its log, its output tail, and why
+(if at all) the executor is stopping it."""
+
+from __future__ import annotations
+
+import subprocess
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from palyrad.domain.runs import OUTPUT_TAIL_BYTES, Run
+from routines.kinds import ErrorKind
+
+
+@dataclass
+class ActiveRun:
+    """A run whose process was spawned and is not finalized yet."""
+
+    run: Run
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    started_ms: int
+    deadline_ms: int
+    log_file: IO[bytes] | None = None
+    stdin_data: memoryview | None = None
+    pidfd: int | None = None
+    tail: deque[bytes] = field(default_factory=deque)
+    tail_len: int = 0
+    written: int = 0
+    truncated: bool = False
+    eof: bool = False
+    exited_ms: int | None = None
+    term_sent_ms: int | None = None
+    killed: bool = False
+    reason: ErrorKind | None = None  # timeout | cancelled | daemon_stopped
+
+    def add_tail(self, chunk: bytes) -> None:
+        """Keep at least the last ``OUTPUT_TAIL_BYTES`` of output, in whole chunks."""
+        self.tail.append(chunk)
+        self.tail_len += len(chunk)
+        while self.tail_len - len(self.tail[0]) >= OUTPUT_TAIL_BYTES:
+            self.tail_len -= len(self.tail.popleft())
+
+    def tail_text(self) -> str:
+        """The run's ``output_tail``: the last ``OUTPUT_TAIL_BYTES``, decoded leniently."""
+        data = b"".join(self.tail)[-OUTPUT_TAIL_BYTES:]
+        return data.decode("utf-8", errors="replace")

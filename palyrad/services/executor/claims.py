@@ -1,0 +1,90 @@
+"""Which runs this executor takes: recovery at start, then choosing and leasing runnable runs.
+
+A lease (``BEGIN IMMEDIATE``, the owner as fencing token) makes a run this executor's alone.
+Runs due within ``ARM_AHEAD_MS`` are claimed ahead and prepared, so they spawn on their
+instant (``armed``); see docs/daemon.md, "Starting on the instant".
+"""
+
+from __future__ import annotations
+
+import logging
+
+from palyrad.domain.run_spec import RunSpec
+from palyrad.domain.runs import ARM_AHEAD_MS, Run, RunStatus, retry_follow_up
+from palyrad.runtime.process_groups import kill_orphan_group
+from palyrad.services.executor.spawn import LAUNCH_LEAD_S, Launcher
+from palyrad.services.executor.state import ExecutorState
+from routines.kinds import ErrorKind
+from routines.model import Concurrency
+
+log = logging.getLogger("palyrad.executor")
+
+
+class Claims:
+    """Recovers a dead executor's runs and claims runnable ones up to capacity."""
+
+    def __init__(self, state: ExecutorState, launcher: Launcher) -> None:
+        self.ctx = state.ctx
+        self.journal = state.journal
+        self.clock = state.clock
+        self.owner = state.owner
+        self.active = state.active
+        self.armed = state.armed
+        self.launcher = launcher
+
+    def recover(self) -> None:
+        """Finalize runs a dead executor left ``running``; retry them if policy allows."""
+        now = self.clock.now_ms()
+        released = self.journal.release_foreign_leases(self.owner, now)
+        orphans = self.journal.running_not_owned_by(self.owner)
+        for run in orphans:
+            killed = kill_orphan_group(run.pid, run.started_at_ms)
+            follow = retry_follow_up(run, RunStatus.FAILED, now)
+            self.journal.finish_run(
+                run.run_id,
+                status=RunStatus.FAILED,
+                finished_ms=now,
+                error_kind=ErrorKind.DAEMON_CRASHED,
+                error_message="the daemon died while this run was running"
+                + ("; its process group was killed" if killed else ""),
+                follow_up=follow,
+            )
+        if orphans or released:
+            log.warning(
+                "recovered runs of a crashed executor",
+                extra={"orphans": len(orphans), "released": released},
+            )
+
+    def claim_and_start(self) -> None:
+        """Claim runnable runs up to capacity: due ones spawn now; ones due within
+        ``ARM_AHEAD_MS`` are prepared and wait in ``armed`` for their instant."""
+        capacity = self.ctx.config.max_concurrent_runs - len(self.active) - len(self.armed)
+        if capacity <= 0 or self.ctx.stopping:
+            return
+        now = self.clock.now_ms()
+        candidates = self.journal.runnable_pending(now + ARM_AHEAD_MS, capacity * 4 + 16)
+        if not candidates:
+            return
+        busy = self.journal.running_routine_ids()
+        busy |= {a.run.routine_id for a in self.active.values()}
+        busy |= {p.run.routine_id for p in self.armed.values()}
+        heads = self.journal.active_heads()
+        chosen: list[Run] = []
+        for run in candidates:
+            spec = RunSpec.from_json(run.spec)
+            exclusive = spec is None or spec.concurrency is not Concurrency.ALLOW
+            if exclusive and (run.routine_id in busy or heads.get(run.routine_id) != run.chain_id):
+                # One at a time, oldest chain first: queued and catch-up runs wait their
+                # turn, and a retry waiting out its backoff keeps its place in line.
+                continue
+            chosen.append(run)
+            if exclusive:
+                busy.add(run.routine_id)
+            if len(chosen) >= capacity:
+                break
+        leased = set(self.journal.lease([r.run_id for r in chosen], self.owner, now))
+        for run in chosen:
+            if run.run_id in leased and (prepared := self.launcher.prepare(run)) is not None:
+                self.armed[run.run_id] = prepared
+        # Due-now runs spawn at once (launch_ms 0 or past), the others on their instant.
+        self.launcher.launch_due(LAUNCH_LEAD_S)

@@ -1,0 +1,138 @@
+"""A run's end: classify the outcome, finalize the record with its retry, then deliver the
+result and emit ``run.*`` events.
+
+A failed attempt's finalization and its retry (the next attempt, ``not_before`` after its
+backoff) are written in one transaction, so a crash between them cannot lose the retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+
+import orjson
+
+from palyrad.domain.run_spec import RunSpec
+from palyrad.domain.runs import Run, RunStatus, retry_follow_up
+from palyrad.journal import STATE_LISTENED_EVENTS
+from palyrad.runtime.process_groups import signal_group
+from palyrad.services.executor.active_run import ActiveRun
+from palyrad.services.executor.delivery import deliver
+from palyrad.services.executor.state import ExecutorState
+from routines.kinds import ErrorKind, TriggerKind
+from routines.model import Delivery
+
+log = logging.getLogger("palyrad.executor")
+
+# The event a finished run emits (when some routine listens), by its final status.
+RUN_EVENTS: dict[str, str] = {RunStatus.SUCCEEDED: "run.succeeded", RunStatus.FAILED: "run.failed"}
+
+
+def classify_outcome(
+    reason: str | None, code: int
+) -> tuple[RunStatus, ErrorKind | None, str | None]:
+    """A finished process's run status, error_kind and message.
+
+    Why we stopped it decides first (cancel, timeout), except that a process that exited 0
+    succeeded even if a daemon stop was racing its end: a finished success is never turned
+    into a failure that the retry policy would then run again.
+    """
+    if reason == ErrorKind.CANCELLED:
+        return RunStatus.CANCELLED, ErrorKind.CANCELLED, "cancelled"
+    if reason == ErrorKind.TIMEOUT:
+        return RunStatus.FAILED, ErrorKind.TIMEOUT, "timed out"
+    if code == 0:
+        return RunStatus.SUCCEEDED, None, None
+    if reason == ErrorKind.DAEMON_STOPPED:
+        return RunStatus.FAILED, ErrorKind.DAEMON_STOPPED, "the daemon stopped"
+    msg = f"exited with code {code}" if code >= 0 else f"killed by signal {-code}"
+    return RunStatus.FAILED, ErrorKind.EXIT_CODE, msg
+
+
+class Finalizer:
+    """Writes the end of this executor's runs and what follows from it."""
+
+    def __init__(self, state: ExecutorState) -> None:
+        self.ctx = state.ctx
+        self.journal = state.journal
+        self.clock = state.clock
+        self.owner = state.owner
+        self.active = state.active
+        self._listened: set[str] = set()
+        self._listened_at = -10_000
+
+    def finish_unstarted(self, run: Run, kind: str, message: str) -> None:
+        """Fail a claimed run that could not start (``kind`` is its error_kind); retry it
+        if its policy allows."""
+        now = self.clock.now_ms()
+        self.journal.finish_run(
+            run.run_id,
+            status=RunStatus.FAILED,
+            finished_ms=now,
+            error_kind=kind,
+            error_message=message,
+            owner=self.owner,
+            follow_up=retry_follow_up(run, RunStatus.FAILED, now),
+        )
+        log.warning("run could not start", extra={"run_id": run.run_id, "error_kind": kind})
+
+    def finalize(self, active: ActiveRun, now: int) -> None:
+        """Record how a started run ended (and its retry), then deliver and announce it."""
+        # Leftovers in the group after the main process ended are ours to clean up.
+        signal_group(active.proc.pid, signal.SIGKILL)
+        self.active.pop(active.run.run_id, None)
+        code = active.proc.returncode
+        run = active.run
+        status, kind, msg = classify_outcome(active.reason, code)
+        follow = retry_follow_up(run, status, now)
+        done = self.journal.finish_run(
+            run.run_id,
+            status=status,
+            finished_ms=now,
+            exit_code=code,
+            error_kind=kind,
+            error_message=msg,
+            output_tail=active.tail_text(),
+            owner=self.owner,
+            follow_up=follow,
+        )
+        if done:
+            self.after_finish(run.run_id, now)
+        (log.info if status is not RunStatus.SUCCEEDED else log.debug)(
+            "run finished",
+            extra={"run_id": run.run_id, "status": status.value, "exit_code": code},
+        )
+
+    def after_finish(self, run_id: str, now: int) -> None:
+        """Deliver the result and emit ``run.succeeded``/``run.failed`` if anyone listens."""
+        run = self.journal.get_run(run_id)
+        if run is None:
+            return
+        spec = RunSpec.from_json(run.spec)
+        deliver(self.journal, run, Delivery() if spec is None else spec.delivery, now)
+        name = RUN_EVENTS.get(run.status)
+        if name is None or name not in self.listened_events(now):
+            return
+        depth = 0
+        if run.trigger_kind == TriggerKind.SYSTEM_EVENT and run.trigger_payload:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                depth = int(orjson.loads(run.trigger_payload).get("depth", 0)) + 1
+        payload = {
+            "run_id": run.run_id,
+            "routine_id": run.routine_id,
+            "status": run.status,
+            "error_kind": run.error_kind,
+            "exit_code": run.exit_code,
+            "depth": depth,
+        }
+        self.journal.emit_event(name, orjson.dumps(payload).decode(), now)
+        self.ctx.poke("scheduler")
+
+    def listened_events(self, now: int) -> set[str]:
+        """Event names some routine listens to (published by the scheduler; cached 1 s)."""
+        if now - self._listened_at > 1_000:
+            raw = self.journal.get_state(STATE_LISTENED_EVENTS)
+            self._listened = set(orjson.loads(raw)) if raw else set()
+            self._listened_at = now
+        return self._listened

@@ -1,0 +1,32 @@
+"""What the executor's parts share: the service context, its journal and clock, the lease
+owner, and the runs this executor holds (armed: claimed and waiting for their instant;
+active: started).
+
+One thread owns all of it (the service's selector loop), so there is no locking; the parts
+are split by job, not by thread.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from palyrad.journal import Journal
+from palyrad.seams import Clock
+from palyrad.services.context import ServiceContext
+
+if TYPE_CHECKING:
+    from palyrad.services.executor.active_run import ActiveRun
+    from palyrad.services.executor.spawn import Prepared
+
+
+class ExecutorState:
+    """The runs one executor instance holds, and what every part needs to act on them."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.journal: Journal = ctx.journal
+        self.clock: Clock = ctx.clock
+        self.owner = f"executor:{ctx.instance}:{os.getpid()}"
+        self.active: dict[str, ActiveRun] = {}
+        self.armed: dict[str, Prepared] = {}  # claimed, spawning on their instant
