@@ -44,7 +44,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from palyrad.journal._legacy import LegacyJournalNames
 from palyrad.journal.approvals import Approvals
 from palyrad.journal.connection import BUSY_TIMEOUT_MS, JournalConnection, JournalError
 from palyrad.journal.events import Events
@@ -97,7 +96,7 @@ __all__ = [
 ]
 
 
-class Journal(LegacyJournalNames):  # TEMPORARY base: JournalConnection after Phase B
+class Journal(JournalConnection):
     """A connection to the journal, with every domain's queries as an attribute."""
 
     def __init__(
