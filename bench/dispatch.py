@@ -372,7 +372,7 @@ def measure_run_now(
         while open_ and time.monotonic() < deadline:
             still = []
             for s in open_:
-                run = journal.get_run(s["run_id"])
+                run = journal.runs.get(s["run_id"])
                 if run is not None and (run.started_at_ms is not None or not run.is_active):
                     s.update(
                         status=run.status,
@@ -448,7 +448,7 @@ def palyra_round(args: argparse.Namespace, mix: Mix, tmp: Path) -> dict[str, Any
             while time.monotonic() < deadline:
                 behind = [
                     r
-                    for r in journal.active_runs()
+                    for r in journal.runs.active()
                     if r.status == "pending" and (r.fire_at_ms or t1) < t1
                 ]
                 if not behind:
@@ -456,7 +456,7 @@ def palyra_round(args: argparse.Namespace, mix: Mix, tmp: Path) -> dict[str, Any
                 time.sleep(1.0)
             out["settle_s"] = round(args.settle - max(0.0, deadline - time.monotonic()), 2)
             out["backlog_at_settle_end"] = sum(
-                1 for r in journal.active_runs() if r.status == "pending"
+                1 for r in journal.runs.active() if r.status == "pending"
             )
             journal.close()
             out["run_now_under_load"] = measure_run_now(
@@ -479,7 +479,7 @@ def palyra_round(args: argparse.Namespace, mix: Mix, tmp: Path) -> dict[str, Any
         kinds: Counter[str] = Counter()
         try:
             for rid, _interval, _off in mix:
-                for run in journal.runs_for_routine(rid, limit=1000):
+                for run in journal.runs.for_routine(rid, limit=1000):
                     kinds[f"{run.status}:{run.error_kind or ''}"] += 1
                     if run.started_at_ms is not None:
                         starts.append(run.started_at_ms)
@@ -553,7 +553,7 @@ def palyra_throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             wcpu = WindowCpu(sampler)
             journal = Journal(home.journal)
             deadline = time.monotonic() + args.drain_cap
-            while time.monotonic() < deadline and journal.active_runs():
+            while time.monotonic() < deadline and journal.runs.active():
                 time.sleep(0.2)
             journal.close()
             drain_cpu = wcpu.finish()
@@ -563,7 +563,7 @@ def palyra_throughput(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             daemon_stop(home_path)
         journal = Journal(home.journal)
         try:
-            runs = [r for rid in tp_ids for r in journal.runs_for_routine(rid, limit=1000)]
+            runs = [r for rid in tp_ids for r in journal.runs.for_routine(rid, limit=1000)]
         finally:
             journal.close()
     ok = [r for r in runs if r.status == "succeeded"]

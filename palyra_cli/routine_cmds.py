@@ -246,7 +246,7 @@ def _logs(
 
     if not 1 <= limit <= MAX_LOGS:
         fail(f"--limit {limit} is out of range", f"use 1-{MAX_LOGS}", code=2)
-    runs = journal.runs_for_routine(routine_id, limit=limit, before_run_id=before, status=status)
+    runs = journal.runs.for_routine(routine_id, limit=limit, before_run_id=before, status=status)
     if not runs and before is None and status is None and not _is_defined(home, routine_id):
         fail(f"no routine {routine_id!r}", "see: palyra routines list")
     if as_json:

@@ -51,7 +51,7 @@ def show_cmd(
     """One run's record (and with --output/--follow, what it printed)."""
     from palyrad.domain.runs import run_to_json
 
-    run = journal.get_run(run_id)
+    run = journal.runs.get(run_id)
     if run is None:
         fail(f"no run {run_id!r}", "see: palyra routines logs ROUTINE_ID")
     log_path = Path(run.log_path) if run.log_path else home.run_log(run.run_id)
@@ -68,7 +68,7 @@ def show_cmd(
                 sys.stdout.buffer.write(data)
                 break
             time.sleep(FOLLOW_POLL_S)
-            current = journal.get_run(run_id)
+            current = journal.runs.get(run_id)
         sys.stdout.buffer.flush()
         return
     if as_json:

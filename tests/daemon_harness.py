@@ -124,7 +124,7 @@ class Daemon:
         return self._journal
 
     def runs(self, routine_id: str, limit: int = 1000) -> list[Run]:
-        return self.journal.runs_for_routine(routine_id, limit=limit)
+        return self.journal.runs.for_routine(routine_id, limit=limit)
 
     def close(self) -> None:
         if self._journal is not None:

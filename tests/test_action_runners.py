@@ -77,9 +77,9 @@ def ctx(tmp_path: Path) -> Iterator[ServiceContext]:
 @pytest.mark.parametrize("spec", ['{"action": {"kind": "teleport"}}', "not json", "[]"])
 def test_a_run_whose_spec_cannot_be_read_fails_spawn_failed(ctx: ServiceContext, spec: str) -> None:
     run = _run(spec)
-    ctx.journal.insert_run(run)
+    ctx.journal.runs.insert(run)
     ex = Executor(ctx)
     ex.claim_and_start()
-    got = ctx.journal.get_run(run.run_id)
+    got = ctx.journal.runs.get(run.run_id)
     assert got is not None and got.status == "failed" and got.error_kind == "spawn_failed"
     assert ex.active == {} and ex.armed == {} and not ctx.home.run_log(run.run_id).exists()

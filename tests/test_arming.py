@@ -56,19 +56,19 @@ def _scheduler(ctx: ServiceContext, routines: list[dict[str, object]]) -> Schedu
 
 
 def _fire(ctx: ServiceContext, rid: str) -> int:
-    st = ctx.journal.routine_state(rid)
+    st = ctx.journal.routines.get(rid)
     assert st is not None and st.next_fire_ms is not None
     return st.next_fire_ms
 
 
 def _runs(ctx: ServiceContext, rid: str) -> list[Run]:
-    return ctx.journal.runs_for_routine(rid, limit=100)
+    return ctx.journal.runs.for_routine(rid, limit=100)
 
 
 def _running(ctx: ServiceContext, rid: str, started: int) -> str:
     """A manual run of ``rid`` that is running (started at ``started``); its id."""
     run_id = new_ulid()
-    ctx.journal.insert_run(
+    ctx.journal.runs.insert(
         Run(
             run_id=run_id,
             chain_id=run_id,
@@ -106,7 +106,7 @@ def test_busy_forbid_routine_is_decided_on_its_instant(ctx: ServiceContext) -> N
     assert [r.run_id for r in _runs(ctx, "busy")] == [running_id]  # not decided early
     assert sched.deferred_ms == fire
     # The running run ends before the instant: the tick runs, as it would have without arming.
-    ctx.journal.finish_run(running_id, status=RunStatus.SUCCEEDED, finished_ms=fire - 5)
+    ctx.journal.runs.finish(running_id, status=RunStatus.SUCCEEDED, finished_ms=fire - 5)
     sched.fire_due(fire)
     tick = [r for r in _runs(ctx, "busy") if r.trigger_kind == "schedule"]
     assert len(tick) == 1 and tick[0].status == "pending" and tick[0].not_before_ms is None
@@ -156,7 +156,7 @@ def _armed_run(ctx: ServiceContext, rid: str, not_before: int, **extra: object) 
         decided=True,
         spec=run_spec(loaded.routines[0]),
     )
-    ctx.journal.insert_run(run)
+    ctx.journal.runs.insert(run)
     return run
 
 
@@ -166,19 +166,19 @@ def test_executor_spawns_an_armed_run_on_its_instant(ctx: ServiceContext) -> Non
     run = _armed_run(ctx, "r", instant)
     ex.claim_and_start()
     assert run.run_id in ex.armed or run.run_id in ex.active
-    got = ctx.journal.get_run(run.run_id)
+    got = ctx.journal.runs.get(run.run_id)
     assert got is not None and got.status in ("pending", "running")
     deadline = time.monotonic() + 10
     while run.run_id not in ex.active and time.monotonic() < deadline:
         ctx.wait(ex.next_wake_s(now_ms()))
         ex.launch_due()
-    started = ctx.journal.get_run(run.run_id)
+    started = ctx.journal.runs.get(run.run_id)
     assert started is not None and started.started_at_ms is not None
     assert started.started_at_ms >= instant  # never before its instant
     while ex.active and time.monotonic() < deadline:
         ctx.wait(0.1)
         ex.supervise(now_ms())
-    done = ctx.journal.get_run(run.run_id)
+    done = ctx.journal.runs.get(run.run_id)
     assert done is not None and done.status == "succeeded"
 
 
@@ -190,9 +190,9 @@ def test_cancelling_an_armed_run_finalizes_it_unstarted(ctx: ServiceContext) -> 
     run2 = _armed_run(ctx, "r2", now_ms() + 40)
     ex.claim_and_start()
     assert list(ex.armed) == [run2.run_id]
-    assert ctx.journal.request_cancel(run2.run_id) is not None
+    assert ctx.journal.runs.request_cancel(run2.run_id) is not None
     ex.supervise(now_ms())
-    got = ctx.journal.get_run(run2.run_id)
+    got = ctx.journal.runs.get(run2.run_id)
     assert got is not None and got.status == "cancelled" and got.started_at_ms is None
     assert ex.armed == {} and not ctx.home.run_log(run2.run_id).exists()
 
@@ -203,7 +203,7 @@ def test_stop_gives_armed_runs_back_to_the_queue(ctx: ServiceContext) -> None:
     ex.claim_and_start()
     assert list(ex.armed) == [run.run_id]
     ex.stop_all()
-    got = ctx.journal.get_run(run.run_id)
+    got = ctx.journal.runs.get(run.run_id)
     assert got is not None and got.status == "pending" and got.lease_owner is None
 
 
@@ -229,7 +229,7 @@ def test_a_spawn_failure_fails_the_run_and_leaves_no_log(ctx: ServiceContext) ->
     action = {"kind": "command", "argv": ["/nonexistent/palyra-test"]}
     run = _armed_run(ctx, "r", now_ms(), action=action)
     ex.claim_and_start()
-    got = ctx.journal.get_run(run.run_id)
+    got = ctx.journal.runs.get(run.run_id)
     assert got is not None and got.status == "failed" and got.error_kind == "spawn_failed"
     assert "/nonexistent/palyra-test" in (got.error_message or "")
     assert not ctx.home.run_log(run.run_id).exists() and ex.active == {} and ex.armed == {}

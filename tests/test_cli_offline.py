@@ -1092,7 +1092,7 @@ def journal_runs(home: Path) -> list[Any]:
     j = Journal(home / "journal.sqlite3")
     try:
         return [
-            r for rid in ("man", "off", "nope", "gated") for r in j.runs_for_routine(rid, limit=100)
+            r for rid in ("man", "off", "nope", "gated") for r in j.runs.for_routine(rid, limit=100)
         ]
     finally:
         j.close()

@@ -98,7 +98,7 @@ def test_run_now_starts_without_waiting_for_the_tick(daemon: Daemon) -> None:
     body = orjson.loads(proc.stdout)
     assert set(body) == {"run_id", "status", "error_kind"}
     run = wait_until(
-        lambda: (r := daemon.journal.get_run(body["run_id"])) and r.status == "succeeded" and r,
+        lambda: (r := daemon.journal.runs.get(body["run_id"])) and r.status == "succeeded" and r,
         timeout=10,
     )
     assert run.started_at_ms is not None
@@ -141,14 +141,14 @@ def test_kill_9_mid_run_is_finalized_as_daemon_crashed_and_no_tick_runs_twice(
     ]
     wait_until(marker.exists, timeout=15)
     running = wait_until(
-        lambda: (r := daemon.journal.get_run(run_id)) and r.status == "running" and r
+        lambda: (r := daemon.journal.runs.get(run_id)) and r.status == "running" and r
     )
     assert running.pid is not None
     daemon.kill_all()
-    assert daemon.journal.get_run(run_id).status == "running"  # nobody finalized it yet
+    assert daemon.journal.runs.get(run_id).status == "running"  # nobody finalized it yet
     daemon.start()
     crashed = wait_until(
-        lambda: (r := daemon.journal.get_run(run_id)) and r.status == "failed" and r, timeout=10
+        lambda: (r := daemon.journal.runs.get(run_id)) and r.status == "failed" and r, timeout=10
     )
     assert crashed.error_kind == "daemon_crashed"
     # Its process group was killed, not left behind.
@@ -185,7 +185,7 @@ def test_definitions_edits_are_picked_up(daemon: Daemon, in_place: bool) -> None
         ],
         in_place=in_place,
     )
-    wait_until(lambda: "b" in daemon.journal.routine_states(), timeout=10)
+    wait_until(lambda: "b" in daemon.journal.routines.states(), timeout=10)
     elapsed = time.monotonic() - t0
     print(f"edit picked up after {elapsed * 1000:.0f} ms")
 
@@ -195,15 +195,15 @@ def test_invalid_edit_keeps_the_old_routines_running(daemon: Daemon) -> None:
     daemon.start()
     wait_until(lambda: _succeeded(daemon, "tick", 1), timeout=20)
     daemon.write_raw(b'{"schema_version": 1, "routines": [{"id": "tick", "trigger": ')
-    wait_until(lambda: daemon.journal.get_state("definitions_error"), timeout=10)
+    wait_until(lambda: daemon.journal.state.get("definitions_error"), timeout=10)
     seen = len(_succeeded(daemon, "tick", 0) or [])
     wait_until(lambda: _succeeded(daemon, "tick", seen + 2), timeout=20)
-    err = orjson.loads(daemon.journal.get_state("definitions_error") or "{}")
+    err = orjson.loads(daemon.journal.state.get("definitions_error") or "{}")
     assert "invalid JSON" in err["errors"][0]
     # Fixing the file clears the recorded error and applies it.
     daemon.write_definitions([routine("other", {"kind": "manual"}, shell("true"))])
-    wait_until(lambda: daemon.journal.get_state("definitions_error") is None, timeout=10)
-    wait_until(lambda: "tick" not in daemon.journal.routine_states(), timeout=10)
+    wait_until(lambda: daemon.journal.state.get("definitions_error") is None, timeout=10)
+    wait_until(lambda: "tick" not in daemon.journal.routines.states(), timeout=10)
 
 
 def test_sigterm_stops_everything_and_leaves_no_orphan(daemon: Daemon) -> None:
@@ -217,14 +217,14 @@ def test_sigterm_stops_everything_and_leaves_no_orphan(daemon: Daemon) -> None:
         "run_id"
     ]
     wait_until(marker.exists, timeout=15)
-    run = wait_until(lambda: (r := daemon.journal.get_run(run_id)) and r.pid and r)
+    run = wait_until(lambda: (r := daemon.journal.runs.get(run_id)) and r.pid and r)
     os.kill(daemon.status().pid or 0, signal.SIGTERM)
     wait_until(lambda: not read_status(daemon.home).running, timeout=30)
     for pid in [*pids, run.pid]:
         wait_until(lambda p=pid: not _alive(p), timeout=10)
     # No process of the run's group survives (the backgrounded sleep included).
     wait_until(lambda: not _group_alive(run.pid), timeout=10)
-    final = daemon.journal.get_run(run_id)
+    final = daemon.journal.runs.get(run_id)
     assert final.status == "failed" and final.error_kind == "daemon_stopped"
 
 
@@ -286,13 +286,13 @@ def test_stuck_run_is_failed_and_killed_by_self_healing(daemon: Daemon) -> None:
         "run_id"
     ]
     wait_until(marker.exists, timeout=15)
-    run = wait_until(lambda: (r := daemon.journal.get_run(run_id)) and r.pid and r)
+    run = wait_until(lambda: (r := daemon.journal.runs.get(run_id)) and r.pid and r)
     executor = daemon.status().process("executor")
     assert executor is not None and executor.pid is not None
     os.kill(executor.pid, signal.SIGSTOP)  # the executor hangs: no more heartbeats
     try:
         failed = wait_until(
-            lambda: (r := daemon.journal.get_run(run_id)) and r.status == "failed" and r,
+            lambda: (r := daemon.journal.runs.get(run_id)) and r.status == "failed" and r,
             timeout=20,
         )
         assert failed.error_kind == "heartbeat_lost"
@@ -317,4 +317,4 @@ def test_runs_show_follow_streams_until_the_run_ends(daemon: Daemon) -> None:
     ]
     out = palyra(daemon.root, "runs", "show", run_id, "--follow", timeout=30).stdout
     assert out.splitlines() == ["line1", "line2", "line3"]
-    assert daemon.journal.get_run(run_id).status == "succeeded"
+    assert daemon.journal.runs.get(run_id).status == "succeeded"

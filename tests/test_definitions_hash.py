@@ -29,7 +29,7 @@ def test_memo_answers_while_the_file_is_unchanged(
     try:
         want = file_hash(home)
         assert current_file_hash(home, journal) == want
-        assert journal.get_state(STATE_DEFINITIONS_HASH_MEMO) is not None
+        assert journal.state.get(STATE_DEFINITIONS_HASH_MEMO) is not None
 
         def no_hashing(_home: Home) -> str:
             raise AssertionError("hashed although the file did not change")
@@ -61,7 +61,7 @@ def test_a_fresh_file_is_hashed_but_not_remembered(home: Home) -> None:
     journal = Journal(home.journal)
     try:
         assert current_file_hash(home, journal) == file_hash(home)
-        assert journal.get_state(STATE_DEFINITIONS_HASH_MEMO) is None  # written just now
+        assert journal.state.get(STATE_DEFINITIONS_HASH_MEMO) is None  # written just now
     finally:
         journal.close()
 
@@ -69,9 +69,9 @@ def test_a_fresh_file_is_hashed_but_not_remembered(home: Home) -> None:
 def test_an_unreadable_memo_means_hashing(home: Home) -> None:
     journal = Journal(home.journal)
     try:
-        journal.set_state(STATE_DEFINITIONS_HASH_MEMO, "not json", 0)
+        journal.state.set(STATE_DEFINITIONS_HASH_MEMO, "not json", 0)
         assert current_file_hash(home, journal) == file_hash(home)
-        journal.set_state(STATE_DEFINITIONS_HASH_MEMO, '{"signature": 1}', 0)
+        journal.state.set(STATE_DEFINITIONS_HASH_MEMO, '{"signature": 1}', 0)
         assert current_file_hash(home, journal) == file_hash(home)
     finally:
         journal.close()

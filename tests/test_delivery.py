@@ -54,7 +54,7 @@ def test_channel_delivery_is_queued_in_the_outbox(journal: Journal) -> None:
     deliver(journal, ok, spec, 3_000)
     deliver(journal, bad, spec, 3_000)
     deliver(journal, replace(ok, status="running"), spec, 3_000)  # not finished: nothing
-    assert [(c, orjson.loads(p)["run_id"]) for _, c, p in journal.outbox_pending()] == [
+    assert [(i.channel, orjson.loads(i.payload)["run_id"]) for i in journal.outbox.pending()] == [
         ("phone", ok.run_id),
         ("pager", bad.run_id),
     ]

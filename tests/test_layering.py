@@ -4,6 +4,8 @@ Imports inside ``if TYPE_CHECKING:`` are annotations, not dependencies, and are 
 every other import counts, including the lazy ones inside functions (they still load the
 module when that path runs). A rule here is a decision written down: to change one, change
 ARCHITECTURE.md and docs/structure.md with it.
+
+And no SQL outside the journal package: no ``sqlite3`` import, no ``.execute*(`` call.
 """
 
 from __future__ import annotations
@@ -144,4 +146,66 @@ def test_the_checker_sees_violations(tmp_path: Path) -> None:
         "palyrad/journal/q.py:1 imports palyrad.ops",
         "palyra_cli/cmd.py:1 imports palyrad.services.scheduler",
         "node/client.py:5 imports palyrad.ops",
+    ]
+
+
+# --- no SQL outside the journal -------------------------------------------------------------
+
+JOURNAL = "palyrad/journal/"
+SQL_METHODS = frozenset({"execute", "executemany", "executescript"})
+
+
+def _sql_uses(path: Path, rel: str) -> list[str]:
+    """Where a file imports sqlite3 or calls ``.execute(``, ``.executemany(`` or
+    ``.executescript(`` (comments and strings do not count: the ast is read)."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=rel)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "sqlite3":
+                    found.append((node.lineno, f"{rel}:{node.lineno} import {alias.name}"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and (node.module or "").split(".")[0] == "sqlite3":
+                found.append((node.lineno, f"{rel}:{node.lineno} from {node.module} import"))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in SQL_METHODS
+        ):
+            found.append((node.lineno, f"{rel}:{node.lineno} .{node.func.attr}("))
+    return [what for _, what in sorted(found)]
+
+
+def _sql_outside_the_journal(root: Path = ROOT) -> list[str]:
+    bad: list[str] = []
+    for package in PACKAGES:  # bench/ and tests/ may read the journal file directly
+        if (root / package).is_dir():
+            for path, rel in _files(root, package):
+                if not rel.startswith(JOURNAL):
+                    bad += _sql_uses(path, rel)
+    return bad
+
+
+def test_no_sql_outside_the_journal() -> None:
+    """The journal package owns the schema and every query (ARCHITECTURE.md "The journal"):
+    code elsewhere calls its domains, and catches ``JournalError``, not ``sqlite3.Error``."""
+    assert _sql_outside_the_journal() == []
+
+
+def test_the_sql_check_sees_what_it_forbids(tmp_path: Path) -> None:
+    files = {
+        "palyrad/ops/x.py": "import sqlite3 as db\nfrom sqlite3 import Row\n"
+        "def f(c):\n    c.execute('x')\n    c.cursor().executemany('x', [])\n",
+        "palyra_cli/y.py": "def g(db):\n    db.executescript('')  # .execute( in a comment\n",
+        "palyrad/journal/runs.py": "import sqlite3\ndef h(db):\n    db.execute('x')\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert _sql_outside_the_journal(tmp_path) == [
+        "palyrad/ops/x.py:1 import sqlite3",
+        "palyrad/ops/x.py:2 from sqlite3 import",
+        "palyrad/ops/x.py:4 .execute(",
+        "palyrad/ops/x.py:5 .executemany(",
+        "palyra_cli/y.py:2 .executescript(",
     ]

@@ -22,7 +22,7 @@ def run_now(d: Daemon, rid: str) -> dict[str, object]:
 
 def final(d: Daemon, run_id: str, timeout: float = 30) -> object:
     return wait_until(
-        lambda: (r := d.journal.get_run(run_id)) and not r.is_active and r, timeout=timeout
+        lambda: (r := d.journal.runs.get(run_id)) and not r.is_active and r, timeout=timeout
     )
 
 
@@ -31,7 +31,7 @@ def test_forbid_skips_a_second_trigger_while_running(daemon: Daemon) -> None:
     daemon.start()
     first = run_now(daemon, "slow")
     assert first["status"] in ("pending", "running") and first["error_kind"] is None
-    wait_until(lambda: daemon.journal.get_run(first["run_id"]).status == "running")
+    wait_until(lambda: daemon.journal.runs.get(first["run_id"]).status == "running")
     second = run_now(daemon, "slow")
     assert second["status"] == "skipped" and second["error_kind"] == "concurrency_forbid"
     assert final(daemon, first["run_id"]).status == "succeeded"
@@ -41,7 +41,7 @@ def test_queue_one_queues_one_and_refuses_the_next(daemon: Daemon) -> None:
     daemon.write_definitions([routine("q", MANUAL, shell("sleep 1"), concurrency="queue(1)")])
     daemon.start()
     a = run_now(daemon, "q")
-    wait_until(lambda: daemon.journal.get_run(a["run_id"]).status == "running")
+    wait_until(lambda: daemon.journal.runs.get(a["run_id"]).status == "running")
     b = run_now(daemon, "q")
     c = run_now(daemon, "q")
     assert b["status"] == "pending"
@@ -55,13 +55,13 @@ def test_replace_cancels_the_active_run_then_starts(daemon: Daemon) -> None:
     daemon.write_definitions([routine("rep", MANUAL, shell("sleep 30"), concurrency="replace")])
     daemon.start()
     a = run_now(daemon, "rep")
-    wait_until(lambda: daemon.journal.get_run(a["run_id"]).status == "running")
+    wait_until(lambda: daemon.journal.runs.get(a["run_id"]).status == "running")
     b = run_now(daemon, "rep")
     assert b["status"] == "pending"
     ra = final(daemon, a["run_id"])
     assert ra.status == "cancelled" and ra.error_kind == "cancelled"
     rb = wait_until(
-        lambda: (r := daemon.journal.get_run(b["run_id"])) and r.status == "running" and r
+        lambda: (r := daemon.journal.runs.get(b["run_id"])) and r.status == "running" and r
     )
     assert rb.started_at_ms >= ra.finished_at_ms
     palyra(daemon.root, "routines", "cancel", b["run_id"])

@@ -61,20 +61,20 @@ def test_scheduler_schedules_and_decides_from_the_injected_clock(
     ctx.home.definitions.write_bytes(orjson.dumps({"schema_version": 1, "routines": [routine]}))
     sched = Scheduler(ctx)
     sched.reload(startup=True)
-    applied = ctx.journal.get_state(STATE_DEFINITIONS_APPLIED)
+    applied = ctx.journal.state.get(STATE_DEFINITIONS_APPLIED)
     assert applied is not None and orjson.loads(applied)["at_ms"] == MANUAL_MS
     # The first tick after the manual "now" on the anchor's minute grid: 05:07:00.
-    st = ctx.journal.routine_state("r")
+    st = ctx.journal.routines.get("r")
     assert st is not None and st.next_fire_ms == MANUAL_MS - 7_000 + 60_000
     clock.advance(60_000)
     sched.fire_due(clock.now_ms())
-    (tick,) = ctx.journal.runs_for_routine("r", limit=10)
+    (tick,) = ctx.journal.runs.for_routine("r", limit=10)
     assert tick.trigger_kind == "schedule" and tick.scheduled_for_ms == st.next_fire_ms
     assert tick.queued_at_ms == MANUAL_MS + 60_000
     # run-now through the request socket's handler is stamped with the manual time too.
     reply = sched.handle_request({"op": "run_now", "routine_id": "r"})
     assert reply["ok"] is True
-    manual = ctx.journal.get_run(reply["run_id"])
+    manual = ctx.journal.runs.get(reply["run_id"])
     assert manual is not None and manual.queued_at_ms == MANUAL_MS + 60_000
 
 
@@ -86,7 +86,7 @@ def test_executor_recovery_and_retry_backoff_follow_the_injected_clock(
         retry=Retry(max_attempts=3, backoff_ms=5_000),
     )
     run_id = new_ulid(MANUAL_MS - 60_000)
-    ctx.journal.insert_run(
+    ctx.journal.runs.insert(
         Run(
             run_id=run_id,
             chain_id=run_id,
@@ -101,10 +101,10 @@ def test_executor_recovery_and_retry_backoff_follow_the_injected_clock(
         )
     )
     Executor(ctx).recover()
-    crashed = ctx.journal.get_run(run_id)
+    crashed = ctx.journal.runs.get(run_id)
     assert crashed is not None and crashed.status == RunStatus.FAILED
     assert crashed.error_kind == "daemon_crashed" and crashed.finished_at_ms == MANUAL_MS
-    follow = [r for r in ctx.journal.runs_for_routine("r", limit=10) if r.run_id != run_id]
+    follow = [r for r in ctx.journal.runs.for_routine("r", limit=10) if r.run_id != run_id]
     assert len(follow) == 1 and follow[0].attempt == 2
     assert follow[0].not_before_ms == MANUAL_MS + 5_000  # backoff counted from manual "now"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from palyrad.journal import Journal
+from palyrad.journal import STATE_APPROVALS_CHANGED, Journal
 from palyrad.ops.edits import apply_edit
 from palyrad.runtime.home import Home
 from palyrad.runtime.notify import poke_service
@@ -37,7 +37,10 @@ def approve(home: Home, journal: Journal, defs: Definitions, routine_id: str) ->
     if routine.approval is Approval.NONE:
         raise ApprovalError(f"routine {routine_id!r} does not require approval")
     digest = routine.content_hash()
-    journal.grant_approval(routine_id, digest, routine.approval.value, now_ms())
+    now = now_ms()
+    with journal.transaction():  # the scheduler notices grants through the bumped marker
+        journal.approvals.grant(routine_id, digest, routine.approval.value, now)
+        journal.state.set(STATE_APPROVALS_CHANGED, str(now), now)
     enabled_now = False
     if routine.approval is Approval.BEFORE_ENABLE and not routine.enabled:
 
@@ -55,11 +58,11 @@ def approve(home: Home, journal: Journal, defs: Definitions, routine_id: str) ->
 def pending_approvals(journal: Journal) -> list[dict[str, Any]]:
     return [
         {
-            "routine_id": rid,
-            "mode": mode,
-            "definition_hash": digest,
-            "requested_at": format_rfc3339(requested, always_ms=True),
-            "requested_at_unix_ms": requested,
+            "routine_id": p.routine_id,
+            "mode": p.mode,
+            "definition_hash": p.definition_hash,
+            "requested_at": format_rfc3339(p.requested_at_ms, always_ms=True),
+            "requested_at_unix_ms": p.requested_at_ms,
         }
-        for rid, mode, digest, requested in journal.pending_approvals()
+        for p in journal.approvals.pending()
     ]

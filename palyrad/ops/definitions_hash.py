@@ -70,13 +70,13 @@ def current_file_hash(home: Home, journal: Journal) -> str:
     settled = now_ns - max(sig[3], sig[4]) > RACY_NS
     if settled and file_signature(home.definitions) == sig:  # unchanged while it was read
         memo_json = json.dumps({"signature": list(sig), "file_hash": digest})
-        journal.set_state(STATE_DEFINITIONS_HASH_MEMO, memo_json, now_ns // 1_000_000)
+        journal.state.set(STATE_DEFINITIONS_HASH_MEMO, memo_json, now_ns // 1_000_000)
     return digest
 
 
 def _read_memo(journal: Journal) -> dict[str, object] | None:
     """The memo, or None when there is none or it cannot be read (then the file is hashed)."""
-    raw = journal.get_state(STATE_DEFINITIONS_HASH_MEMO)
+    raw = journal.state.get(STATE_DEFINITIONS_HASH_MEMO)
     if not raw:
         return None
     try:

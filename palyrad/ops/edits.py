@@ -60,7 +60,7 @@ def wait_applied(home: Home, timeout_s: float = APPLY_TIMEOUT_S) -> bool:
         poke_service(home.run_dir, "scheduler")
         while time.monotonic() < deadline:
             for key in (STATE_DEFINITIONS_APPLIED, STATE_DEFINITIONS_ERROR):
-                raw = journal.get_state(key)
+                raw = journal.state.get(key)
                 if raw and orjson.loads(raw).get("file_hash") == want:
                     return key == STATE_DEFINITIONS_APPLIED
             time.sleep(0.02)

@@ -63,14 +63,14 @@ def routine_state_word(routine: Routine, approved: bool) -> str:
 def routine_views(
     defs: Definitions, journal: Journal, now: int, *, ids: set[str] | None = None
 ) -> list[RoutineView]:
-    states = journal.routine_states()
-    last = journal.last_runs()
+    states = journal.routines.states()
+    last = journal.runs.latest_per_routine()
     out: list[RoutineView] = []
     for r in defs.routines:
         if ids is not None and r.id not in ids:
             continue
         approved = (
-            journal.is_approved(r.id, r.content_hash())
+            journal.approvals.is_approved(r.id, r.content_hash())
             if r.approval is Approval.BEFORE_ENABLE
             else True
         )

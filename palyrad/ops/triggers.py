@@ -49,12 +49,12 @@ def applied_gate(home: Home, journal: Journal, routine_id: str) -> bool | None:
     100 000 routines to trigger one); None when only the definitions file can tell."""
     if not daemon_alive(home):
         return None
-    raw = journal.get_state(STATE_DEFINITIONS_APPLIED)
+    raw = journal.state.get(STATE_DEFINITIONS_APPLIED)
     # stdlib json for this small document: orjson's import (~7 ms: uuid, json, its module)
     # is a noticeable part of run-now's 100 ms budget, and run-now needs it nowhere else.
     if not raw or json.loads(raw).get("file_hash") != current_file_hash(home, journal):
         return None
-    state = journal.routine_state(routine_id)
+    state = journal.routines.get(routine_id)
     return None if state is None else state.enabled
 
 
@@ -80,7 +80,7 @@ def check_triggerable(journal: Journal, defs: Definitions, routine_id: str) -> N
     why = refusal(
         defs.by_id().get(routine_id),
         routine_id,
-        lambda r: journal.is_approved(r.id, r.content_hash()),
+        lambda r: journal.approvals.is_approved(r.id, r.content_hash()),
     )
     if why is not None:
         raise TriggerRefused(why)
@@ -125,7 +125,7 @@ def run_now(
         ) from exc
     if reply is not None:
         if reply.get("ok"):
-            run = journal.get_run(str(reply["run_id"]))
+            run = journal.runs.get(str(reply["run_id"]))
             if run is not None:
                 return run, True
         if reply.get("error") in ("refused", "bad_payload"):
@@ -153,13 +153,13 @@ def _run_now_journaled(
             f"show {routine_id})"
         )
     run = manual_run(routine_id, payload, now_ms())
-    journal.insert_run(run)
+    journal.runs.insert(run)
     running = daemon_alive(home) and poke_service(home.run_dir, "scheduler")
-    got = journal.get_run(run.run_id)
+    got = journal.runs.get(run.run_id)
     if running:
         deadline = time.monotonic() + DECIDE_TIMEOUT_S
         while time.monotonic() < deadline:
-            got = journal.get_run(run.run_id)
+            got = journal.runs.get(run.run_id)
             if got is not None and got.decided:
                 break
             time.sleep(DECIDE_POLL_S)
@@ -169,7 +169,7 @@ def _run_now_journaled(
 
 def cancel(home: Home, journal: Journal, run_id: str) -> Run | None:
     """Request cancellation of an active run; the executor stops its process group."""
-    run = journal.request_cancel(run_id)
+    run = journal.runs.request_cancel(run_id)
     if run is not None and run.is_active:
         poke_service(home.run_dir, "executor")
     return run
@@ -185,7 +185,7 @@ def emit_operator_event(home: Home, journal: Journal, name: str, payload: str | 
     body = {"payload": _payload_value(payload)}
     import orjson
 
-    journal.emit_event(full, orjson.dumps(body).decode(), now_ms())
+    journal.events.emit(full, orjson.dumps(body).decode(), now_ms())
     poke_service(home.run_dir, "scheduler")
     return full
 
@@ -199,7 +199,7 @@ def fire_hook(
         body["event"] = event
     import orjson
 
-    journal.emit_event(f"hook:{hook_id}", orjson.dumps(body).decode(), now_ms())
+    journal.events.emit(f"hook:{hook_id}", orjson.dumps(body).decode(), now_ms())
     poke_service(home.run_dir, "scheduler")
 
 

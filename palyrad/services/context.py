@@ -19,7 +19,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from palyrad.journal import Journal
+from palyrad.journal import Journal, ProcessHeartbeat
 from palyrad.runtime.clock import SYSTEM_CLOCK
 from palyrad.runtime.config import ConfigError, DaemonConfig, load_config
 from palyrad.runtime.daemon_log import setup_logging
@@ -211,13 +211,15 @@ class ServiceContext:
                 continue
             try:
                 journal = journal or self.open_journal()
-                journal.process_heartbeat(
-                    self.name,
-                    os.getpid(),
-                    self.instance,
-                    "running",
-                    self.restarts,
-                    self.clock.now_ms(),
+                journal.heartbeats.beat(
+                    ProcessHeartbeat(
+                        self.name,
+                        os.getpid(),
+                        self.instance,
+                        "running",
+                        self.restarts,
+                        self.clock.now_ms(),
+                    )
                 )
             except Exception:  # a busy journal must never kill the heartbeat thread
                 log.warning("could not journal heartbeat", exc_info=True)

@@ -35,12 +35,12 @@ class Claims:
     def recover(self) -> None:
         """Finalize runs a dead executor left ``running``; retry them if policy allows."""
         now = self.clock.now_ms()
-        released = self.journal.release_foreign_leases(self.owner, now)
-        orphans = self.journal.running_not_owned_by(self.owner)
+        released = self.journal.leases.release_foreign(self.owner, now)
+        orphans = self.journal.leases.running_not_owned_by(self.owner)
         for run in orphans:
             killed = kill_orphan_group(run.pid, run.started_at_ms)
             follow = retry_follow_up(run, RunStatus.FAILED, now)
-            self.journal.finish_run(
+            self.journal.runs.finish(
                 run.run_id,
                 status=RunStatus.FAILED,
                 finished_ms=now,
@@ -62,13 +62,13 @@ class Claims:
         if capacity <= 0 or self.ctx.stopping:
             return
         now = self.clock.now_ms()
-        candidates = self.journal.runnable_pending(now + ARM_AHEAD_MS, capacity * 4 + 16)
+        candidates = self.journal.leases.runnable(now + ARM_AHEAD_MS, capacity * 4 + 16)
         if not candidates:
             return
-        busy = self.journal.running_routine_ids()
+        busy = self.journal.leases.running_routine_ids()
         busy |= {a.run.routine_id for a in self.active.values()}
         busy |= {p.run.routine_id for p in self.armed.values()}
-        heads = self.journal.active_heads()
+        heads = self.journal.runs.active_heads()
         chosen: list[Run] = []
         for run in candidates:
             spec = RunSpec.from_json(run.spec)
@@ -82,7 +82,7 @@ class Claims:
                 busy.add(run.routine_id)
             if len(chosen) >= capacity:
                 break
-        leased = set(self.journal.lease([r.run_id for r in chosen], self.owner, now))
+        leased = set(self.journal.leases.acquire([r.run_id for r in chosen], self.owner, now))
         for run in chosen:
             if run.run_id in leased and (prepared := self.launcher.prepare(run)) is not None:
                 self.armed[run.run_id] = prepared

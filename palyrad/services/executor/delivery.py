@@ -56,7 +56,7 @@ def deliver(journal: Journal, run: Run, delivery: Delivery, now_ms: int) -> None
             channel = str(delivery.channel)
             if run.status != RunStatus.SUCCEEDED and delivery.failure_channel:
                 channel = str(delivery.failure_channel)
-            journal.add_outbox(channel, run.routine_id, run.run_id, record.decode(), now_ms)
+            journal.outbox.add(channel, run.routine_id, run.run_id, record.decode(), now_ms)
     except OSError as exc:
         log.warning(
             "delivery failed",

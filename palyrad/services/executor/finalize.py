@@ -66,7 +66,7 @@ class Finalizer:
         """Fail a claimed run that could not start (``kind`` is its error_kind); retry it
         if its policy allows."""
         now = self.clock.now_ms()
-        self.journal.finish_run(
+        self.journal.runs.finish(
             run.run_id,
             status=RunStatus.FAILED,
             finished_ms=now,
@@ -86,7 +86,7 @@ class Finalizer:
         run = active.run
         status, kind, msg = classify_outcome(active.reason, code)
         follow = retry_follow_up(run, status, now)
-        done = self.journal.finish_run(
+        done = self.journal.runs.finish(
             run.run_id,
             status=status,
             finished_ms=now,
@@ -106,7 +106,7 @@ class Finalizer:
 
     def after_finish(self, run_id: str, now: int) -> None:
         """Deliver the result and emit ``run.succeeded``/``run.failed`` if anyone listens."""
-        run = self.journal.get_run(run_id)
+        run = self.journal.runs.get(run_id)
         if run is None:
             return
         spec = RunSpec.from_json(run.spec)
@@ -126,13 +126,13 @@ class Finalizer:
             "exit_code": run.exit_code,
             "depth": depth,
         }
-        self.journal.emit_event(name, orjson.dumps(payload).decode(), now)
+        self.journal.events.emit(name, orjson.dumps(payload).decode(), now)
         self.ctx.poke("scheduler")
 
     def listened_events(self, now: int) -> set[str]:
         """Event names some routine listens to (published by the scheduler; cached 1 s)."""
         if now - self._listened_at > 1_000:
-            raw = self.journal.get_state(STATE_LISTENED_EVENTS)
+            raw = self.journal.state.get(STATE_LISTENED_EVENTS)
             self._listened = set(orjson.loads(raw)) if raw else set()
             self._listened_at = now
         return self._listened

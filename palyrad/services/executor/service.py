@@ -81,7 +81,7 @@ class Executor:
     def heartbeat(self, now: int) -> None:
         """Vouch for this executor's running runs (self-healing fails stale ones)."""
         if self.active:
-            self.journal.heartbeat_runs(self.owner, now)
+            self.journal.leases.heartbeat(self.owner, now)
 
     def next_wake_s(self, now: int) -> float:
         """Seconds until the loop has something to do: a deadline, a grace, a heartbeat, an
@@ -96,7 +96,7 @@ class Executor:
         wake = min(wake, now + self.ctx.config.heartbeat_interval_ms)
         for p in self.armed.values():
             wake = min(wake, p.launch_ms)
-        nxt = self.journal.next_pending_ms()
+        nxt = self.journal.leases.next_runnable_ms()
         if (
             nxt is not None
             and len(self.active) + len(self.armed) < self.ctx.config.max_concurrent_runs

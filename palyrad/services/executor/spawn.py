@@ -159,7 +159,7 @@ class Launcher:
         )
         self.active[run.run_id] = active
         self.io.watch(active, p.stdin_data)
-        if not self.journal.mark_started(
+        if not self.journal.leases.mark_started(
             run.run_id, self.owner, proc.pid, started, str(p.log_path)
         ):
             # Lost the lease (e.g. cancelled meanwhile): stop what we just started.

@@ -52,13 +52,13 @@ class RunSupervision:
         """Cancel what was asked, stop what ran past its timeout (SIGTERM, then SIGKILL after
         the grace), and finalize runs that ended; armed runs due meanwhile still spawn on
         their instant."""
-        for run_id in self.journal.cancel_requested_ids(self.owner):
+        for run_id in self.journal.leases.cancel_requested(self.owner):
             active = self.active.get(run_id)
             if active is not None:
                 self._terminate(active, ErrorKind.CANCELLED, now)
             elif (prepared := self.armed.pop(run_id, None)) is not None:
                 prepared.discard()
-                self.journal.finish_run(
+                self.journal.runs.finish(
                     run_id,
                     status=RunStatus.CANCELLED,
                     finished_ms=now,
@@ -103,7 +103,7 @@ class RunSupervision:
         Armed runs never started: they go back to the queue for the next start."""
         for prepared in self.armed.values():
             prepared.discard()
-            self.journal.release_lease(prepared.run.run_id, self.owner, self.clock.now_ms())
+            self.journal.leases.release(prepared.run.run_id, self.owner, self.clock.now_ms())
         self.armed.clear()
         now = self.clock.now_ms()
         for active in self.active.values():

@@ -232,16 +232,16 @@ class RequestHandler:
         why = refusal(
             item.routine if item is not None else None,
             rid,
-            lambda r: self.journal.is_approved(r.id, r.content_hash()),
+            lambda r: self.journal.approvals.is_approved(r.id, r.content_hash()),
         )
         if why is not None:
             return {"ok": False, "error": "refused", "message": why}
         now = self.state.clock.now_ms()
         run = manual_run(rid, payload, now)
-        self.journal.insert_run(run)
+        self.journal.runs.insert(run)
         if self.decisions.decide_triggers(now):
             self.ctx.poke("executor")
-        got = self.journal.get_run(run.run_id)
+        got = self.journal.runs.get(run.run_id)
         assert got is not None
         return {
             "ok": True,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import orjson
 
 from palyrad.domain.runs import Run, new_trigger_run
+from palyrad.journal import ApprovalRequest, RunDecision
 from palyrad.services.scheduler.file_watch import FileWatchManager
 from palyrad.services.scheduler.state import Loaded, SchedulerState
 from routines.kinds import ErrorKind, RunStatus, TriggerKind
@@ -35,7 +36,7 @@ class Decisions:
         r = item.routine
         return RoutineRuntime(
             active=active.get(r.id, 0),
-            last_started_ms=self.journal.last_start_ms(r.id) if r.cooldown_ms > 0 else None,
+            last_started_ms=self.journal.runs.last_start_ms(r.id) if r.cooldown_ms > 0 else None,
             approved=r.approval is not Approval.BEFORE_FIRST_RUN
             or (r.id, item.definition_hash) in self.state.approved,
         )
@@ -57,11 +58,11 @@ class Decisions:
             )
         d = decide_trigger(r, self.runtime(item, active), now, scheduled=scheduled)
         if d.request_approval:
-            self.journal.request_approvals(
-                [(r.id, item.definition_hash, Approval.BEFORE_FIRST_RUN.value)], now
+            self.journal.approvals.request(
+                [ApprovalRequest(r.id, item.definition_hash, Approval.BEFORE_FIRST_RUN.value)], now
             )
         if d.cancel_active:
-            self.journal.cancel_active_runs(r.id, now)
+            self.journal.runs.cancel_active(r.id, now)
             active[r.id] = 0
         if d.runs:
             active[r.id] = active.get(r.id, 0) + 1
@@ -70,40 +71,38 @@ class Decisions:
     def decide_triggers(self, now: int) -> bool:
         """Run undecided triggers (run-now, events) through policy; True if any may run.
         Sets ``more`` when a full batch was taken (the loop goes round again at once)."""
-        undecided = self.journal.undecided_runs(DUE_BATCH)
+        undecided = self.journal.runs.undecided(DUE_BATCH)
         self.state.more = self.state.more or len(undecided) >= DUE_BATCH
         if not undecided:
             return False
-        active = self.journal.active_counts()
-        decisions: list[tuple[str, str, str | None, str | None, str | None, str | None]] = []
+        active = self.journal.runs.active_counts()
+        decisions: list[RunDecision] = []
         runnable = False
         for run in undecided:
             item = self.state.routines.get(run.routine_id)
             if item is None:
                 decisions.append(
-                    (
+                    RunDecision(
                         run.run_id,
                         RunStatus.SKIPPED,
                         ErrorKind.ROUTINE_NOT_FOUND,
                         "no such routine",
-                        None,
-                        None,
                     )
                 )
                 continue
             d = self.decide(item, active, now, scheduled=False)
             runnable = runnable or d.runs
             decisions.append(
-                (
+                RunDecision(
                     run.run_id,
                     d.status,
                     d.error_kind,
                     d.error_message,
-                    item.spec if d.runs else None,
-                    item.definition_hash,
+                    spec=item.spec if d.runs else None,
+                    definition_hash=item.definition_hash,
                 )
             )
-        self.journal.decide_runs(decisions, now)
+        self.journal.runs.decide(decisions, now)
         return runnable
 
     def trigger_run(
@@ -124,13 +123,14 @@ class Decisions:
 
     def consume_events(self, now: int) -> bool:
         """Turn journaled events (system events, operator events, hook fires) into triggers."""
-        events = self.journal.unconsumed_events(EVENT_BATCH)
+        events = self.journal.events.unconsumed(EVENT_BATCH)
         self.state.more = self.state.more or len(events) >= EVENT_BATCH
         if not events:
             return False
-        active = self.journal.active_counts()
+        active = self.journal.runs.active_counts()
         runs: list[Run] = []
-        for _event_id, name, raw, _created in events:
+        for event in events:
+            name, raw = event.name, event.payload
             body = orjson.loads(raw) if raw else {}
             if not isinstance(body, dict):
                 body = {"payload": body}
@@ -153,7 +153,9 @@ class Decisions:
                     continue
                 d = self.decide(item, active, now, scheduled=False)
                 runs.append(self.trigger_run(item, kind, payload, d, now))
-        self.journal.insert_runs_consuming_events(runs, [e[0] for e in events], now)
+        with self.journal.transaction():
+            self.journal.runs.insert_many(runs)
+            self.journal.events.consume([e.event_id for e in events], now)
         return any(r.status == RunStatus.PENDING for r in runs)
 
     def fire_file_bursts(self, now: int) -> bool:
@@ -163,7 +165,7 @@ class Decisions:
         settled = self.files.pop_settled()
         if not settled:
             return False
-        active = self.journal.active_counts()
+        active = self.journal.runs.active_counts()
         runs = []
         for rid, events in settled:
             item = self.state.routines.get(rid)
@@ -171,5 +173,5 @@ class Decisions:
                 continue
             d = self.decide(item, active, now, scheduled=False)
             runs.append(self.trigger_run(item, TriggerKind.FILE_WATCH, {"events": events}, d, now))
-        self.journal.insert_runs_consuming_events(runs, [], now)
+        self.journal.runs.insert_many(runs)
         return any(r.status == RunStatus.PENDING for r in runs)

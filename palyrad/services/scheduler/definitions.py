@@ -27,6 +27,7 @@ from palyrad.journal import (
     STATE_DEFINITIONS_APPLIED,
     STATE_DEFINITIONS_ERROR,
     STATE_LISTENED_EVENTS,
+    ApprovalRequest,
     RoutineState,
 )
 from palyrad.services.context import ServiceContext
@@ -113,7 +114,7 @@ class DefinitionsLoader:
             log.error(
                 "definitions invalid; keeping the last good ones", extra={"errors": lines[:20]}
             )
-            self.journal.set_state(
+            self.journal.state.set(
                 STATE_DEFINITIONS_ERROR,
                 orjson.dumps({"at_ms": now, "file_hash": digest, "errors": lines[:100]}).decode(),
                 now,
@@ -122,8 +123,8 @@ class DefinitionsLoader:
                 self._load_last_good(now)
             return
         self.apply(result.definitions, now)
-        self.journal.delete_state(STATE_DEFINITIONS_ERROR)
-        self.journal.set_state(
+        self.journal.state.delete(STATE_DEFINITIONS_ERROR)
+        self.journal.state.set(
             STATE_DEFINITIONS_APPLIED,
             orjson.dumps(
                 {"at_ms": now, "file_hash": digest, "count": len(result.definitions.routines)}
@@ -162,9 +163,9 @@ class DefinitionsLoader:
             r.id: Loaded(r, r.content_hash(), run_spec(r), r.schedule_key()) for r in defs.routines
         }
         previous = state.routines
-        state.approved = self.journal.approved_set()
-        state.approvals_marker = self.journal.get_state(STATE_APPROVALS_CHANGED)
-        states = self.journal.routine_states()
+        state.approved = self.journal.approvals.granted()
+        state.approvals_marker = self.journal.state.get(STATE_APPROVALS_CHANGED)
+        states = self.journal.routines.states()
         # "Now" for new schedules is taken after the expensive part (validating, hashing),
         # so a large file's first ticks are not already late when they are written.
         now = max(now, self.clock.now_ms())
@@ -214,7 +215,7 @@ class DefinitionsLoader:
             )
         deletes = [rid for rid in states if rid not in loaded]
         if upserts or deletes:
-            self.journal.sync_routine_states(upserts, deletes, now)
+            self.journal.routines.sync(upserts, deletes, now)
         state.routines = loaded
         self._sync_approval_requests(now)
         listened = sorted(
@@ -224,7 +225,7 @@ class DefinitionsLoader:
                 if isinstance(item.routine.trigger, SystemEventTrigger)
             }
         )
-        self.journal.set_state(STATE_LISTENED_EVENTS, orjson.dumps(listened).decode(), now)
+        self.journal.state.set(STATE_LISTENED_EVENTS, orjson.dumps(listened).decode(), now)
         if self.files is not None:
             self.files.reconcile(
                 {
@@ -243,7 +244,7 @@ class DefinitionsLoader:
             or previous[rid].routine.enabled != loaded[rid].routine.enabled
         )
         if changed and previous:
-            self.journal.emit_event(
+            self.journal.events.emit(
                 "routine.changed", orjson.dumps({"routine_ids": changed[:1000]}).decode(), now
             )
         log.info(
@@ -254,10 +255,10 @@ class DefinitionsLoader:
     def _sync_approval_requests(self, now: int) -> None:
         state = self.state
         current = {rid: item.definition_hash for rid, item in state.routines.items()}
-        self.journal.drop_stale_approval_requests(current)
-        self.journal.request_approvals(
+        self.journal.approvals.drop_stale_requests(current)
+        self.journal.approvals.request(
             [
-                (rid, item.definition_hash, Approval.BEFORE_ENABLE.value)
+                ApprovalRequest(rid, item.definition_hash, Approval.BEFORE_ENABLE.value)
                 for rid, item in state.routines.items()
                 if item.routine.approval is Approval.BEFORE_ENABLE
                 and (rid, item.definition_hash) not in state.approved
@@ -276,7 +277,7 @@ class DefinitionsLoader:
         elif _file_signature(self.path) != self.signature or self.ctx.reload_event.is_set():
             self.ctx.reload_event.clear()
             self.reload()
-        elif self.journal.get_state(STATE_APPROVALS_CHANGED) != self.state.approvals_marker:
+        elif self.journal.state.get(STATE_APPROVALS_CHANGED) != self.state.approvals_marker:
             self.apply(
                 Definitions(tuple(i.routine for i in self.state.routines.values())),
                 self.clock.now_ms(),

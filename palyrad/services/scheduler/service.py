@@ -74,7 +74,7 @@ class Scheduler:
 
     def emit_started(self, now: int) -> None:
         """Journal ``daemon.started`` (once per daemon start, not per service restart)."""
-        self.journal.emit_event(
+        self.journal.events.emit(
             "daemon.started", orjson.dumps({"instance": self.ctx.instance}).decode(), now
         )
 
@@ -131,7 +131,7 @@ def run_scheduler(ctx: ServiceContext) -> None:
             # wall instant, read at the clock's full resolution (a whole-ms "now" would wake
             # up to 1 ms late): the one place the loop measures time rather than deciding.
             horizon = now + ARM_AHEAD_MS
-            beyond = ctx.journal.earliest_fire_ms(after=horizon)
+            beyond = ctx.journal.routines.earliest_fire_ms(after=horizon)
             timeout_s = IDLE_CAP_MS / 1000
             if beyond is not None:
                 timeout_s = min(timeout_s, seconds_until(beyond - ARM_AHEAD_MS))

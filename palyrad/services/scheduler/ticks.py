@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from palyrad.domain.runs import ARM_AHEAD_MS, Run, new_trigger_run
-from palyrad.journal import RoutineState
+from palyrad.journal import RoutineAdvance, RoutineState
 from palyrad.services.scheduler.decisions import DUE_BATCH, Decisions
 from palyrad.services.scheduler.state import Loaded, SchedulerState
 from routines.jitter import fire_at_ms
@@ -43,12 +43,12 @@ class Ticks:
         advanced, whether any run may start). Sets ``self.deferred_ms``: the earliest tick
         in the window that has to be decided on its instant instead."""
         self.deferred_ms = None
-        due = self.journal.due_routines(now + ARM_AHEAD_MS, DUE_BATCH)
+        due = self.journal.routines.due(now + ARM_AHEAD_MS, DUE_BATCH)
         if not due:
             return 0, False
-        active = self.journal.active_counts()
+        active = self.journal.runs.active_counts()
         runs: list[Run] = []
-        advances: list[tuple[str, int | None, int | None, int | None]] = []
+        advances: list[RoutineAdvance] = []
         runnable = False
         routines = self.state.routines
         for st in due:
@@ -56,7 +56,7 @@ class Ticks:
             assert st.next_nominal_ms is not None and st.next_fire_ms is not None
             if item is None or item.routine.schedule is None:
                 if st.next_fire_ms <= now:
-                    advances.append((st.routine_id, st.next_nominal_ms, None, None))
+                    advances.append(RoutineAdvance(st.routine_id, st.next_nominal_ms, None, None))
                 elif self.deferred_ms is None:
                     self.deferred_ms = st.next_fire_ms
                 continue
@@ -68,7 +68,9 @@ class Ticks:
                     continue
                 at = st.next_fire_ms
             runnable = self._fire_one(item, st, now, at, active, runs, advances) or runnable
-        self.journal.record_ticks(runs, advances)
+        with self.journal.transaction():
+            self.journal.runs.insert_new(runs)
+            self.journal.routines.advance(advances)
         if len(due) >= DUE_BATCH and advances:
             self.state.more = True
         return len(advances), runnable
@@ -100,7 +102,7 @@ class Ticks:
         at: int,
         active: dict[str, int],
         runs: list[Run],
-        advances: list[tuple[str, int | None, int | None, int | None]],
+        advances: list[RoutineAdvance],
     ) -> bool:
         """Decide one routine's due tick(s) as of ``at`` (``now``, or its fire instant when
         armed ahead); append the run records and the schedule advance. True if a run may
@@ -112,7 +114,7 @@ class Ticks:
             # Quiet hours: hold the tick; when the window ends it is a misfire like any
             # other (skip record, or catch-up run at the window's end).
             hold = at + ALWAYS_QUIET_RECHECK_MS if allowed is None else allowed
-            advances.append((r.id, st.last_nominal_ms, st.next_nominal_ms, hold))
+            advances.append(RoutineAdvance(r.id, st.last_nominal_ms, st.next_nominal_ms, hold))
             return False
         plan = plan_due(r, st.next_nominal_ms, st.first_seen_ms, at)
         if plan.skip is not None:
@@ -148,5 +150,5 @@ class Ticks:
                         not_before_ms=fire if fire > now and decision.runs else None,
                     )
                 )
-        advances.append((r.id, plan.last_nominal, plan.next_nominal, plan.next_fire))
+        advances.append(RoutineAdvance(r.id, plan.last_nominal, plan.next_nominal, plan.next_fire))
         return decision is not None and decision.runs

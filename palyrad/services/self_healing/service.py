@@ -22,10 +22,10 @@ log = logging.getLogger("palyrad.self_healing")
 def sweep_stale_runs(ctx: ServiceContext, now: int) -> int:
     """Fail and kill runs with a stale heartbeat; returns how many were remediated."""
     journal = ctx.journal
-    stale = journal.stale_running(now - ctx.config.stale_run_ms)
+    stale = journal.leases.stale_running(now - ctx.config.stale_run_ms)
     for run in stale:
         killed = kill_orphan_group(run.pid, run.started_at_ms)
-        journal.finish_run(
+        journal.runs.finish(
             run.run_id,
             status=RunStatus.FAILED,
             finished_ms=now,
@@ -49,11 +49,11 @@ def prune_history(ctx: ServiceContext, now: int) -> int:
     """Keep the newest ``max_runs_per_routine`` runs per routine, none older than
     ``max_age_days``; logs follow their run. Consumed events older than a day go too."""
     cfg = ctx.config
-    logs = ctx.journal.prune_runs(cfg.max_runs_per_routine, now - cfg.max_age_days * DAY_MS)
+    logs = ctx.journal.runs.prune(cfg.max_runs_per_routine, now - cfg.max_age_days * DAY_MS)
     for path in logs:
         with contextlib.suppress(OSError):
             os.unlink(path)
-    ctx.journal.prune_events(now - DAY_MS)
+    ctx.journal.events.prune(now - DAY_MS)
     if logs:
         log.info("pruned run history", extra={"runs": len(logs)})
     return len(logs)

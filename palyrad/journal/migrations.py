@@ -1,0 +1,148 @@
+"""The journal's schema: one numbered, forward-only list of migrations.
+
+Migration *n* is ``MIGRATIONS[n - 1]``; ``schema_migrations`` records which ran, and
+``JournalConnection.migrate`` applies the missing ones in one write transaction. Journals in
+the field have run every script below, so an existing one is never edited: a change is a new
+entry appended at the end (``MIGRATIONS += (...)``), which also moves ``SCHEMA_VERSION``. A
+new domain's tables (tasks, incidents, devices, skills, memory) arrive the same way.
+
+The scripts are split on ``;`` and run statement by statement (no ``executescript``: it
+commits the open transaction), so a script holds no ``;`` inside a statement.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE routine_state (
+        routine_id TEXT PRIMARY KEY,
+        definition_hash TEXT NOT NULL,
+        schedule_key TEXT,
+        enabled INTEGER NOT NULL,
+        first_seen_ms INTEGER NOT NULL,
+        next_nominal_ms INTEGER,
+        next_fire_ms INTEGER,
+        last_nominal_ms INTEGER,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE INDEX routine_state_due ON routine_state(next_fire_ms)
+        WHERE enabled = 1 AND next_fire_ms IS NOT NULL;
+
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        chain_id TEXT NOT NULL,
+        routine_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        trigger_kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        queued_at_ms INTEGER NOT NULL,
+        trigger_payload TEXT,
+        scheduled_for_ms INTEGER,
+        fire_at_ms INTEGER,
+        not_before_ms INTEGER,
+        started_at_ms INTEGER,
+        finished_at_ms INTEGER,
+        exit_code INTEGER,
+        error_kind TEXT,
+        error_message TEXT,
+        output_tail TEXT,
+        log_path TEXT,
+        definition_hash TEXT,
+        missed_count INTEGER,
+        first_missed_ms INTEGER,
+        last_missed_ms INTEGER,
+        pid INTEGER,
+        lease_owner TEXT,
+        heartbeat_ms INTEGER,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        decided INTEGER NOT NULL DEFAULT 1,
+        spec TEXT
+    );
+    CREATE UNIQUE INDEX runs_one_per_tick ON runs(routine_id, scheduled_for_ms, attempt);
+    CREATE INDEX runs_by_routine ON runs(routine_id, run_id);
+    CREATE INDEX runs_active ON runs(status, not_before_ms)
+        WHERE status IN ('pending', 'running');
+
+    CREATE TABLE process_heartbeats (
+        name TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        instance TEXT NOT NULL,
+        state TEXT NOT NULL,
+        restarts INTEGER NOT NULL DEFAULT 0,
+        heartbeat_ms INTEGER NOT NULL
+    );
+
+    CREATE TABLE daemon_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+
+    CREATE TABLE approvals (
+        routine_id TEXT NOT NULL,
+        definition_hash TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        requested_at_ms INTEGER NOT NULL,
+        granted_at_ms INTEGER,
+        PRIMARY KEY (routine_id, definition_hash)
+    );
+
+    CREATE TABLE events (
+        event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        payload TEXT,
+        created_ms INTEGER NOT NULL,
+        consumed_ms INTEGER
+    );
+    CREATE INDEX events_unconsumed ON events(event_id) WHERE consumed_ms IS NULL;
+
+    CREATE TABLE tasks (
+        task_id TEXT PRIMARY KEY,
+        task_kind TEXT NOT NULL,
+        payload TEXT,
+        priority INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL,
+        not_before_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL DEFAULT 3,
+        lease_owner TEXT,
+        heartbeat_ms INTEGER,
+        last_error TEXT,
+        created_ms INTEGER NOT NULL,
+        finished_ms INTEGER
+    );
+    CREATE INDEX tasks_ready ON tasks(status, priority, not_before_ms);
+    """,
+)
+
+MIGRATIONS += (
+    # 2: delivery outbox for channel results (acknowledged by paired nodes)
+    """
+    CREATE TABLE outbox (
+        outbox_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL,
+        routine_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        acked_ms INTEGER
+    );
+    CREATE INDEX outbox_unacked ON outbox(channel, outbox_id) WHERE acked_ms IS NULL;
+    """,
+)
+
+MIGRATIONS += (
+    # 3: indexes the hot loops can actually use. SQLite only uses a partial index when the
+    # query's WHERE implies the index's, and `status = 'running'` does not imply
+    # `status IN ('pending', 'running')`, so runs_active was never used: every executor
+    # loop scanned the whole runs table.
+    """
+    DROP INDEX runs_active;
+    CREATE INDEX runs_status ON runs(status, routine_id);
+    CREATE INDEX runs_undecided ON runs(run_id) WHERE decided = 0;
+    CREATE INDEX runs_cancel_requested ON runs(lease_owner) WHERE cancel_requested = 1;
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,40 @@
+"""Daemon state: small key/value documents the daemon publishes for the CLI, doctor and its
+own services (``daemon_state``)."""
+
+from __future__ import annotations
+
+from palyrad.journal.connection import Domain
+
+# daemon_state keys: what the daemon publishes for the CLI, doctor and its own services.
+STATE_DEFINITIONS_APPLIED = "definitions_applied"  # {at_ms, file_hash, count}
+STATE_DEFINITIONS_ERROR = "definitions_error"  # {at_ms, file_hash, errors}
+STATE_APPROVALS_CHANGED = "approvals_changed"  # bumped by every grant
+STATE_LISTENED_EVENTS = "listened_events"  # event names some routine listens to
+# ... and one the CLI keeps for itself (palyrad.ops.definitions_hash):
+STATE_DEFINITIONS_HASH_MEMO = "definitions_hash_memo"  # {signature, file_hash}
+
+_UPSERT = (
+    "INSERT INTO daemon_state VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE "
+    "SET value = excluded.value, updated_ms = excluded.updated_ms"
+)
+
+
+class DaemonState(Domain):
+    """``daemon_state``: one text value per key (the ``STATE_*`` keys above)."""
+
+    __slots__ = ()
+
+    def get(self, key: str) -> str | None:
+        """The key's value, or None when it was never set (or was deleted)."""
+        row = self._db.execute("SELECT value FROM daemon_state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set(self, key: str, value: str, now_ms: int) -> None:
+        """Set (or replace) the key's value."""
+        with self._write() as db:
+            db.execute(_UPSERT, (key, value, now_ms))
+
+    def delete(self, key: str) -> None:
+        """Forget the key."""
+        with self._write() as db:
+            db.execute("DELETE FROM daemon_state WHERE key = ?", (key,))
