@@ -20,7 +20,7 @@ from palyrad.runtime.home import Home
 from palyrad.runtime.liveness import daemon_alive
 from palyrad.runtime.notify import POKE_ALL, poke_fifo
 from palyrad.runtime.status import DaemonStatus, read_status
-from routines.errors import PalyraError
+from routines.errors import PalyraError, storage_error
 
 
 class DaemonControlError(PalyraError, RuntimeError):
@@ -57,7 +57,11 @@ def start_daemon(home: Home, *, timeout_s: float = 30.0) -> tuple[DaemonStatus, 
     if status.running:
         return status, False
     err_path = _stderr_path(home)
-    with open(err_path, "wb") as err:
+    try:
+        err = open(err_path, "wb")  # noqa: SIM115 (closed below, once palyrad has it)
+    except OSError as exc:  # a read-only or full home: say so before anything is spawned
+        raise storage_error(exc, "palyrad did not start") from None
+    with err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "palyrad", "--home", str(home.root), "--no-log-stderr"],
             stdin=subprocess.DEVNULL,
