@@ -1,4 +1,4 @@
-"""The ``palyra`` CLI under a hostile operator (issue 9, items 8a, 9 and 10).
+"""The ``palyra`` CLI under a hostile operator (issue 9, items 8a, 9, 10 and 15).
 
 Real ``palyra`` processes against a temp home, as the operator runs them. What is pinned:
 a command either succeeds or changes nothing; every failure — OS errors included — is one
@@ -17,7 +17,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import plistlib
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -30,8 +32,10 @@ import pytest
 from click.testing import CliRunner
 
 from palyra_cli.app import cli as palyra_app
+from palyrad.ops.service_files import launchd_plist, systemd_unit
+from palyrad.runtime.home import Home
 from routines.errors import storage_error
-from tests.daemon_harness import Daemon
+from tests.daemon_harness import Daemon, shell, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -370,6 +374,7 @@ def test_blank_palyra_home_env_is_exit_2(tmp_path: Path, blank: str) -> None:
 @pytest.mark.parametrize(
     "argv",
     [
+        ["routines", "schedule-preview", "hourly", "--count", "1"],
         ["daemon", "install-service", "--print"],
         ["daemon", "status"],
         ["daemon", "stop"],
@@ -378,3 +383,242 @@ def test_blank_palyra_home_env_is_exit_2(tmp_path: Path, blank: str) -> None:
 def test_commands_that_need_no_home_create_none(home: Path, argv: list[str]) -> None:
     run(home, *argv).ok()
     assert not home.exists()
+
+
+# --- 15: install-service quoting -----------------------------------------------------------
+
+
+AWKWARD = 'my home/with "quotes" %h $HOME back\\slash'
+
+
+def _systemd_argv(unit: str) -> list[str]:
+    """ExecStart= as systemd reads it: %% and $$ unescaped, then words split, quotes and
+    backslash escapes removed (the subset of systemd's rules the unit uses)."""
+    (line,) = [ln for ln in unit.splitlines() if ln.startswith("ExecStart=")]
+    value = line.removeprefix("ExecStart=")
+    assert re.search(r"(?<!%)%(?!%)", value.replace("%%", "")) is None
+    assert re.search(r"(?<!\$)\$(?!\$)", value.replace("$$", "")) is None
+    return shlex.split(value.replace("%%", "%").replace("$$", "$"))
+
+
+def test_install_service_quotes_the_home_in_exec_start(tmp_path: Path) -> None:
+    home = tmp_path / AWKWARD
+    out = run(home, "daemon", "install-service", "--print").ok()
+    argv = _systemd_argv(out.stdout)
+    assert argv[argv.index("--home") + 1] == str(home)
+    assert argv[-1] == "--no-log-stderr"
+    assert not home.exists()
+
+
+def test_service_files_keep_any_home_path_intact(tmp_path: Path) -> None:
+    home = Home(tmp_path / "a & b <c> 'd'" / AWKWARD)
+    argv = _systemd_argv(systemd_unit(home, user=True))
+    assert argv[argv.index("--home") + 1] == str(home.root)
+    plist = plistlib.loads(launchd_plist(home).encode())
+    args = plist["ProgramArguments"]
+    assert args[args.index("--home") + 1] == str(home.root)
+
+
+# --- 15: --payload: one check, before anything is recorded --------------------------------
+
+
+BIG = orjson.dumps({"data": "x" * (64 * 1024)}).decode()
+
+
+def _payload_argvs(payload: str) -> list[list[str]]:
+    return [
+        ["routines", "run-now", "job", "--payload", payload],
+        ["cron", "run-now", "job", "--payload", payload],
+        ["events", "emit", "e", "--payload", payload],
+        ["hooks", "fire", "h", "--payload", payload],
+    ]
+
+
+def _recorded(home: Path) -> tuple[int, int]:
+    from palyrad.journal import Journal
+
+    journal = Journal(home / "journal.sqlite3")
+    try:
+        return len(journal.runs_for_routine("job")), len(journal.unconsumed_events(1000))
+    finally:
+        journal.close()
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragments"),
+    [
+        (BIG, (f"--payload is {len(BIG)} bytes", "limit is 65536 bytes", "in the payload")),
+        ("{bad", ("--payload is not valid JSON",)),
+        ("NaN", ("--payload is not valid JSON",)),
+    ],
+)
+def test_payload_is_checked_before_anything_is_recorded(
+    home: Path, payload: str, fragments: tuple[str, ...]
+) -> None:
+    upsert(home, manual("job"))
+    for argv in _payload_argvs(payload):
+        line = assert_error(run(home, *argv), 2, *fragments)
+        assert "pass a path to a file instead" not in line  # was said, yet refused
+    assert _recorded(home) == (0, 0)
+
+
+def test_payload_limit_with_the_daemon_running(daemon: Daemon) -> None:
+    daemon.write_definitions([manual("job")])
+    daemon.start()
+    for argv in _payload_argvs(BIG):
+        assert_error(run(daemon.root, *argv), 2, "limit is 65536 bytes", "in the payload")
+    assert _recorded(daemon.root) == (0, 0)
+    exactly = orjson.dumps("y" * (64 * 1024 - 2)).decode()
+    assert len(exactly.encode()) == 64 * 1024
+    run(daemon.root, "routines", "run-now", "job", "--payload", exactly).ok()
+
+
+# --- 15: empty zone, names, ids ------------------------------------------------------------
+
+
+def test_empty_tz_is_exit_2(home: Path) -> None:
+    assert_error(cron_add(home, "X", "--tz", ""), 2, "time zone", "empty")
+    assert not (home / "routines" / "definitions.json").exists()
+    assert_error(run(home, "routines", "schedule-preview", "hourly", "--tz", ""), 2, "empty")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["events", "emit", ""], "the event name is empty"),
+        (["events", "emit", "operator."], "the event name is empty"),
+        (["hooks", "fire", ""], "the hook id is empty"),
+        (["hooks", "fire", "h", "--event", ""], "--event is empty"),
+    ],
+)
+def test_empty_event_and_hook_names_are_exit_2(home: Path, argv: list[str], fragment: str) -> None:
+    assert_error(run(home, *argv), 2, fragment)
+    assert _recorded(home)[1] == 0
+
+
+def test_logs_before_must_be_a_run_of_the_routine(home: Path) -> None:
+    upsert(home, manual("job"))
+    upsert(home, manual("other"))
+    ids = [run_now(home, "job") for _ in range(3)]
+    foreign = run_now(home, "other")
+    assert_error(run(home, "routines", "logs", "job", "--before", "UNKNOWN"), 2, "not a run id")
+    assert_error(
+        run(home, "routines", "logs", "job", "--before", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+        1,
+        "no run 01ARZ3NDEKTSV4RRFFQ69G5FAV of routine 'job'",
+    )
+    assert_error(run(home, "routines", "logs", "job", "--before", foreign), 1, "'other'")
+    page = run(home, "routines", "logs", "job", "--before", ids[2].lower(), "--json").ok()
+    assert [r["run_id"] for r in page.json()["runs"]] == ids[1::-1]
+
+
+def test_schedule_preview_validates_the_id(home: Path) -> None:
+    base = ["routines", "schedule-preview", "hourly", "--jitter-ms", "5000", "--json"]
+    assert_error(run(home, *base, "--id", "bad id"), 2, 'invalid id "bad id"', 'try "bad-id"')
+    assert_error(run(home, *base, "--id", "Backup"), 2, "invalid id")
+    assert len(run(home, *base, "--id", "backup").ok().json()["fires"]) == 5
+
+
+# --- 15: cancel, runs show --output, messages ------------------------------------------------
+
+
+def test_cancel_decides_from_the_record_whatever_the_daemon_does(daemon: Daemon) -> None:
+    """SPEC §4.2: cancel is for active runs. An active run: exit 0 (cancelled, or cancelling
+    while the executor stops it); already cancelled: exit 0 and a note (what was asked for
+    holds); ended otherwise or unknown: exit 1. The same with the daemon running or stopped."""
+    daemon.write_definitions(
+        [manual("quick"), manual("slow", shell("sleep 30"), concurrency="forbid")]
+    )
+    home = daemon.root
+    queued = run_now(home, "quick")  # daemon stopped: pending until it starts
+    out = run(home, "routines", "cancel", queued).ok()
+    assert out.stdout == f"cancelled {queued}\n"
+    daemon.start()
+    done = run_now(home, "quick")
+    wait_until(lambda: status_of(daemon, done) == "succeeded")
+    slow = run_now(home, "slow")
+    wait_until(lambda: status_of(daemon, slow) == "running")
+    skipped = run(home, "routines", "run-now", "slow", "--json").ok().json()
+    assert skipped["status"] == "skipped"
+    assert run(home, "routines", "cancel", slow).ok().stdout == f"cancelling {slow}\n"
+    wait_until(lambda: status_of(daemon, slow) == "cancelled")
+
+    def check() -> None:
+        for rid in (queued, slow):
+            out = run(home, "routines", "cancel", rid).ok()
+            assert out.stdout == f"cancelled {rid}\n"
+            assert out.stderr == f"note: {rid} was already cancelled\n"
+        assert_error(run(home, "routines", "cancel", done), 1, "already ended (succeeded)")
+        assert_error(
+            run(home, "routines", "cancel", skipped["run_id"]), 1, "already ended (skipped)"
+        )
+        assert_error(run(home, "routines", "cancel", "01ARZ3NDEKTSV4RRFFQ69G5FAV"), 1, "no run")
+
+    check()
+    daemon.stop()
+    check()
+
+
+def test_runs_show_output_says_why_there_is_none(daemon: Daemon) -> None:
+    """A run that has not started: exit 0, nothing on stdout, a note. A run that never
+    started (cancelled while pending, skipped) or whose log is gone: exit 1 saying so."""
+    daemon.write_definitions(
+        [manual("echo", shell("echo hello")), manual("slow", shell("sleep 30"))]
+    )
+    home = daemon.root
+    pending = run_now(home, "echo")
+    out = run(home, "runs", "show", pending, "--output").ok()
+    assert out.stdout == "" and out.stderr.startswith(f"note: run {pending} has not started yet")
+    cancelled = run_now(home, "echo")
+    run(home, "routines", "cancel", cancelled).ok()
+    for flag in ("--output", "--follow"):
+        assert_error(
+            run(home, "runs", "show", cancelled, flag), 1, "never started (cancelled)", "see why"
+        )
+    daemon.start()
+    wait_until(lambda: status_of(daemon, pending) == "succeeded")
+    assert run(home, "runs", "show", pending, "--output").ok().stdout == "hello\n"
+    slow = run_now(home, "slow")
+    wait_until(lambda: status_of(daemon, slow) == "running")
+    skipped = run(home, "routines", "run-now", "slow", "--json").ok().json()["run_id"]
+    assert_error(
+        run(home, "runs", "show", skipped, "--output"),
+        1,
+        "never started (skipped: concurrency_forbid)",
+    )
+    run(home, "routines", "cancel", slow).ok()
+    log = Path(run(home, "runs", "show", pending, "--json").ok().json()["log_path"])
+    log.unlink()
+    for flag in ("--output", "--follow"):
+        assert_error(
+            run(home, "runs", "show", pending, flag), 1, "is gone", str(log), "output_tail"
+        )
+
+
+def test_confirmations_read_the_same_way(home: Path) -> None:
+    """One form for what a command did: a lower-case past-tense verb, then what it acted on."""
+    upsert_file = home.parent / "job.json"
+    upsert_file.write_bytes(orjson.dumps(manual("job")))
+    lines = [
+        cron_add(home, "Nightly").ok().stdout.splitlines()[0],
+        run(home, "routines", "upsert", "--file", str(upsert_file)).ok().stdout.splitlines()[0],
+        run(home, "routines", "upsert", "--file", str(upsert_file)).ok().stdout.splitlines()[0],
+        run(home, "routines", "disable", "nightly").ok().stdout.strip(),
+        run(home, "cron", "resume", "nightly").ok().stdout.strip(),
+        run(home, "events", "emit", "done").ok().stdout.strip(),
+        run(home, "hooks", "fire", "deploy").ok().stdout.strip(),
+        run(home, "routines", "cancel", run_now(home, "job")).ok().stdout.strip(),
+        run(home, "cron", "delete", "nightly").ok().stdout.strip(),
+    ]
+    assert [ln.split()[0] for ln in lines] == [
+        "added",
+        "added",
+        "replaced",
+        "disabled",
+        "enabled",
+        "emitted",
+        "fired",
+        "cancelled",
+        "deleted",
+    ]
+    assert lines[3] == "disabled nightly" and lines[-1] == "deleted nightly"
