@@ -127,11 +127,15 @@ class PalyraGroup(click.Group):
             raise  # click's own flow (--help, exit codes, messages already formatted)
         except Exception as exc:
             # Every error meant for people derives from PalyraError (routines.errors): one
-            # mapping to ``error: … (hint)`` and its exit code. Imported on the error path
-            # only, so start-up stays without it.
+            # mapping to ``error: … (hint)`` and its exit code. An OSError that no command
+            # turned into one with a better hint (a read-only home, a full disk, a file where
+            # a directory belongs) gets the generic one, naming the path: never a traceback.
+            # Imported on the error path only, so start-up stays without it.
             from palyrad.runtime.config import ConfigError
-            from routines.errors import PalyraError
+            from routines.errors import PalyraError, storage_error
 
+            if isinstance(exc, OSError):
+                exc = storage_error(exc)
             if not isinstance(exc, PalyraError):
                 raise
             what = str(exc)
@@ -177,14 +181,17 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(f)
 
 
-def get_home() -> Home:
-    """The home for this invocation, created 0700 on first use."""
+def get_home(*, create: bool = True) -> Home:
+    """The home for this invocation (``--home``, ``$PALYRA_HOME``, ``~/.palyra``; a blank one
+    is exit 2), created 0700 on first use — unless ``create`` is False: a command that only
+    reads the home, or does not need it at all, leaves a missing home missing."""
     from palyrad.runtime.home import Home
 
     ctx = click.get_current_context()
     root = ctx.find_root()
     explicit = (root.obj or {}).get("home") if isinstance(root.obj, dict) else None
-    return Home.at(explicit).ensure()
+    home = Home.at(explicit)
+    return home.ensure() if create else home
 
 
 def open_journal(home: Home) -> Journal:
@@ -192,10 +199,7 @@ def open_journal(home: Home) -> Journal:
         Journal,  # with palyrad.domain.runs, ~10 ms: only for commands using it
     )
 
-    try:
-        return Journal(home.journal)
-    except Exception as exc:  # the journal error already names the file
-        fail(str(exc), "run: palyra doctor --only journal")
+    return Journal(home.journal)  # a JournalError names the file and the fix
 
 
 def with_journal(f: F) -> F:

@@ -20,6 +20,7 @@ from palyra_cli.common import (
     get_home,
     home_option,
     json_option,
+    open_journal,
     with_journal,
 )
 from palyra_cli.routine_cmds import logs_cmd
@@ -85,7 +86,7 @@ def cron_add_cmd(
     from routines.timefmt import TimeFormatError, get_zone, now_ms
 
     home = get_home()
-    zone = tz or default_timezone(home)
+    zone = tz if tz is not None else default_timezone(home)  # --tz "" is not "no --tz"
     try:
         get_zone(zone)
     except TimeFormatError as exc:
@@ -128,8 +129,12 @@ def cron_add_cmd(
         ed.upsert(routine)
         added.append(routine)
 
-    edit(home, change)
-    print_routine(home, added[0], as_json, "added")
+    journal = open_journal(home)  # before the write, so that a failed add writes nothing
+    try:
+        edit(home, journal, change)
+        print_routine(journal, added[0], as_json, "added")
+    finally:
+        journal.close()
 
 
 @cron_group.command("list")

@@ -48,7 +48,7 @@ def stop_cmd(timeout: float) -> None:
     """Graceful stop (running runs get SIGTERM, then SIGKILL after the timeout)."""
     from palyrad.ops.daemon_control import stop_daemon
 
-    home = get_home()
+    home = get_home(create=False)
     if stop_daemon(home, timeout_s=timeout):
         click.echo("palyrad stopped")
     else:
@@ -80,7 +80,8 @@ def status_cmd(as_json: bool) -> None:
     """Whether palyrad runs, and the state of each of its processes (exit 0 either way)."""
     from palyrad.runtime.status import read_status
 
-    status = read_status(get_home())
+    home = get_home(create=False)
+    status = read_status(home)
     if as_json:
         emit_json(status.to_json())
         return
@@ -99,7 +100,7 @@ def status_cmd(as_json: bool) -> None:
         if p["state"] == "fatal":
             click.echo(
                 f"warning: {p['name']} crashed too often and is stopped until {p['retry_at']};"
-                f" read {get_home().daemon_log} or run: palyra doctor"
+                f" read {home.daemon_log} or run: palyra doctor"
             )
 
 
@@ -111,7 +112,7 @@ def install_service_cmd(user: bool, print_only: bool) -> None:
     """Write a systemd unit (Linux) or launchd plist (macOS) that runs palyrad."""
     from palyrad.ops.service_files import install_service
 
-    home = get_home()
+    home = get_home(create=False)  # the unit names the home; palyrad creates it at start
     try:
         path, text, hint = install_service(home, user=user, write=not print_only)
     except OSError as exc:

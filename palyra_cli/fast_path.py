@@ -102,8 +102,12 @@ def run_now_fast(argv: Sequence[str]) -> int | None:
 
     from palyrad.runtime.control_client import NotListening, request, run_now_request
     from palyrad.runtime.home import resolve_home
+    from routines.errors import InvalidInput
 
-    run_dir = resolve_home(home_arg) / "run"
+    try:
+        run_dir = resolve_home(home_arg) / "run"
+    except InvalidInput:  # a blank --home or $PALYRA_HOME: click reports it
+        return None
     try:
         reply = request(run_dir, run_now_request(routine_id, payload))
     except NotListening:

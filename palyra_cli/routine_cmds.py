@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from routines.validate import Issue
 
 MAX_PREVIEW = 1_000
-MAX_LOGS = 1_000
 
 
 @click.group("routines")
@@ -145,13 +144,13 @@ def schedule_preview_cmd(
 
     from palyrad.ops.edits import default_timezone
     from routines.jitter import fire_at_ms
-    from routines.model import CronSchedule, schedule_to_json
+    from routines.model import CronSchedule, check_routine_id, schedule_to_json
     from routines.phrases import PhraseError, resolve_phrase
     from routines.schedules import explain, upcoming
     from routines.timefmt import TimeFormatError, format_rfc3339, get_zone, now_ms, parse_rfc3339
 
-    home = get_home()
-    zone_name = tz or default_timezone(home)
+    home = get_home(create=False)  # reads palyra.toml if there is one; writes nothing
+    zone_name = tz if tz is not None else default_timezone(home)  # --tz "" is not "no --tz"
     try:
         zone = get_zone(zone_name)
     except TimeFormatError as exc:
@@ -164,6 +163,8 @@ def schedule_preview_cmd(
             "e.g. --jitter-ms 5000 --id backup",
             code=2,
         )
+    if routine_id is not None:
+        check_routine_id(routine_id)  # the jitter of an id no routine can have is no preview
     try:
         start = now_ms() if from_ is None else parse_rfc3339(from_, default_zone=zone)
     except TimeFormatError as exc:
@@ -243,10 +244,9 @@ def _logs(
     as_json: bool,
 ) -> None:
     from palyrad.domain.runs import run_to_json
+    from palyrad.ops.run_history import routine_runs
 
-    if not 1 <= limit <= MAX_LOGS:
-        fail(f"--limit {limit} is out of range", f"use 1-{MAX_LOGS}", code=2)
-    runs = journal.runs.for_routine(routine_id, limit=limit, before_run_id=before, status=status)
+    runs = routine_runs(journal, routine_id, limit=limit, before=before, status=status)
     if not runs and before is None and status is None and not _is_defined(home, routine_id):
         fail(f"no routine {routine_id!r}", "see: palyra routines list")
     if as_json:

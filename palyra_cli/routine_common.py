@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from palyra_cli.common import emit_json, fail, open_journal
+from palyra_cli.common import emit_json, fail
 
 if TYPE_CHECKING:
     from palyrad.journal import Journal
@@ -116,17 +116,14 @@ def list_routines(home: Home, journal: Journal, as_json: bool, *, schedule_only:
         print_view(v)
 
 
-def print_routine(home: Home, routine: Routine, as_json: bool, verb: str) -> None:
-    """A routine just written (``routines upsert``, ``cron add``): its view, with its next run."""
+def print_routine(journal: Journal, routine: Routine, as_json: bool, verb: str) -> None:
+    """A routine just written (``routines upsert``, ``cron add``): its view, with its next run.
+    ``journal`` was opened before the write, so that nothing can fail after it."""
     from palyrad.ops.routine_views import routine_views
     from routines.model import Definitions
     from routines.timefmt import now_ms
 
-    journal = open_journal(home)
-    try:
-        view = routine_views(Definitions((routine,)), journal, now_ms())[0]
-    finally:
-        journal.close()
+    view = routine_views(Definitions((routine,)), journal, now_ms())[0]
     if as_json:
         emit_json(view.to_json())
     else:

@@ -24,10 +24,13 @@ from palyra_cli.common import (
     home_option,
     json_option,
     note,
+    open_journal,
+    with_journal,
 )
 from palyra_cli.routine_common import display_name, print_routine
 
 if TYPE_CHECKING:
+    from palyrad.journal import Journal
     from palyrad.ops.edits import EditOutcome
     from palyrad.runtime.home import Home
     from routines.definitions_file import DefinitionsError
@@ -49,13 +52,16 @@ def _report_edit(outcome: EditOutcome) -> None:
         note("note: palyrad has not confirmed the change yet; run: palyra doctor")
 
 
-def edit(home: Home, change: Any) -> None:
-    """Apply ``change(editor)`` to definitions.json and say whether palyrad has it."""
+def edit(home: Home, journal: Journal, change: Any) -> None:
+    """Apply ``change(editor)`` to definitions.json and say whether palyrad has it.
+
+    ``journal`` is opened by the caller first: whatever the command needs after the write
+    must be known to work before it (see ``palyrad.ops.edits.apply_edit``)."""
     from palyrad.ops.edits import apply_edit
     from routines.definitions_file import DefinitionsError
 
     try:
-        outcome = apply_edit(home, change)
+        outcome = apply_edit(home, journal, change)
     except DefinitionsError as exc:
         _definitions_error(home, exc)
     _report_edit(outcome)
@@ -119,84 +125,64 @@ def upsert_cmd(file: str | None, dash: str | None, as_json: bool) -> None:
             code=2,
         )
     routine = parse_one(home, obj, text, name)
-    added: list[bool] = []
-    edit(home, lambda ed: added.append(ed.upsert(routine)))
-    print_routine(home, routine, as_json, "added" if added and added[0] else "replaced")
+    journal = open_journal(home)  # before the write: see edit()
+    try:
+        added: list[bool] = []
+        edit(home, journal, lambda ed: added.append(ed.upsert(routine)))
+        print_routine(journal, routine, as_json, "added" if added and added[0] else "replaced")
+    finally:
+        journal.close()
 
 
-def _set_enabled(routine_id: str, enabled: bool) -> None:
+def _no_routine(routine_id: str) -> NoReturn:
+    fail(f"no routine {routine_id!r}", "see: palyra routines list")
+
+
+def _set_enabled(home: Home, journal: Journal, routine_id: str, enabled: bool) -> None:
     from dataclasses import replace
-
-    from palyrad.ops.edits import edit_definitions
-    from routines.definitions_file import DefinitionsError
-
-    home = get_home()
-    found: list[bool] = []
 
     def change(ed: Any) -> None:
         r = ed.get(routine_id)
         if r is None:
-            return
-        found.append(True)
+            _no_routine(routine_id)  # raised under the lock: nothing is written
         if r.enabled != enabled:
             ed.upsert(replace(r, enabled=enabled))
 
-    try:
-        with edit_definitions(home) as ed:
-            change(ed)
-    except DefinitionsError as exc:
-        _definitions_error(home, exc)
-    if not found:
-        fail(f"no routine {routine_id!r}", "see: palyra routines list")
-    _after_write(home)
-    click.echo(f"{routine_id}: {'enabled' if enabled else 'disabled'}")
+    edit(home, journal, change)
+    click.echo(f"{'enabled' if enabled else 'disabled'} {routine_id}")
 
 
-def _after_write(home: Home) -> None:
-    from palyrad.ops.edits import wait_applied
-    from palyrad.runtime.liveness import daemon_alive
+def _delete(home: Home, journal: Journal, routine_id: str) -> None:
+    def change(ed: Any) -> None:
+        if not ed.remove(routine_id):
+            _no_routine(routine_id)
 
-    if not daemon_alive(home):
-        note(NOT_RUNNING_NOTE)
-    elif not wait_applied(home):
-        note("note: palyrad has not confirmed the change yet; run: palyra doctor")
-
-
-def _delete(routine_id: str) -> None:
-    from palyrad.ops.edits import edit_definitions
-    from routines.definitions_file import DefinitionsError
-
-    home = get_home()
-    try:
-        with edit_definitions(home) as ed:
-            removed = ed.remove(routine_id)
-    except DefinitionsError as exc:
-        _definitions_error(home, exc)
-    if not removed:
-        fail(f"no routine {routine_id!r}", "see: palyra routines list")
-    _after_write(home)
-    click.echo(f"{routine_id}: deleted")
+    edit(home, journal, change)
+    click.echo(f"deleted {routine_id}")
 
 
 @click.command("enable")
 @click.argument("routine_id")
 @home_option
-def enable_cmd(routine_id: str) -> None:
+@with_journal
+def enable_cmd(routine_id: str, home: Home, journal: Journal) -> None:
     """Enable a routine."""
-    _set_enabled(routine_id, True)
+    _set_enabled(home, journal, routine_id, True)
 
 
 @click.command("disable")
 @click.argument("routine_id")
 @home_option
-def disable_cmd(routine_id: str) -> None:
+@with_journal
+def disable_cmd(routine_id: str, home: Home, journal: Journal) -> None:
     """Disable a routine (it never fires; run-now is refused)."""
-    _set_enabled(routine_id, False)
+    _set_enabled(home, journal, routine_id, False)
 
 
 @click.command("delete")
 @click.argument("routine_id")
 @home_option
-def delete_cmd(routine_id: str) -> None:
+@with_journal
+def delete_cmd(routine_id: str, home: Home, journal: Journal) -> None:
     """Delete a routine from definitions.json (its run history stays until pruned)."""
-    _delete(routine_id)
+    _delete(home, journal, routine_id)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from palyra_cli.common import emit_json, fail, home_option, json_option, with_journal
+from palyra_cli.common import emit_json, fail, home_option, json_option, note, with_journal
 
 if TYPE_CHECKING:
     from palyrad.domain.runs import Run
@@ -50,11 +50,17 @@ def show_cmd(
 ) -> None:
     """One run's record (and with --output/--follow, what it printed)."""
     from palyrad.domain.runs import run_to_json
+    from palyrad.ops.run_history import log_path as run_log_path
+    from palyrad.ops.run_history import read_output
 
     run = journal.runs.get(run_id)
     if run is None:
         fail(f"no run {run_id!r}", "see: palyra routines logs ROUTINE_ID")
-    log_path = Path(run.log_path) if run.log_path else home.run_log(run.run_id)
+    log_path = run_log_path(home, run)
+    if follow and not run.is_active:  # ended: all there is, or why there is none
+        sys.stdout.buffer.write(read_output(home, run).data)
+        sys.stdout.buffer.flush()
+        return
     if follow:
         offset = 0
         current: Run | None = run
@@ -79,8 +85,10 @@ def show_cmd(
         emit_json(body)
         return
     if output:
-        data, _ = _read_from(log_path, 0)
-        sys.stdout.buffer.write(data)
+        captured = read_output(home, run)  # NoOutput: exit 1 saying why there is none
+        if captured.note:
+            note(captured.note)
+        sys.stdout.buffer.write(captured.data)
         return
     for key, value in run_to_json(run).items():
         if value is not None and not key.endswith("_unix_ms"):

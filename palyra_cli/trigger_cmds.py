@@ -31,19 +31,6 @@ if TYPE_CHECKING:
     from palyrad.runtime.home import Home
 
 
-def _check_payload(payload: str | None) -> None:
-    if payload is None:
-        return
-    import orjson
-
-    try:
-        orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        fail(f"--payload is not valid JSON: {exc.msg}", "e.g. --payload '{\"k\": 1}'", code=2)
-    if len(payload.encode()) > 64 * 1024:
-        fail("--payload is larger than 64 KiB", "pass a path to a file instead", code=2)
-
-
 def _not_running_note(home: Home) -> None:
     from palyrad.runtime.liveness import daemon_alive
 
@@ -66,8 +53,7 @@ def emit_cmd(name: str, payload: str | None, home: Home, journal: Journal) -> No
     """Emit operator.NAME."""
     from palyrad.ops.triggers import emit_operator_event
 
-    _check_payload(payload)
-    full = emit_operator_event(home, journal, name, payload)
+    full = emit_operator_event(home, journal, name, payload)  # checks NAME and --payload
     _not_running_note(home)
     click.echo(f"emitted {full}")
 
@@ -90,8 +76,7 @@ def fire_cmd(
     """Fire every hook routine with HOOK_ID (and, if given, --event)."""
     from palyrad.ops.triggers import fire_hook
 
-    _check_payload(payload)
-    fire_hook(home, journal, hook_id, event, payload)
+    fire_hook(home, journal, hook_id, event, payload)  # checks HOOK_ID, --event, --payload
     _not_running_note(home)
     click.echo(f"fired hook {hook_id}")
 
@@ -134,17 +119,11 @@ def approvals_cmd(as_json: bool, home: Home, journal: Journal) -> None:
 def _run_now(routine_id: str, payload: str | None, as_json: bool) -> None:
     """The hot path (SPEC: trigger → running in ≤ 100 ms): with the daemon running and its
     applied definitions current, it imports only the journal and the trigger code."""
-    import orjson
-
     from palyra_cli.fast_path import run_now_line, run_now_result
-    from palyrad.ops.triggers import TriggerRefused, run_now
+    from palyrad.ops.triggers import TriggerRefused, check_payload, run_now
 
+    check_payload(payload)  # exit 2 before anything, daemon running or not (run_now checks too)
     home = get_home()
-    if payload is not None:
-        try:
-            orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            fail(f"--payload is not valid JSON: {exc.msg}", "e.g. --payload '{\"k\": 1}'", code=2)
     journal = open_journal(home)
     try:
         run, running = run_now(home, journal, routine_id, payload, lambda: load_definitions(home))
@@ -177,11 +156,13 @@ def run_now_cmd(routine_id: str, payload: str | None, as_json: bool) -> None:
 @with_journal
 def cancel_cmd(run_id: str, home: Home, journal: Journal) -> None:
     """Cancel an active run (SIGTERM to its process group, SIGKILL after 10 s)."""
-    from palyrad.ops.triggers import cancel
+    from palyrad.ops.triggers import CancelOutcome, cancel
 
-    run = cancel(home, journal, run_id)
-    if run is None:
-        fail(f"no run {run_id!r}", "see: palyra routines logs ROUTINE_ID")
-    if run.status not in ("pending", "running", "cancelled"):
-        fail(f"run {run_id} already ended ({run.status})", "nothing to cancel")
-    click.echo(f"{run_id}: {'cancelled' if run.status == 'cancelled' else 'cancelling'}")
+    outcome = cancel(home, journal, run_id)  # unknown, or ended otherwise: exit 1
+    if outcome is CancelOutcome.REQUESTED:
+        click.echo(f"cancelling {run_id}")
+        _not_running_note(home)
+    else:
+        click.echo(f"cancelled {run_id}")
+        if outcome is CancelOutcome.ALREADY_CANCELLED:
+            note(f"note: {run_id} was already cancelled")

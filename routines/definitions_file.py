@@ -209,6 +209,17 @@ def atomic_write(
     ``durable=False`` skips the fsyncs, for files that only describe the running process
     (readers still never see a torn file; a power cut may lose the latest version).
     """
+    try:
+        _atomic_write(path, data, keep_backup=keep_backup, durable=durable)
+    except OSError as exc:
+        # Name the file being written, not the temporary (or no file at all, as for a
+        # write that ran out of space): an OSError still, of the same errno subclass.
+        if exc.errno is None or exc.filename == str(path):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+
+def _atomic_write(path: Path, data: bytes, *, keep_backup: bool, durable: bool) -> None:
     parent = path.parent
     _ensure_dir(parent)
     fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -72,6 +72,22 @@ ENUM_ALIASES: dict[str, str] = {
 _SLUG_RE = re.compile(r"[^a-z0-9._-]+")
 
 
+_ID_FULLMATCH = re.compile(ID_PATTERN).fullmatch
+ID_RULE = "ids are 1-128 characters of a-z, 0-9, '.', '_', '-' starting with a letter or digit"
+
+
+def check_routine_id(value: str) -> str:
+    """``value`` if it is a valid routine id (SPEC §2), else ``InvalidInput`` (exit 2) with
+    the rule and a valid spelling: for every place an id is typed outside a definitions file
+    (``schedule-preview --id``)."""
+    if _ID_FULLMATCH(value) is None:
+        from routines.errors import InvalidInput
+
+        shown = orjson.dumps(value[:60]).decode() + ("…" if len(value) > 60 else "")
+        raise InvalidInput(f"invalid id {shown}: {ID_RULE}", f'try "{slugify(value)}"')
+    return value
+
+
 def slugify(name: str) -> str:
     """``Nightly backup`` → ``nightly-backup``: a valid routine id, never empty."""
     slug = _SLUG_RE.sub("-", name.strip().lower()).strip("-._")

@@ -43,7 +43,10 @@ def seconds_until(t_ms: int) -> float:
 
 @lru_cache(maxsize=1024)
 def get_zone(name: str) -> tzinfo:
-    """Resolve an IANA zone name (``UTC`` included); raises TimeFormatError if unknown."""
+    """Resolve an IANA zone name (``UTC`` included); raises TimeFormatError if unknown or
+    empty (an empty name is a mistake, never a way of saying UTC)."""
+    if not name.strip():
+        raise TimeFormatError("the time zone name is empty")
     if name in ("UTC", "Etc/UTC", "Z"):
         return UTC
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

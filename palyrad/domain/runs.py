@@ -32,6 +32,7 @@ ARM_AHEAD_MS = 50
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CROCKFORD_SET = frozenset(_CROCKFORD)
 
 
 _ulid_lock = threading.Lock()
@@ -61,6 +62,15 @@ def _encode_ulid(value: int) -> str:
         out.append(_CROCKFORD[value & 31])
         value >>= 5
     return "".join(reversed(out))
+
+
+def parse_run_id(text: str) -> str | None:
+    """``text`` as a run id (a ULID: 26 Crockford base32 characters, any case, the first
+    0-7), upper-cased as the journal stores it; None when it cannot be one."""
+    rid = text.strip().upper()
+    if len(rid) != 26 or rid[0] not in "01234567" or not set(rid) <= _CROCKFORD_SET:
+        return None
+    return rid
 
 
 def ulid_floor(ms: int) -> str:

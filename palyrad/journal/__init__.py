@@ -45,7 +45,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from palyrad.journal.approvals import Approvals
-from palyrad.journal.connection import BUSY_TIMEOUT_MS, JournalConnection, JournalError
+from palyrad.journal.connection import BUSY_TIMEOUT_MS, JournalConnection
+from palyrad.journal.errors import JournalError
 from palyrad.journal.events import Events
 from palyrad.journal.heartbeats import Heartbeats
 from palyrad.journal.leases import Leases

@@ -18,16 +18,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from palyrad.journal.errors import JournalError, journal_unavailable
 from palyrad.journal.migrations import MIGRATIONS, SCHEMA_VERSION
-from routines.errors import PalyraError
 
 BUSY_TIMEOUT_MS = 10_000
 
 J = TypeVar("J")
-
-
-class JournalError(PalyraError, RuntimeError):
-    """The journal cannot be opened or migrated (names the file and the fix)."""
 
 
 class JournalConnection:
@@ -41,8 +37,16 @@ class JournalConnection:
             self.db = sqlite3.connect(
                 str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
             )
-        except sqlite3.Error as exc:
-            raise JournalError(f"{path}: cannot open the journal: {exc}") from exc
+            self._configure(synchronous, autocheckpoint_pages)
+            # ``with journal.write() as db:``, re-entrant (see Write); the domains share it.
+            self.write = Write(self.db)
+            self.migrate()
+        except JournalError:
+            raise
+        except (sqlite3.Error, OSError) as exc:  # not a database, read-only, disk full …
+            raise journal_unavailable(path, exc) from exc
+
+    def _configure(self, synchronous: str, autocheckpoint_pages: int | None) -> None:
         self.db.row_factory = sqlite3.Row
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.db.execute("PRAGMA journal_mode = WAL")
@@ -54,10 +58,7 @@ class JournalConnection:
             self.db.execute(f"PRAGMA wal_autocheckpoint = {int(autocheckpoint_pages)}")
         self.db.execute("PRAGMA foreign_keys = ON")
         with contextlib.suppress(OSError):
-            path.chmod(0o600)
-        # ``with journal.write() as db:``, re-entrant (see Write); the domains share it.
-        self.write = Write(self.db)
-        self.migrate()
+            self.path.chmod(0o600)
 
     def close(self) -> None:
         """Close the connection (an open transaction is rolled back by SQLite)."""

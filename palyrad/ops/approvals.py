@@ -49,7 +49,7 @@ def approve(home: Home, journal: Journal, defs: Definitions, routine_id: str) ->
             if current is not None and current.content_hash() == digest:
                 ed.upsert(replace(current, enabled=True))
 
-        apply_edit(home, enable)
+        apply_edit(home, journal, enable)
         enabled_now = True
     poke_service(home.run_dir, "scheduler")
     return Granted(routine_id, routine.approval.value, digest, enabled_now)

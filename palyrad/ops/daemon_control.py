@@ -20,7 +20,7 @@ from palyrad.runtime.home import Home
 from palyrad.runtime.liveness import daemon_alive
 from palyrad.runtime.notify import POKE_ALL, poke_fifo
 from palyrad.runtime.status import DaemonStatus, read_status
-from routines.errors import PalyraError
+from routines.errors import PalyraError, storage_error
 
 
 class DaemonControlError(PalyraError, RuntimeError):
@@ -31,18 +31,11 @@ def preflight(home: Home) -> DaemonConfig:
     """Check what a start needs before anything changes: palyra.toml parses and the journal
     opens (and migrates). ``daemon restart`` runs it before stopping a healthy daemon, and
     palyrad itself before it takes the lock and spawns services that could only crash-loop.
-    Raises ``ConfigError`` (exit 2) or ``DaemonControlError`` naming the file and the fix."""
+    Raises ``ConfigError`` (exit 2) or ``JournalError`` naming the file and the fix."""
     from palyrad.journal import Journal
 
     config = load_config(home.config)
-    try:
-        Journal(home.journal).close()
-    except Exception as exc:  # any failure to open or migrate: the message names the file
-        what = str(exc) if str(home.journal) in str(exc) else f"{home.journal}: {exc}"
-        raise DaemonControlError(
-            f"the journal cannot be used: {what}",
-            "move it aside and palyrad starts a new one, or run: palyra doctor --only journal",
-        ) from None
+    Journal(home.journal).close()  # JournalError: names the file and the fix
     return config
 
 
@@ -57,7 +50,11 @@ def start_daemon(home: Home, *, timeout_s: float = 30.0) -> tuple[DaemonStatus, 
     if status.running:
         return status, False
     err_path = _stderr_path(home)
-    with open(err_path, "wb") as err:
+    try:
+        err = open(err_path, "wb")  # noqa: SIM115 (closed below, once palyrad has it)
+    except OSError as exc:  # a read-only or full home: say so before anything is spawned
+        raise storage_error(exc, "palyrad did not start") from None
+    with err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "palyrad", "--home", str(home.root), "--no-log-stderr"],
             stdin=subprocess.DEVNULL,

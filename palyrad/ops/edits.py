@@ -49,31 +49,32 @@ def edit_definitions(home: Home) -> Iterator[Editor]:
         yield editor
 
 
-def wait_applied(home: Home, timeout_s: float = APPLY_TIMEOUT_S) -> bool:
+def wait_applied(home: Home, journal: Journal, timeout_s: float = APPLY_TIMEOUT_S) -> bool:
     """Poke the scheduler and wait until it has applied the current file's bytes."""
     if not daemon_alive(home):
         return False
     want = file_hash(home)
-    journal = Journal(home.journal)
-    try:
-        deadline = time.monotonic() + timeout_s
-        poke_service(home.run_dir, "scheduler")
-        while time.monotonic() < deadline:
-            for key in (STATE_DEFINITIONS_APPLIED, STATE_DEFINITIONS_ERROR):
-                raw = journal.state.get(key)
-                if raw and orjson.loads(raw).get("file_hash") == want:
-                    return key == STATE_DEFINITIONS_APPLIED
-            time.sleep(0.02)
-        return False
-    finally:
-        journal.close()
+    deadline = time.monotonic() + timeout_s
+    poke_service(home.run_dir, "scheduler")
+    while time.monotonic() < deadline:
+        for key in (STATE_DEFINITIONS_APPLIED, STATE_DEFINITIONS_ERROR):
+            raw = journal.state.get(key)
+            if raw and orjson.loads(raw).get("file_hash") == want:
+                return key == STATE_DEFINITIONS_APPLIED
+        time.sleep(0.02)
+    return False
 
 
-def apply_edit(home: Home, change: Callable[[Editor], None]) -> EditOutcome:
-    """Run ``change`` under the lock, write, and (daemon running) wait until applied."""
+def apply_edit(home: Home, journal: Journal, change: Callable[[Editor], None]) -> EditOutcome:
+    """Run ``change`` under the lock, write, and (daemon running) wait until applied.
+
+    A command either succeeds or changes nothing: the write is its last step that can fail.
+    So the caller opens the journal (needed for read-your-writes, and by the CLI to print
+    the routine it wrote) *before* calling this: a journal that cannot be opened stops the
+    command before definitions.json is touched, and ``change`` raises to write nothing."""
     with edit_definitions(home) as editor:
         change(editor)
         changed = editor.changed
     running = daemon_alive(home)
-    applied = wait_applied(home) if running else False
+    applied = wait_applied(home, journal) if running else False
     return EditOutcome(changed, running, applied)

@@ -7,6 +7,7 @@ import platform
 import shutil
 import sys
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 from palyrad.runtime.home import Home
 
@@ -16,8 +17,37 @@ def _palyrad_command() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "palyrad"]
 
 
+def _palyrad_argv(home: Home) -> list[str]:
+    return [*_palyrad_command(), "--home", str(home.root), "--no-log-stderr"]
+
+
+# Bytes that make systemd split, expand or unescape a word of ExecStart= (systemd.service(5)
+# "Command lines"; systemd.unit(5) "Specifiers" for %): such a word is double-quoted.
+_SYSTEMD_PLAIN = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=:,@"
+)
+
+
+def systemd_word(arg: str) -> str:
+    """One ExecStart= argument as systemd reads it back exactly: ``%`` doubled (specifiers),
+    ``$`` doubled (environment expansion), and anything but plain path characters
+    double-quoted with C-style escapes (a home with spaces, quotes or backslashes)."""
+    arg = arg.replace("%", "%%").replace("$", "$$")
+    if arg and set(arg) <= _SYSTEMD_PLAIN | {"%", "$"}:
+        return arg
+    out = []
+    for ch in arg:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 def systemd_unit(home: Home, *, user: bool) -> str:
-    cmd = " ".join([*_palyrad_command(), "--home", str(home.root), "--no-log-stderr"])
+    cmd = " ".join(systemd_word(a) for a in _palyrad_argv(home))
     return (
         "[Unit]\n"
         "Description=Palyra automation daemon\n"
@@ -36,10 +66,8 @@ def systemd_unit(home: Home, *, user: bool) -> str:
 
 
 def launchd_plist(home: Home) -> str:
-    args = "".join(
-        f"    <string>{a}</string>\n"
-        for a in [*_palyrad_command(), "--home", str(home.root), "--no-log-stderr"]
-    )
+    # ProgramArguments is an array, so spaces need nothing; XML's own &, < and > do.
+    args = "".join(f"    <string>{escape(a)}</string>\n" for a in _palyrad_argv(home))
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         '<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" '

@@ -18,15 +18,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from palyrad.domain.runs import Run, new_ulid
+from palyrad.domain.runs import Run, RunStatus, new_ulid
 from palyrad.journal import STATE_DEFINITIONS_APPLIED, Journal
 from palyrad.ops.definitions_hash import current_file_hash
 from palyrad.runtime.control_client import NotListening, request, run_now_request
 from palyrad.runtime.liveness import daemon_alive
 from palyrad.runtime.notify import poke_service
-from routines.errors import PalyraError
+from routines.errors import InvalidInput, PalyraError
 from routines.timefmt import now_ms
 
 if TYPE_CHECKING:
@@ -41,6 +42,40 @@ DECIDE_POLL_S = 0.001
 
 class TriggerRefused(PalyraError):
     """The trigger was refused before any record was made (unknown or disabled routine)."""
+
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+PAYLOAD_EXAMPLE = """--payload '{"file": "/path/to/data.json"}'"""
+
+
+def check_payload(payload: str | None) -> None:
+    """The one check of a ``--payload`` (run-now, events emit, hooks fire), made before
+    anything is recorded, daemon running or not: valid JSON, at most 64 KiB of UTF-8.
+    Raises ``InvalidInput`` (exit 2) saying which, and what to do instead."""
+    if payload is None:
+        return
+    size = len(payload.encode("utf-8", "surrogatepass"))  # a lone surrogate: invalid below
+    if size > MAX_PAYLOAD_BYTES:
+        raise InvalidInput(
+            f"--payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes (64 KiB)",
+            f"put the data in a file and pass its path in the payload, e.g. {PAYLOAD_EXAMPLE}",
+        )
+    import orjson  # what the scheduler parses payloads with: one notion of valid JSON
+
+    try:
+        orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"--payload is not valid JSON: {exc.msg}", f"e.g. {PAYLOAD_EXAMPLE}"
+        ) from None
+
+
+def payload_value(payload: str | None) -> object:
+    """A checked ``--payload`` as the JSON value it holds (None when not given)."""
+    check_payload(payload)
+    import orjson
+
+    return None if payload is None else orjson.loads(payload)
 
 
 def applied_gate(home: Home, journal: Journal, routine_id: str) -> bool | None:
@@ -114,7 +149,9 @@ def run_now(
     A running daemon takes the trigger through its request socket (it journals and decides
     it, then answers). Without one, the trigger is journaled here as an undecided record that
     the scheduler decides when it starts (or, for a daemon without the socket, when poked).
+    A bad payload is ``InvalidInput`` before either (``check_payload``).
     """
+    check_payload(payload)
     try:
         reply = request(home.run_dir, run_now_request(routine_id, payload))
     except NotListening:
@@ -167,22 +204,49 @@ def _run_now_journaled(
     return got, running
 
 
-def cancel(home: Home, journal: Journal, run_id: str) -> Run | None:
-    """Request cancellation of an active run; the executor stops its process group."""
-    run = journal.runs.request_cancel(run_id)
-    if run is not None and run.is_active:
-        poke_service(home.run_dir, "executor")
-    return run
+class CancelOutcome(StrEnum):
+    """What ``cancel`` did (a run that cannot be cancelled raises instead)."""
+
+    CANCELLED = "cancelled"  # a run that had not started: cancelled now
+    REQUESTED = "requested"  # a started (or claimed) run: the executor stops it
+    ALREADY_CANCELLED = "already_cancelled"  # nothing to do: what was asked for holds
+
+
+class NothingToCancel(PalyraError):
+    """An unknown run, or one that ended other than cancelled (exit 1)."""
+
+
+def cancel(home: Home, journal: Journal, run_id: str) -> CancelOutcome:
+    """Cancel a run (SPEC §4.2: ``cancel`` is for active runs), decided from its record
+    alone, so the answer is the same whether the daemon runs or not: an active run is
+    cancelled (or its cancellation requested from the executor, which stops its process
+    group); a run already cancelled is left alone and is success (asking twice is
+    harmless); any other ended run, and an unknown id, raise ``NothingToCancel``."""
+    before = journal.runs.get(run_id)
+    if before is None:
+        raise NothingToCancel(f"no run {run_id!r}", "see: palyra routines logs ROUTINE_ID")
+    if before.status == RunStatus.CANCELLED:
+        return CancelOutcome.ALREADY_CANCELLED
+    run = journal.runs.request_cancel(run_id) if before.is_active else before
+    if run is None or not (run.is_active or run.status == RunStatus.CANCELLED):
+        status = before.status if run is None else run.status
+        raise NothingToCancel(f"run {run_id} already ended ({status})", "nothing to cancel")
+    if run.status == RunStatus.CANCELLED:
+        return CancelOutcome.CANCELLED
+    poke_service(home.run_dir, "executor")
+    return CancelOutcome.REQUESTED
 
 
 OPERATOR_EVENT_PREFIX = "operator."
-MAX_PAYLOAD_BYTES = 64 * 1024
 
 
 def emit_operator_event(home: Home, journal: Journal, name: str, payload: str | None) -> str:
-    """``palyra events emit NAME`` → the event ``operator.NAME`` for system_event routines."""
-    full = name if name.startswith(OPERATOR_EVENT_PREFIX) else OPERATOR_EVENT_PREFIX + name
-    body = {"payload": _payload_value(payload)}
+    """``palyra events emit NAME`` → the event ``operator.NAME`` for system_event routines.
+    An empty name or a bad payload is ``InvalidInput`` before anything is recorded."""
+    bare = name.removeprefix(OPERATOR_EVENT_PREFIX)
+    _check_name(bare, "the event name", "e.g. palyra events emit backup-done")
+    full = OPERATOR_EVENT_PREFIX + bare
+    body = {"payload": payload_value(payload)}
     import orjson
 
     journal.events.emit(full, orjson.dumps(body).decode(), now_ms())
@@ -193,8 +257,13 @@ def emit_operator_event(home: Home, journal: Journal, name: str, payload: str | 
 def fire_hook(
     home: Home, journal: Journal, hook_id: str, event: str | None, payload: str | None
 ) -> None:
-    """``palyra hooks fire HOOK_ID`` → every ``hook`` routine with that id (and event)."""
-    body: dict[str, object] = {"payload": _payload_value(payload)}
+    """``palyra hooks fire HOOK_ID`` → every ``hook`` routine with that id (and event).
+    An empty hook id or event, or a bad payload, is ``InvalidInput`` before anything is
+    recorded."""
+    _check_name(hook_id, "the hook id", "e.g. palyra hooks fire deploy")
+    if event is not None:
+        _check_name(event, "--event", "leave it out to fire every routine of the hook")
+    body: dict[str, object] = {"payload": payload_value(payload)}
     if event is not None:
         body["event"] = event
     import orjson
@@ -203,11 +272,9 @@ def fire_hook(
     poke_service(home.run_dir, "scheduler")
 
 
-def _payload_value(payload: str | None) -> object:
-    if payload is None:
-        return None
-    if len(payload.encode()) > MAX_PAYLOAD_BYTES:
-        raise ValueError(f"payload is larger than {MAX_PAYLOAD_BYTES} bytes")
-    import orjson
-
-    return orjson.loads(payload)
+def _check_name(value: str, what: str, hint: str) -> None:
+    # No routine can wait for an empty name (the validator wants a non-empty string), so an
+    # empty one would record an event that nothing ever consumes. Whatever the validator
+    # accepts (" " included) a routine may wait for, so it stays accepted here.
+    if not value:
+        raise InvalidInput(f"{what} is empty", hint)

@@ -8,13 +8,36 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# `typing` (~4 ms) is not imported by run-now's fast path; mypy honours this constant.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 ENV_HOME = "PALYRA_HOME"
 
 
 def resolve_home(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """``--home`` if given, else ``$PALYRA_HOME``, else ``~/.palyra`` (absolute, ``~`` expanded)."""
-    raw = os.fspath(explicit) if explicit else os.environ.get(ENV_HOME) or "~/.palyra"
+    """``--home`` if given, else ``$PALYRA_HOME``, else ``~/.palyra`` (absolute, ``~`` expanded).
+
+    An empty (or blank) ``--home`` or ``$PALYRA_HOME`` is refused (``InvalidInput``, exit 2)
+    rather than read as "not given": falling back to ``~/.palyra`` would act on the wrong home.
+    """
+    if explicit is not None:
+        raw = os.fspath(explicit)
+        if not raw.strip():
+            _blank("--home is empty", "give a directory, e.g. --home ~/.palyra")
+    else:
+        env = os.environ.get(ENV_HOME)
+        if env is not None and not env.strip():
+            _blank(f"${ENV_HOME} is empty", "set it to a directory, or unset it to use ~/.palyra")
+        raw = env or "~/.palyra"
     return Path(raw).expanduser().absolute()
+
+
+def _blank(what: str, hint: str) -> NoReturn:
+    from routines.errors import InvalidInput  # the error path only: run-now resolves homes
+
+    raise InvalidInput(what, hint)
 
 
 def _mkdir_private(path: Path) -> None:
@@ -103,18 +126,26 @@ class Home:
         return self.runs_dir / f"{run_id}.log"
 
     def ensure(self) -> Home:
-        """Create the home (0700) and the folders the daemon and CLI write into."""
-        existed = self.root.exists()
-        _mkdir_private(self.root)
-        if not existed:
-            os.chmod(self.root, 0o700)
-        for d in (
-            self.routines_dir,
-            self.skills_dir,
-            self.certs_dir,
-            self.runs_dir,
-            self.run_dir,
-            self.logs_dir,
-        ):
-            _mkdir_private(d)
+        """Create the home (0700) and the folders the daemon and CLI write into.
+
+        Raises ``StorageError`` (from routines.errors) naming the path that could not be
+        created: a file in the way, no permission, a read-only or full file system."""
+        try:
+            existed = self.root.exists()
+            _mkdir_private(self.root)
+            if not existed:
+                os.chmod(self.root, 0o700)
+            for d in (
+                self.routines_dir,
+                self.skills_dir,
+                self.certs_dir,
+                self.runs_dir,
+                self.run_dir,
+                self.logs_dir,
+            ):
+                _mkdir_private(d)
+        except OSError as exc:
+            from routines.errors import storage_error
+
+            raise storage_error(exc, "cannot create the home") from None
         return self
