@@ -19,6 +19,8 @@ log = logging.getLogger("palyrad.node_rpc")
 
 
 def run_node_rpc(ctx: ServiceContext) -> None:
+    """Serve ``GET /health`` on a thread; the loop only waits for the stop (no clock, no
+    runs: nothing here decides anything in time)."""
     instance = ctx.instance
 
     class Handler(BaseHTTPRequestHandler):

@@ -187,6 +187,7 @@ class ControlServer:
         return max(0.0, oldest + REQUEST_TIMEOUT_S - time.monotonic())
 
     def close(self) -> None:
+        """Close every connection and the socket, and remove its file (a clean stop)."""
         for c in list(self._conns.values()):
             self._close(c)
         self._unregister(self.sock.fileno())

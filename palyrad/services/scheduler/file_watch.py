@@ -55,6 +55,7 @@ class Target:
     exists: bool
 
     def in_scope(self, p: str) -> bool:
+        """Whether path ``p`` is under what this target watches (itself, or its children)."""
         if not self.exists or not self.exists_as_dir:
             # A file, or a path still to be created: the path itself (or below it once it
             # turns out to be a directory created later).
@@ -64,6 +65,7 @@ class Target:
         return os.path.dirname(p) == self.path
 
     def matches_name(self, p: str) -> bool:
+        """Whether ``p`` matches the trigger's patterns and none of its ignores."""
         name = os.path.basename(p)
         rel = os.path.relpath(p, self.path) if p.startswith(self.path + os.sep) else name
         t = self.trigger
@@ -74,6 +76,8 @@ class Target:
 
 @dataclass
 class Burst:
+    """One routine's changes since its burst began; settles ``debounce_s`` after the last."""
+
     debounce_s: float
     last_event: float
     events: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -144,6 +148,7 @@ class FileWatchManager:
                     del self.bursts[rid]
 
     def on_event(self, key: tuple[str, bool], event: FileSystemEvent) -> None:
+        """A watchdog event (observer thread): add it to the matching routines' bursts."""
         kind = _KIND_OF.get(type(event))
         if kind is None:
             return  # opened/closed and directory-modified events are noise
