@@ -18,17 +18,24 @@ instant after a spring-forward gap (several wall times in one gap fire once).
 from __future__ import annotations
 
 import calendar
-import re
 from bisect import bisect_left
-from collections.abc import Callable
 from datetime import date, datetime, tzinfo
 from functools import lru_cache
 from typing import NoReturn
 
 from cronsim import CronSim, CronSimError
-from cronsim.cronsim import Field as SimField
 from cronsim.explain import Expression, ordinal
 
+from routines.cron_fields import (
+    DAY_OF_MONTH,
+    DAY_OF_WEEK,
+    HOUR,
+    MINUTE,
+    MONTH,
+    SECOND,
+    check_days_exist,
+    normalize_field,
+)
 from routines.walltime import (
     MAX_SUPPORTED_S,
     MIN_SUPPORTED_S,
@@ -53,16 +60,6 @@ MACROS: dict[str, str] = {
     "@hourly": "0 * * * *",
 }
 
-_SECOND, _MINUTE, _HOUR, _DOM, _MONTH, _DOW = range(6)
-_FIELD_NAMES = ("second", "minute", "hour", "day-of-month", "month", "day-of-week")
-_LOW = (0, 0, 0, 1, 1, 0)
-_HIGH = (59, 59, 23, 31, 12, 7)
-_MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-_DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
-_MONTH_LONG = tuple(calendar.month_name)
-_DIGITS = re.compile(r"[0-9]+")
-_DAYS_IN_MONTH_MAX = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
 
 # (day-of-month, day-of-week, nW days) → {year*12+month: matching days}; see CronExpr.
 _DAY_CACHES: dict[tuple[str, str, tuple[int, ...]], dict[int, tuple[int, ...]]] = {}
@@ -75,105 +72,6 @@ class CronError(ValueError):
         super().__init__(f'invalid cron expression "{expr}": {detail}')
         self.expr = expr
         self.detail = detail
-
-
-# --- parsing and validation -------------------------------------------------------------
-
-
-def _value(field: int, token: str, fail: Callable[[str], NoReturn]) -> int:
-    """One numeric or symbolic value of a field, range-checked."""
-    name = _FIELD_NAMES[field]
-    up = token.upper()
-    if _DIGITS.fullmatch(token):
-        v = int(token)
-        if not _LOW[field] <= v <= _HIGH[field]:
-            fail(f"{name} {v} is out of range {_LOW[field]}-{_HIGH[field]}")
-        return v
-    if field == _MONTH:
-        if up in _MONTH_NAMES:
-            return _MONTH_NAMES.index(up) + 1
-        if token.isalpha():
-            fail(f'month "{token}" is not a month name')
-        fail(f'month "{token}" is not a number or month name')
-    if field == _DOW:
-        if up in _DAY_NAMES:
-            return _DAY_NAMES.index(up)
-        if token.isalpha():
-            fail(f'day-of-week "{token}" is not a day name')
-        fail(f'day-of-week "{token}" is not a number or day name')
-    if token == "":
-        fail(f"{name} has an empty value")
-    fail(f'{name} "{token}" is not a number')
-
-
-def _step(field: int, token: str, fail: Callable[[str], NoReturn]) -> int:
-    name = _FIELD_NAMES[field]
-    if not _DIGITS.fullmatch(token):
-        fail(f'{name} step "{token}" is not a number')
-    step = int(token)
-    # Like cronie: a step must be at least 1 and at most the field's top value.
-    top = _HIGH[field]
-    if not 1 <= step <= top:
-        fail(f"{name} step {step} is out of range 1-{top}")
-    return step
-
-
-def _normalize_field(
-    field: int, text: str, fail: Callable[[str], NoReturn]
-) -> tuple[str, tuple[int, ...]]:
-    """Validate one field; return it in cronsim's dialect (numbers only, ``?`` as ``*``,
-    ``nW`` terms removed) plus the ``nW`` day numbers, which Palyra matches itself."""
-    name = _FIELD_NAMES[field]
-    terms = text.split(",")
-    out: list[str] = []
-    w_days: list[int] = []
-    for term in terms:
-        up = term.upper()
-        if term == "":
-            fail(f'{name} "{text}" has an empty list item')
-        if up == "?":
-            if field not in (_DOM, _DOW):
-                fail(f'{name} "?" is only allowed in day-of-month and day-of-week')
-            if len(terms) > 1:
-                fail(f'{name} "{text}": "?" cannot be combined with other values')
-            out.append("*")
-            continue
-        if field == _DOM:
-            if up in ("L", "LW"):
-                out.append(up)
-                continue
-            if up.endswith("W"):
-                w_days.append(_value(field, term[:-1], fail))
-                continue
-        if field == _DOW and up.endswith("L") and up not in _DAY_NAMES:
-            out.append(f"{_value(field, term[:-1], fail)}L")
-            continue
-        if field == _DOW and "#" in term:
-            base, nth = term.split("#", 1)
-            day = _value(field, base, fail)
-            if not _DIGITS.fullmatch(nth):
-                fail(f'day-of-week "{term}": occurrence "{nth}" is not a number')
-            if not 1 <= int(nth) <= 5:
-                fail(f'day-of-week "{term}": occurrence {int(nth)} is out of range 1-5')
-            out.append(f"{day}#{int(nth)}")
-            continue
-        base, slash, step_text = term.partition("/")
-        suffix = f"/{_step(field, step_text, fail)}" if slash else ""
-        if base == "*":
-            out.append("*" + suffix)
-            continue
-        if "-" in base:
-            a_text, _, b_text = base.partition("-")
-            a = _value(field, a_text, fail)
-            b = _value(field, b_text, fail)
-            if field == _DOW and b == 0 and a > 0:
-                b = 7  # FRI-SUN: Sunday closes the week
-            if b < a:
-                fail(f'{name} range "{base}" runs backwards ({a} > {b})')
-            out.append(f"{a}-{b}{suffix}")
-            continue
-        out.append(f"{_value(field, base, fail)}{suffix}")
-    return ",".join(out), tuple(w_days)
 
 
 class _Sim(CronSim):
@@ -211,27 +109,6 @@ def _next_table(values: set[int], size: int) -> tuple[int, ...]:
             nxt = v
         out[v] = nxt
     return tuple(out)
-
-
-def _check_days_exist(
-    dom: str, month: str, w_days: tuple[int, ...], fail: Callable[[str], NoReturn]
-) -> None:
-    """Refuse day numbers no selected month has when they cannot be rescued by day-of-week
-    (AND semantics): ``0 0 31 4 *`` would otherwise silently never fire."""
-    days = {d for d in SimField.DAY.parse(dom) if isinstance(d, int) and d > 0} if dom else set()
-    if any(isinstance(d, int) and d < 0 for d in (SimField.DAY.parse(dom) if dom else ())):
-        return  # L / LW exist in every month
-    numeric = days | set(w_days)
-    if not numeric:
-        return
-    months = sorted(m for m in SimField.MONTH.parse(month) if isinstance(m, int))
-    if min(numeric) > max(_DAYS_IN_MONTH_MAX[m] for m in months):
-        where = (
-            " or ".join(_MONTH_LONG[m] for m in months)
-            if len(months) <= 3
-            else "any of the selected months"
-        )
-        fail(f"day-of-month {min(numeric)} never occurs in {where}")
 
 
 def _below_table(values: set[int], size: int) -> tuple[int, ...]:
@@ -301,26 +178,27 @@ class CronExpr:
         normalized: list[str] = []
         w_days: tuple[int, ...] = ()
         for field, text in enumerate(parts):
-            norm, wd = _normalize_field(field, text, fail)
+            norm, wd = normalize_field(field, text, fail)
             normalized.append(norm)
-            if field == _DOM:
+            if field == DAY_OF_MONTH:
                 w_days = wd
         self.w_days = w_days
         self.fields: tuple[str, ...] = tuple(normalized)
         # Debian cron: a day field beginning with "*" means both day fields must match.
-        day_and = normalized[_DOM].startswith("*") or normalized[_DOW].startswith("*")
-        self.is_wildcard = any(normalized[f].startswith("*") for f in (_SECOND, _MINUTE, _HOUR))
+        dom, dow = normalized[DAY_OF_MONTH], normalized[DAY_OF_WEEK]
+        day_and = dom.startswith("*") or dow.startswith("*")
+        self.is_wildcard = any(normalized[f].startswith("*") for f in (SECOND, MINUTE, HOUR))
 
         if day_and:
-            _check_days_exist(normalized[_DOM], normalized[_MONTH], w_days, fail)
+            check_days_exist(normalized[DAY_OF_MONTH], normalized[MONTH], w_days, fail)
         sim_fields = list(normalized)
-        if not sim_fields[_DOM]:  # only nW terms: cronsim needs something to parse
-            sim_fields[_DOM] = "*"
+        if not sim_fields[DAY_OF_MONTH]:  # only nW terms: cronsim needs something to parse
+            sim_fields[DAY_OF_MONTH] = "*"
         try:
             sim = _Sim(" ".join(sim_fields), datetime(2000, 1, 1))
         except CronSimError as exc:  # pragma: no cover - our validation should catch all
             fail(f"rejected by the cron parser ({exc})")
-        if not normalized[_DOM]:
+        if not normalized[DAY_OF_MONTH]:
             sim.days = set()
         sim.day_and = day_and
         sim.w_days = w_days
@@ -336,7 +214,7 @@ class CronExpr:
         self._per_day = len(sim.hours) * len(sim.minutes) * len(sim.seconds)
         # Day lists depend only on the day fields, so expressions that share them (most
         # share "* * 1-5" or "* * *") share one cache.
-        day_spec = (normalized[_DOM], normalized[_DOW], w_days)
+        day_spec = (normalized[DAY_OF_MONTH], normalized[DAY_OF_WEEK], w_days)
         self._day_cache = _DAY_CACHES.setdefault(day_spec, {})
 
     def __repr__(self) -> str:
@@ -350,7 +228,7 @@ class CronExpr:
         days = self._day_cache.get(key)
         if days is None:
             last = calendar.monthrange(y, m)[1]
-            if self.fields[_DOM] == "*" and self.fields[_DOW] == "*":
+            if self.fields[DAY_OF_MONTH] == "*" and self.fields[DAY_OF_WEEK] == "*":
                 days = tuple(range(1, last + 1))
             else:
                 match = self._sim.match_day
@@ -555,16 +433,18 @@ class CronExpr:
         # cronsim cannot explain nW: describe the time with cronsim, then the days ourselves.
         nearest = " and the ".join(ordinal(n) for n in self.w_days)
         pieces = [f"on the weekday nearest the {nearest} day of the month"]
-        if parts[_DOM]:
-            rest = Expression([*parts[:_DOM], parts[_DOM], "*", "*"]).translate_date(False)
+        if parts[DAY_OF_MONTH]:
+            rest = Expression(
+                [*parts[:DAY_OF_MONTH], parts[DAY_OF_MONTH], "*", "*"]
+            ).translate_date(False)
             pieces.append(f"and {rest}")
-        parts[_DOM] = "*"
+        parts[DAY_OF_MONTH] = "*"
         expression = Expression(parts)
-        if not parts[_DOW].startswith("*"):
-            dow = Expression([*parts[:_MONTH], "*", parts[_DOW]]).translate_date(False)
+        if not parts[DAY_OF_WEEK].startswith("*"):
+            dow = Expression([*parts[:MONTH], "*", parts[DAY_OF_WEEK]]).translate_date(False)
             pieces.append(f"and {dow}")
-        if not parts[_MONTH].startswith("*"):
-            months = Expression([*parts[:_MONTH], parts[_MONTH], "*"]).translate_date(False)
+        if not parts[MONTH].startswith("*"):
+            months = Expression([*parts[:MONTH], parts[MONTH], "*"]).translate_date(False)
             pieces.append(months.replace("every day ", ""))
         time_text = expression.translate_time()[0]
         return " ".join([time_text[:1].lower() + time_text[1:], *pieces])

@@ -93,6 +93,12 @@ def explain(
         ErrorKind.APPROVAL_REQUIRED: "the definition is waiting for approval "
         "(palyra routines approve)",
         ErrorKind.ROUTINE_DISABLED: "the routine was disabled when the trigger was decided",
+        ErrorKind.ROUTINE_NOT_FOUND: "no routine had this id when the trigger was decided "
+        "(it was removed, or never existed)",
+        ErrorKind.DAEMON_STOPPED: "the daemon was stopped while it ran",
+        ErrorKind.AGENT_RUNNER_NOT_CONFIGURED: "it is a prompt and no agent runner is "
+        "configured ([agent] command in palyra.toml)",
+        ErrorKind.SKILL_UNAVAILABLE: f"its skill is not available: {error_message}",
         ErrorKind.DAEMON_CRASHED: "the daemon died while it ran",
         ErrorKind.HEARTBEAT_LOST: "its executor stopped heartbeating, so it was failed and killed",
         ErrorKind.TIMEOUT: "it ran past its timeout_ms and was stopped",

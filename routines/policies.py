@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from routines.jitter import fire_at_ms
+from routines.kinds import ErrorKind, RunStatus
 from routines.model import Approval, Concurrency, MisfirePolicy, Retry, Routine
 from routines.quiet_hours import is_quiet, quiet_end_after
 from routines.schedules import next_fire, ticks_between
@@ -30,7 +31,7 @@ def retry_delay_ms(retry: Retry, attempt: int) -> int:
 def should_retry(retry: Retry, attempt: int, status: str) -> bool:
     """Failed (incl. timed out / crashed) attempts retry while attempts remain; never
     ``cancelled`` or ``denied`` ones."""
-    return status == "failed" and attempt < retry.max_attempts
+    return status == RunStatus.FAILED and attempt < retry.max_attempts
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,7 @@ class TriggerDecision:
     ``request_approval``: record a pending approval for the current definition hash.
     """
 
-    status: str
+    status: RunStatus
     error_kind: str | None = None
     error_message: str | None = None
     cancel_active: bool = False
@@ -131,11 +132,11 @@ class TriggerDecision:
 
     @property
     def runs(self) -> bool:
-        return self.status == "pending"
+        return self.status == RunStatus.PENDING
 
 
-RUN = TriggerDecision("pending")
-RUN_REPLACING = TriggerDecision("pending", cancel_active=True)
+RUN = TriggerDecision(RunStatus.PENDING)
+RUN_REPLACING = TriggerDecision(RunStatus.PENDING, cancel_active=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +148,8 @@ class RoutineRuntime:
     approved: bool = True  # an approval is granted for the current definition hash
 
 
-def _skip(kind: str, message: str, **kw: bool) -> TriggerDecision:
-    return TriggerDecision("skipped", kind, message, **kw)
+def _skip(kind: ErrorKind, message: str, **kw: bool) -> TriggerDecision:
+    return TriggerDecision(RunStatus.SKIPPED, kind, message, **kw)
 
 
 def decide_concurrency(routine: Routine, active: int) -> TriggerDecision:
@@ -156,12 +157,14 @@ def decide_concurrency(routine: Routine, active: int) -> TriggerDecision:
     if active == 0 or routine.concurrency is Concurrency.ALLOW:
         return RUN
     if routine.concurrency is Concurrency.FORBID:
-        return _skip("concurrency_forbid", "a run of this routine is already active")
+        return _skip(ErrorKind.CONCURRENCY_FORBID, "a run of this routine is already active")
     if routine.concurrency is Concurrency.REPLACE:
         return RUN_REPLACING
     # queue_one: the active chain plus at most one queued trigger.
     if active >= 2:
-        return _skip("concurrency_queue_full", "one run is active and one is already queued")
+        return _skip(
+            ErrorKind.CONCURRENCY_QUEUE_FULL, "one run is active and one is already queued"
+        )
     return RUN
 
 
@@ -173,7 +176,7 @@ def decide_trigger(
     so here they are only checked for non-scheduled triggers."""
     if routine.approval is Approval.BEFORE_FIRST_RUN and not rt.approved:
         return _skip(
-            "approval_required",
+            ErrorKind.APPROVAL_REQUIRED,
             "the definition changed or is new; approve it: palyra routines approve " + routine.id,
             request_approval=True,
         )
@@ -182,13 +185,15 @@ def decide_trigger(
         and routine.quiet_hours is not None
         and is_quiet(routine.quiet_hours, now_ms, routine.zone_name)
     ):
-        return _skip("quiet_hours", "the trigger arrived inside quiet hours")
+        return _skip(ErrorKind.QUIET_HOURS, "the trigger arrived inside quiet hours")
     if (
         routine.cooldown_ms > 0
         and rt.last_started_ms is not None
         and now_ms < rt.last_started_ms + routine.cooldown_ms
     ):
-        return _skip("cooldown_active", "the previous run started less than cooldown_ms ago")
+        return _skip(
+            ErrorKind.COOLDOWN_ACTIVE, "the previous run started less than cooldown_ms ago"
+        )
     return decide_concurrency(routine, rt.active)
 
 
