@@ -261,6 +261,9 @@ def _logs(
         click.echo(f"{r.run_id} {when} attempt={r.attempt} {r.status}{extra}{code}")
 
 
+# routines.kinds.RunStatus spelled out: the option is built when `palyra routines --help`
+# loads this module, which must import no library (tests/test_cli_startup.py); a test checks
+# the two lists agree.
 _STATUS_CHOICE = click.Choice(
     ["pending", "running", "succeeded", "failed", "cancelled", "skipped", "denied"]
 )

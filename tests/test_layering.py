@@ -209,3 +209,11 @@ def test_the_sql_check_sees_what_it_forbids(tmp_path: Path) -> None:
         "palyrad/ops/x.py:5 .executemany(",
         "palyra_cli/y.py:2 .executescript(",
     ]
+
+
+def test_the_cli_status_choice_is_run_status() -> None:
+    """The CLI spells the statuses out (start-up budget); they must be RunStatus's."""
+    from palyra_cli.routine_cmds import _STATUS_CHOICE
+    from routines.kinds import RunStatus
+
+    assert list(_STATUS_CHOICE.choices) == [s.value for s in RunStatus]

@@ -185,7 +185,7 @@ def new_trigger_run(
     spec: str | None,
     trigger_kind: str,
     now_ms: int,
-    decision_status: str = "pending",
+    decision_status: str = RunStatus.PENDING,
     error_kind: str | None = None,
     error_message: str | None = None,
     scheduled_for_ms: int | None = None,
@@ -194,7 +194,7 @@ def new_trigger_run(
 ) -> Run:
     """Attempt 1 of a new chain for a trigger the policies have decided on."""
     run_id = new_ulid(now_ms)
-    final = decision_status not in ("pending", "running")
+    final = decision_status not in ACTIVE_STATUSES
     return Run(
         run_id=run_id,
         chain_id=run_id,

@@ -28,6 +28,7 @@ from palyrad.runtime.control_client import NotListening, request, run_now_reques
 from palyrad.runtime.liveness import daemon_alive
 from palyrad.runtime.notify import poke_service
 from routines.errors import InvalidInput, PalyraError
+from routines.kinds import TriggerKind
 from routines.timefmt import now_ms
 
 if TYPE_CHECKING:
@@ -129,8 +130,8 @@ def manual_run(routine_id: str, payload: str | None, now: int) -> Run:
         chain_id=run_id,
         routine_id=routine_id,
         attempt=1,
-        trigger_kind="manual",
-        status="pending",
+        trigger_kind=TriggerKind.MANUAL,
+        status=RunStatus.PENDING,
         queued_at_ms=now,
         trigger_payload=payload,
         decided=False,
