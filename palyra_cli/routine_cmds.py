@@ -73,7 +73,7 @@ def _issue_json(issue: Issue) -> dict[str, Any]:
 
 
 @routines_group.command("validate")
-@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.argument("file", required=False, type=click.Path())  # a directory: an invalid document
 @json_option
 @home_option
 def validate_cmd(file: str | None, as_json: bool) -> None:
@@ -81,14 +81,14 @@ def validate_cmd(file: str | None, as_json: bool) -> None:
     from palyrad.ops.edits import default_timezone
     from routines.definitions_file import read_document
     from routines.timefmt import now_ms
-    from routines.validate import ValidationResult, format_issue, validate_text
+    from routines.validate import ValidationResult, format_issue, printable, validate_text
 
     home = get_home()
     path = Path(file) if file else home.definitions
     read = read_document(path)  # never blocks on a FIFO; a directory or device is an issue
     if read.missing and file:
         fail(f"{file}: no such file", "give the path of a definitions.json", code=2)
-    name = file if file else display_name(home, path)
+    name = printable(file if file else display_name(home, path))  # argv may not be UTF-8
     if read.issue is not None:
         result = ValidationResult(None, [read.issue])
     else:

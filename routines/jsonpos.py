@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from _json import scanstring
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -106,6 +107,16 @@ def _value_expected(text: str, offset: int) -> str:
     return "expected a JSON value"
 
 
+def _value_error(text: str, pos: int, exc: ValueError) -> tuple[str, int]:
+    """The message and offset for a ValueError of the scanner inside the value at ``pos``:
+    an integer longer than Python converts (its message tells a programmer what to call)."""
+    limit = sys.get_int_max_str_digits()
+    if limit and str(exc).startswith("Exceeds the limit"):
+        m = re.compile(rf"[0-9]{{{limit + 1},}}").search(text, pos)
+        return f"a number with more than {limit} digits", pos if m is None else m.start()
+    return str(exc), pos
+
+
 def _stop_offset(stop: StopIteration, default: int) -> int:
     return stop.value if isinstance(stop.value, int) else default
 
@@ -160,6 +171,8 @@ class _Walker:
             raise self.error(_friendly(exc.msg), exc.pos) from None
         except RecursionError:
             raise self.error("nesting too deep", pos) from None
+        except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+            raise self.error(*_value_error(self.text, pos, exc)) from None
         return int(end)
 
     def document(self, root: _Node | None) -> None:
@@ -374,7 +387,7 @@ class Reader:
         except RecursionError:
             raise self.error("nesting too deep", pos) from None
         except ValueError as exc:  # e.g. an integer beyond Python's digit limit
-            raise self.error(str(exc), pos) from None
+            raise self.error(*_value_error(self.text, pos, exc)) from None
 
     def string(self, pos: int) -> tuple[str, int]:
         """Parse the string whose opening quote is at ``pos``: (value, end offset)."""

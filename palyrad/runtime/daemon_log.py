@@ -9,6 +9,7 @@ are logged by routine id, never by value.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import logging.handlers
 import os
@@ -42,7 +43,10 @@ class JsonLineFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+        try:
+            return orjson.dumps(out, default=str).decode()
+        except TypeError:  # e.g. a str orjson refuses (an unpaired surrogate): escape it
+            return json.dumps(out, default=str)
 
 
 def setup_logging(log_file: Path, process_name: str, *, to_stderr: bool = False) -> None:

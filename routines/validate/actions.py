@@ -74,6 +74,7 @@ def _env(cx: Checker, o: dict[str, Any], p: Path) -> tuple[tuple[str, str], ...]
         return ()
     if not e:
         return ()
+    n = len(cx.errors)
     for name, value in e.items():
         if not name or "=" in name or "\x00" in name:
             cx.err((*ep, name), f"invalid environment variable name {describe(name)}", at_key=True)
@@ -81,8 +82,8 @@ def _env(cx: Checker, o: dict[str, Any], p: Path) -> tuple[tuple[str, str], ...]
             cx.err((*ep, name), f"must be a string, got {describe(value)}")
         elif "\x00" in value:
             cx.err((*ep, name), "must not contain NUL characters")
-    # Known bug, kept as it was: a value that is an object or array (unhashable) makes the
-    # setdefault below raise TypeError although the loop above reported it.
+    if len(cx.errors) != n:
+        return ()  # only strings may be shared below (an object or array is not hashable)
     st = cx.strings
     return tuple(sorted((st.setdefault(k, k), st.setdefault(v, v)) for k, v in e.items()))
 

@@ -14,7 +14,9 @@ How it stays fast and small for 100 000 routines:
 
 Duplicate keys inside one object (which JSON parsers resolve silently to the last one) are
 found cheaply: the keys in the text are counted and compared with the keys validation saw;
-only the routines whose counts differ are walked to find them.
+only the routines whose counts differ are walked to find them. Unpaired surrogate escapes
+(``"\\ud800"``) likewise: one scan of the text, and only routines that have one are parsed
+again.
 """
 
 from __future__ import annotations
@@ -22,11 +24,19 @@ from __future__ import annotations
 import gc
 import re
 from array import array
+from bisect import bisect_right
 from collections.abc import Mapping
 
 from routines import jsonpos
 from routines.model import MAX_FILE_BYTES, MAX_ROUTINES, SCHEMA_VERSION, Definitions, Routine
-from routines.validate.issues import Finding, Issue, ValidationResult, file_issue, positioned
+from routines.validate.issues import (
+    Finding,
+    Issue,
+    ValidationResult,
+    file_issue,
+    internal_error,
+    positioned,
+)
 from routines.validate.primitives import Checker, describe, hint
 from routines.validate.routine import parse_routine_object
 
@@ -176,7 +186,11 @@ class _DocumentReader:
                 starts.append(pos)
                 n_errors = len(errors)
                 keys_before = cx.keys_seen
-                r = parse_routine_object(cx, item, ("routines", i))
+                try:  # costs nothing unless it raises
+                    r = parse_routine_object(cx, item, ("routines", i))
+                except Exception as exc:  # a validator bug: this routine is invalid, go on
+                    cx.err_at(pos, ("routines", i), internal_error(exc))
+                    r = None
                 if len(errors) != n_errors:  # partly visited: count its keys in full
                     cx.keys_seen = keys_before + _count_value_keys(item)
                 key_counts.append(cx.keys_seen - keys_before)
@@ -216,6 +230,24 @@ class _DocumentReader:
                 array_at, ("routines",), f"too many routines: {i} (the limit is {MAX_ROUTINES})"
             )
         return pos + 1
+
+    def unpaired_surrogates(self, text: str) -> None:
+        """Report the strings and keys of routines that hold an unpaired surrogate escape
+        (``"\\ud800"``): valid JSON, but not Unicode, so nothing downstream could store, run
+        or print them. One scan of the text finds the escapes (a file almost never has any);
+        only the routines that have some are parsed again, to name the strings."""
+        a, b = self.array_span
+        if text.find("\\", a, b) < 0:
+            return
+        offsets = _lone_surrogate_escapes(text, a, b)
+        if not offsets:
+            return
+        rd = jsonpos.Reader(text)
+        for i in sorted({bisect_right(self.starts, off) - 1 for off in offsets} - {-1}):
+            value, _ = rd.value(self.starts[i])
+            for path, at_key, s in unpaired_surrogates(value):
+                p = ("routines", i, *path)
+                self.cx.errors.append(Finding(p, _surrogate_message(s, at_key), p, at_key, None))
 
     def duplicate_keys(self, text: str) -> None:
         """Report repeated keys inside routines. Cheap when there are none: the keys in the
@@ -278,6 +310,82 @@ def _count_value_keys(value: object) -> int:
     return n
 
 
+# --- unpaired surrogates ------------------------------------------------------------------
+
+# The escape of a UTF-16 surrogate (D800-DFFF). Whether it is an escape at all (not the text
+# after an escaped backslash) and whether it pairs with the next one is decided in Python:
+# such escapes are rare, and the regular expression finds them at memory speed.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _lone_surrogate_escapes(text: str, start: int, end: int) -> list[int]:
+    """Offsets of the surrogate escapes in a slice of valid JSON that are not half of a pair
+    (a high one followed at once by a low one, which decoders join into one character)."""
+    lone: list[int] = []
+    high = -1  # a high surrogate waiting for its low half
+    for m in _SURROGATE_ESCAPE.finditer(text, start, end):
+        i = m.start()
+        j = i
+        while j > 0 and text[j - 1] == "\\":
+            j -= 1
+        if (i - j) % 2:
+            continue  # "\\ud800" in the file: an escaped backslash, then plain text
+        is_high = text[i + 3] in "89abAB"
+        if high >= 0:
+            if not is_high and i == high + 6:
+                high = -1
+                continue
+            lone.append(high)
+            high = -1
+        if is_high:
+            high = i
+        else:
+            lone.append(i)
+    if high >= 0:
+        lone.append(high)
+    return lone
+
+
+def _encodable(s: str) -> bool:
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def unpaired_surrogates(value: object) -> list[tuple[jsonpos.Path, bool, str]]:
+    """(path, at the key?, the string) of every key and string inside ``value`` that holds
+    an unpaired surrogate."""
+    out: list[tuple[jsonpos.Path, bool, str]] = []
+    stack: list[tuple[object, jsonpos.Path]] = [(value, ())]
+    while stack:  # iterative: a parsed value may be nested a thousand deep
+        v, p = stack.pop()
+        if type(v) is str:
+            if not _encodable(v):
+                out.append((p, False, v))
+        elif type(v) is dict:
+            for k, x in v.items():
+                kp = (*p, k)
+                if not _encodable(k):
+                    out.append((kp, True, k))
+                stack.append((x, kp))
+        elif type(v) is list:
+            stack.extend((x, (*p, n)) for n, x in enumerate(v))
+    return out
+
+
+def _surrogate_message(s: str, at_key: bool) -> str:
+    c = next(ch for ch in s if "\ud800" <= ch <= "\udfff")
+    return (
+        f"{'the key ' if at_key else ''}contains \\u{ord(c):04x}, an unpaired surrogate, "
+        "which is not valid Unicode (write the character itself, or both halves of a "
+        "surrogate pair)"
+    )
+
+
 # --- entry points ------------------------------------------------------------------------
 
 
@@ -294,8 +402,21 @@ def validate_text(
     ``filename`` is for callers' messages only (see ``format_issue``); ``now_ms`` decides
     which ``at`` schedules are in the past; ``env`` is where webhook secrets are looked up;
     ``default_timezone`` is the zone of cron schedules that name none.
+
+    Never raises: anything that goes wrong inside validation (a bug) makes the document
+    invalid, with an issue that says so (at the routine concerned when it is known), so a
+    daemon reloading the file keeps its last good definitions instead of crashing.
     """
     del filename  # positions are relative to the text; the caller formats the file name
+    try:
+        return _validate_text(data, now_ms, env, default_timezone)
+    except Exception as exc:
+        return ValidationResult(None, [file_issue(internal_error(exc))])
+
+
+def _validate_text(
+    data: bytes | str, now_ms: int, env: Mapping[str, str], default_timezone: str
+) -> ValidationResult:
     text = decode_document(data)
     if isinstance(text, Issue):
         return ValidationResult(None, [text])
@@ -317,6 +438,7 @@ def validate_text(
         if gc_was_enabled:
             gc.enable()
     reader.duplicate_keys(text)
+    reader.unpaired_surrogates(text)
     if not (cx.errors or cx.warnings):
         return ValidationResult(defs)
     starts = reader.starts
@@ -338,11 +460,27 @@ def parse_routine(
 
     Paths are relative to the routine (``trigger.schedule.expr``). With ``source_text`` (the
     JSON the object was parsed from) issues carry line/column and duplicate keys in it are
-    errors; without it line and column are 0.
+    errors; without it line and column are 0. Never raises, like ``validate_text``.
     """
     del filename  # kept for symmetry with validate_text; callers format the name
+    try:
+        return _parse_routine(obj, now_ms, env, default_timezone, source_text)
+    except Exception as exc:
+        at = 0 if source_text is None else 1
+        return None, [Issue("", at, at, internal_error(exc))], []
+
+
+def _parse_routine(
+    obj: object,
+    now_ms: int,
+    env: Mapping[str, str],
+    default_timezone: str,
+    source_text: str | None,
+) -> tuple[Routine | None, list[Issue], list[Issue]]:
     cx = Checker(now_ms, env, default_timezone)
     routine = parse_routine_object(cx, obj, ())
+    for path, at_key, s in unpaired_surrogates(obj):
+        cx.errors.append(Finding(path, _surrogate_message(s, at_key), path, at_key, None))
     if source_text is not None:
         try:
             _, dups = jsonpos.locate_offsets(source_text, [], find_duplicates=True)

@@ -8,7 +8,9 @@ concerned again (``routines.jsonpos``). A valid file never pays for positions.
 from __future__ import annotations
 
 import json
+import os
 import re
+import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -18,14 +20,33 @@ from routines.jsonpos import Path
 from routines.model import Definitions
 
 
+def printable(s: str) -> str:
+    """``s`` with unpaired surrogates written as escapes (``\\ud800``): text quoted from the
+    input may hold them (a ``"\\ud800"`` escape in the file, an undecodable file name), and
+    then no output, UTF-8 or JSON, could encode it."""
+    if s.isascii():
+        return s
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s
+
+
 @dataclass(frozen=True)
 class Issue:
-    """One error or warning. ``line``/``column`` are 1-based (characters); 0 means unknown."""
+    """One error or warning. ``line``/``column`` are 1-based (characters); 0 means unknown.
+    Its text is always printable (see ``printable``), whatever the input held."""
 
     path: str
     line: int
     column: int
     message: str
+
+    def __post_init__(self) -> None:
+        # Issues are only made when something is wrong, so this costs a valid file nothing.
+        object.__setattr__(self, "path", printable(self.path))
+        object.__setattr__(self, "message", printable(self.message))
 
 
 @dataclass
@@ -44,7 +65,7 @@ class ValidationResult:
 
 def format_issue(filename: str, issue: Issue) -> str:
     """``file:line:column: path: message`` (the position and path are left out when unknown)."""
-    out = filename
+    out = printable(filename)
     if issue.line > 0:
         out += f":{issue.line}:{issue.column}"
     if issue.path:
@@ -71,6 +92,24 @@ def format_path(path: Iterable[str | int]) -> str:
 def file_issue(message: str) -> Issue:
     """A file-level issue (unreadable, too large, not UTF-8): reported at 1:1 without a path."""
     return Issue(path="", line=1, column=1, message=message)
+
+
+def internal_error(exc: BaseException) -> str:
+    """The message for a bug in the validator: the document counts as invalid, the operator
+    is asked to report it, and the exception's type and place are named (never a traceback)."""
+    where = detail = ""
+    try:  # the backstop's own message must not fail, whatever the exception holds
+        tb = traceback.extract_tb(exc.__traceback__)
+        if tb:
+            where = f" at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}"
+        detail = str(exc)[:200]
+    except Exception:
+        pass
+    detail = f": {detail}" if detail else ""
+    return (
+        f"internal validator error ({type(exc).__name__}{detail}{where}); the document is "
+        "treated as invalid. This is a bug in palyra: please report it with this file"
+    )
 
 
 class Finding(NamedTuple):

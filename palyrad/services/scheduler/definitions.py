@@ -33,11 +33,17 @@ from palyrad.journal import (
 from palyrad.services.context import ServiceContext
 from palyrad.services.scheduler.file_watch import FileWatchManager
 from palyrad.services.scheduler.state import Loaded, SchedulerState
-from routines.definitions_file import atomic_write
+from routines.definitions_file import atomic_write, read_document
 from routines.jitter import fire_at_ms
 from routines.model import Approval, Definitions, FileWatchTrigger, SystemEventTrigger
 from routines.schedules import next_fire
-from routines.validate import format_issue, validate_text
+from routines.validate import (
+    ValidationResult,
+    file_issue,
+    format_issue,
+    internal_error,
+    validate_text,
+)
 
 log = logging.getLogger("palyrad.scheduler")
 
@@ -47,7 +53,7 @@ DEBOUNCE_S = 0.05
 def _file_signature(path: Path) -> tuple[int, int, int] | None:
     try:
         st = path.stat()
-    except FileNotFoundError:
+    except OSError:  # missing, or not reachable: reading it will say which
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -90,24 +96,35 @@ class DefinitionsLoader:
         self.env: Mapping[str, str] = os.environ
         self.files = files
 
-    def _read(self) -> bytes:
+    def _validate(self, now: int) -> tuple[bytes, ValidationResult]:
+        """The file's bytes and what validating them found. Never raises: whatever is at the
+        path (a directory, a FIFO, an unreadable file) or goes wrong while reading and
+        validating it makes the document invalid, so the last good definitions stay."""
+        data = b""
         try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return b'{"schema_version": 1, "routines": []}'
+            read = read_document(self.path)
+            if read.missing:
+                data = b'{"schema_version": 1, "routines": []}'
+            elif read.data is None:
+                return data, ValidationResult(None, [read.issue or file_issue("cannot read")])
+            else:
+                data = read.data
+            return data, validate_text(
+                data,
+                filename=str(self.path),
+                now_ms=now,
+                env=self.env,
+                default_timezone=self.ctx.config.scheduler_timezone,
+            )
+        except Exception as exc:  # validate_text never raises; this covers the rest
+            log.exception("definitions could not be read or validated")
+            return data, ValidationResult(None, [file_issue(internal_error(exc))])
 
     def reload(self, *, startup: bool = False) -> None:
         """Validate-then-swap: an invalid file is recorded for doctor and never applied."""
         self.signature = _file_signature(self.path)
-        data = self._read()
         now = self.clock.now_ms()
-        result = validate_text(
-            data,
-            filename=str(self.path),
-            now_ms=now,
-            env=self.env,
-            default_timezone=self.ctx.config.scheduler_timezone,
-        )
+        data, result = self._validate(now)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if result.definitions is None:
             lines = [format_issue(str(self.path), e) for e in result.errors]
@@ -132,16 +149,18 @@ class DefinitionsLoader:
             now,
         )
         if self.path.exists():
-            atomic_write(self.last_good, data, keep_backup=False)
+            try:
+                atomic_write(self.last_good, data, keep_backup=False)
+            except OSError as exc:  # applied all the same; only the copy for a start is stale
+                log.warning("could not keep the last good definitions", extra={"error": str(exc)})
 
     def _load_last_good(self, now: int) -> None:
         """At start with a broken file: run what was last applied, as a running daemon would."""
-        try:
-            data = self.last_good.read_bytes()
-        except FileNotFoundError:
+        read = read_document(self.last_good)
+        if read.data is None:
             return
         result = validate_text(
-            data,
+            read.data,
             filename=str(self.last_good),
             now_ms=now,
             env=self.env,
