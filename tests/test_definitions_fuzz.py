@@ -327,21 +327,21 @@ def test_the_scheduler_survives_every_nasty_file_and_keeps_its_routines(
     sched = Scheduler(ctx)
     sched.reload(startup=True)
     kept = dict(sched.routines)
-    assert len(kept) == 9 and ctx.journal.get_state(STATE_DEFINITIONS_ERROR) is None
+    assert len(kept) == 9 and ctx.journal.state.get(STATE_DEFINITIONS_ERROR) is None
     for label, make in nasty_files(str(base), 60_000):
         _replace_with(path, make)
         t0 = time.monotonic()
         sched.reload()  # never raises, never blocks
         assert time.monotonic() - t0 < 5, label
         assert sched.routines == kept, label
-        state = ctx.journal.get_state(STATE_DEFINITIONS_ERROR)
+        state = ctx.journal.state.get(STATE_DEFINITIONS_ERROR)
         assert state is not None, label
         errors = orjson.loads(state)["errors"]
         assert errors and all(e.startswith(str(path)) for e in errors), label
         assert not any("internal validator error" in e for e in errors), (label, errors)
     _replace_with(path, lambda p: p.write_bytes(good))
     sched.reload()
-    assert ctx.journal.get_state(STATE_DEFINITIONS_ERROR) is None
+    assert ctx.journal.state.get(STATE_DEFINITIONS_ERROR) is None
 
 
 def test_a_failure_while_reloading_is_recorded_and_the_last_good_kept(
@@ -354,7 +354,7 @@ def test_a_failure_while_reloading_is_recorded_and_the_last_good_kept(
     monkeypatch.setattr(loader_module, "validate_text", _explode)  # as if it raised
     sched.reload()
     assert sched.routines == kept
-    state = ctx.journal.get_state(STATE_DEFINITIONS_ERROR)
+    state = ctx.journal.state.get(STATE_DEFINITIONS_ERROR)
     assert state is not None and "internal validator error (KeyError" in state
 
 
@@ -366,7 +366,7 @@ def _succeeded(d: Daemon, rid: str) -> int:
 
 
 def _error_at(d: Daemon) -> int | None:
-    state = d.journal.get_state(STATE_DEFINITIONS_ERROR)
+    state = d.journal.state.get(STATE_DEFINITIONS_ERROR)
     return None if state is None else int(orjson.loads(state)["at_ms"])
 
 
@@ -391,13 +391,13 @@ def test_nasty_files_never_restart_a_real_daemons_scheduler(daemon: Daemon) -> N
         before = _error_at(daemon)
         _replace_with(path, make)
         wait_until(lambda b=before: _error_at(daemon) not in (None, b), timeout=20)
-        state = orjson.loads(daemon.journal.get_state(STATE_DEFINITIONS_ERROR) or "{}")
+        state = orjson.loads(daemon.journal.state.get(STATE_DEFINITIONS_ERROR) or "{}")
         assert state["errors"], label
         assert _scheduler_status(daemon)["restarts"] == 0, label
     seen = _succeeded(daemon, "heartbeat")
     wait_until(lambda: _succeeded(daemon, "heartbeat") >= seen + 2, timeout=30)
     _replace_with(path, lambda p: p.write_bytes(good))
-    wait_until(lambda: daemon.journal.get_state(STATE_DEFINITIONS_ERROR) is None, timeout=20)
+    wait_until(lambda: daemon.journal.state.get(STATE_DEFINITIONS_ERROR) is None, timeout=20)
     status = _scheduler_status(daemon)
     assert status["restarts"] == 0 and status["state"] == "running"
     logs = daemon.home.logs_dir
