@@ -48,6 +48,10 @@ from routines.validate import (
 log = logging.getLogger("palyrad.scheduler")
 
 DEBOUNCE_S = 0.05
+MISSING_MESSAGE = (
+    "the file is missing; the daemon keeps running the last good definitions (to remove"
+    ' every routine, write {"schema_version": 1, "routines": []})'
+)
 
 
 def _file_signature(path: Path) -> tuple[int, int, int] | None:
@@ -103,7 +107,12 @@ class DefinitionsLoader:
         data = b""
         try:
             read = read_document(self.path)
-            if read.missing:
+            if read.missing and (self.state.routines or self.last_good.exists()):
+                # Not an empty document: an editor's save, an `mv` away and back, a sync tool
+                # briefly deleting it. Emptying the daemon would forget every schedule's
+                # place; removing all routines is an explicit empty "routines" list.
+                return data, ValidationResult(None, [file_issue(MISSING_MESSAGE)])
+            if read.missing:  # a new home: nothing has ever been applied
                 data = b'{"schema_version": 1, "routines": []}'
             elif read.data is None:
                 return data, ValidationResult(None, [read.issue or file_issue("cannot read")])

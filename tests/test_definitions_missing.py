@@ -1,0 +1,52 @@
+"""A briefly missing definitions.json does not empty the daemon (issue 9 item 5): the last
+good definitions keep running and every schedule keeps its place; an empty ``routines`` list
+is how the operator removes them all."""
+
+from __future__ import annotations
+
+import os
+
+import orjson
+import pytest
+
+from palyrad.journal import STATE_DEFINITIONS_ERROR
+from tests.daemon_harness import Daemon, palyra, routine, shell, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+UNANCHORED = {"kind": "schedule", "schedule": {"type": "every", "interval_ms": 3_600_000}}
+
+
+def _error(d: Daemon) -> str:
+    raw = d.journal.state.get(STATE_DEFINITIONS_ERROR)
+    return "" if raw is None else " ".join(orjson.loads(raw)["errors"])
+
+
+def test_a_missing_file_keeps_the_last_good_definitions(daemon: Daemon) -> None:
+    daemon.write_definitions([routine("hourly", UNANCHORED, shell("true"))])
+    daemon.start()
+    before = daemon.journal.routines.get("hourly")
+    assert before is not None
+    path = daemon.home.definitions
+    os.rename(path, path.with_name("away.json"))
+    wait_until(lambda: "the file is missing" in _error(daemon))
+    assert daemon.journal.routines.get("hourly") == before  # nothing deleted or re-anchored
+    os.rename(path.with_name("away.json"), path)
+    wait_until(lambda: _error(daemon) == "")
+    assert daemon.journal.routines.get("hourly") == before  # same anchor, same next fire
+    listed = orjson.loads(palyra(daemon.root, "routines", "list", "--json").stdout)
+    assert [r["id"] for r in listed["routines"]] == ["hourly"]
+    # an explicit empty list does remove them
+    daemon.write_definitions([])
+    wait_until(lambda: daemon.journal.routines.get("hourly") is None)
+
+
+def test_a_missing_file_at_start_runs_the_last_good_definitions(daemon: Daemon) -> None:
+    daemon.write_definitions([routine("hourly", UNANCHORED, shell("true"))])
+    daemon.start()
+    wait_until(lambda: (daemon.home.routines_dir / ".definitions.last-good.json").exists())
+    daemon.stop()
+    daemon.home.definitions.unlink()
+    daemon.start()
+    assert daemon.journal.routines.get("hourly") is not None
+    assert "the file is missing" in _error(daemon)
