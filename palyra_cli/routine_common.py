@@ -60,11 +60,17 @@ def load_definitions(home: Home) -> Definitions:
 def load_views(
     home: Home, journal: Journal, *, schedule_only: bool = False, ids: set[str] | None = None
 ) -> list[RoutineView]:
+    from palyrad.ops.applied import definitions_to_show
     from palyrad.ops.routine_views import routine_views
     from routines.timefmt import now_ms
 
-    defs = load_definitions(home)
-    views = routine_views(defs, journal, now_ms(), ids=ids)
+    now = now_ms()
+    shown = definitions_to_show(
+        home, now_ms=now, env=os.environ, display_name=display_name(home, home.definitions)
+    )
+    if shown.warning:
+        click.echo(f"warning: {shown.warning}", err=True)
+    views = routine_views(shown.definitions, journal, now, ids=ids)
     if schedule_only:
         views = [v for v in views if v.routine.schedule is not None]
     return views

@@ -50,3 +50,21 @@ def test_a_missing_file_at_start_runs_the_last_good_definitions(daemon: Daemon) 
     daemon.start()
     assert daemon.journal.routines.get("hourly") is not None
     assert "the file is missing" in _error(daemon)
+
+
+def test_read_commands_on_a_broken_file_show_what_the_daemon_runs(daemon: Daemon) -> None:
+    """Issue 9 item 14: list/show/cron list/cron status show the applied definitions with a
+    warning naming the first error, instead of exit 2."""
+    daemon.write_definitions([routine("hourly", UNANCHORED, shell("true"))])
+    daemon.start()
+    wait_until(lambda: (daemon.home.routines_dir / ".definitions.last-good.json").exists())
+    daemon.write_raw(b'{"schema_version": 1, "routines": [ {"id": "hourly",,, ]}')
+    for args in (["routines", "list"], ["routines", "show", "hourly"], ["cron", "list"]):
+        proc = palyra(daemon.root, *args)
+        assert "hourly" in proc.stdout, args
+        assert proc.stderr.startswith("warning: routines/definitions.json:1:"), proc.stderr
+        assert "showing the definitions palyrad last applied" in proc.stderr
+    status = palyra(daemon.root, "cron", "status", "--json")
+    assert orjson.loads(status.stdout) and "warning:" in status.stderr
+    # edits still refuse the broken file
+    assert palyra(daemon.root, "routines", "disable", "hourly", check=False).returncode == 2

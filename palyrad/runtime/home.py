@@ -83,6 +83,12 @@ class Home:
         return self.routines_dir / "definitions.json"
 
     @property
+    def last_good_definitions(self) -> Path:
+        """The copy of what the daemon last applied: run at a start with a broken or missing
+        file, and shown by the read commands meanwhile."""
+        return self.routines_dir / ".definitions.last-good.json"
+
+    @property
     def skills_dir(self) -> Path:
         return self.root / "skills"
 

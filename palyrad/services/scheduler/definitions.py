@@ -94,7 +94,7 @@ class DefinitionsLoader:
         self.journal = state.journal
         self.clock = state.clock
         self.path = ctx.home.definitions
-        self.last_good = ctx.home.routines_dir / ".definitions.last-good.json"
+        self.last_good = ctx.home.last_good_definitions
         self.signature: tuple[int, int, int] | None = (-1, -1, -1)
         self.changed = threading.Event()
         self.env: Mapping[str, str] = os.environ
