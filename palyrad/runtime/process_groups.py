@@ -122,8 +122,11 @@ def terminate_group(pgid: int, grace_s: float) -> None:
     signal_group(pgid, signal.SIGKILL)
 
 
-def kill_orphan_group(pid: int | None, started_at_ms: int | None) -> bool:
-    """SIGKILL a run's group left behind by a dead executor, if it is really that run's."""
-    if pid is None or not is_same_process(pid, started_at_ms):
-        return False
-    return signal_group(pid, signal.SIGKILL)
+def kill_orphan_run(run_id: str, pid: int | None, started_at_ms: int | None) -> bool:
+    """SIGKILL what a run left behind when its executor is gone (crash recovery, a stale
+    heartbeat): its process group only if the group leader is still the process spawned at
+    ``started_at_ms`` (a recycled pid is never killed), and every process carrying the run's
+    id in its environment — always, since that match names this run and no other (it also
+    reaches a run whose pid was never journaled, or whose leader already exited)."""
+    group = pid if pid is not None and is_same_process(pid, started_at_ms) else None
+    return signal_run(group, run_id, signal.SIGKILL)

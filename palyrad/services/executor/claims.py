@@ -11,7 +11,7 @@ import logging
 
 from palyrad.domain.run_spec import RunSpec
 from palyrad.domain.runs import ARM_AHEAD_MS, Run, RunStatus, retry_follow_up
-from palyrad.runtime.process_groups import kill_orphan_group
+from palyrad.runtime.process_groups import kill_orphan_run
 from palyrad.services.executor.spawn import LAUNCH_LEAD_S, Launcher
 from palyrad.services.executor.state import ExecutorState
 from routines.kinds import ErrorKind
@@ -38,7 +38,7 @@ class Claims:
         released = self.journal.leases.release_foreign(self.owner, now)
         orphans = self.journal.leases.running_not_owned_by(self.owner)
         for run in orphans:
-            killed = kill_orphan_group(run.pid, run.started_at_ms)
+            killed = kill_orphan_run(run.run_id, run.pid, run.started_at_ms)
             follow = retry_follow_up(run, RunStatus.FAILED, now)
             self.journal.runs.finish(
                 run.run_id,

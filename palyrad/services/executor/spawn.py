@@ -21,7 +21,6 @@ from typing import IO
 
 from palyrad.domain.run_spec import RunSpec
 from palyrad.domain.runs import Run
-from palyrad.runtime.process_groups import signal_group
 from palyrad.seams import ActionRunner, ActionUnavailable, Invocation
 from palyrad.services.executor.actions import build_env
 from palyrad.services.executor.active_run import ActiveRun
@@ -163,6 +162,6 @@ class Launcher:
             run.run_id, self.owner, proc.pid, started, str(p.log_path)
         ):
             # Lost the lease (e.g. cancelled meanwhile): stop what we just started.
-            signal_group(proc.pid, signal.SIGKILL)
+            active.signal(signal.SIGKILL)
             active.reason = ErrorKind.CANCELLED
         log.debug("run started", extra={"run_id": run.run_id, "routine_id": run.routine_id})

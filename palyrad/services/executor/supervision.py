@@ -46,7 +46,7 @@ class RunSupervision:
         if active.term_sent_ms is None:
             active.reason = active.reason or reason
             active.term_sent_ms = now
-            signal_group(active.proc.pid, signal.SIGTERM)
+            active.signal(signal.SIGTERM)
 
     def supervise(self, now: int) -> None:
         """Cancel what was asked, stop what ran past its timeout (SIGTERM, then SIGKILL after
@@ -76,15 +76,18 @@ class RunSupervision:
                     and now - active.term_sent_ms >= KILL_GRACE_MS
                 ):
                     active.killed = True
-                    signal_group(active.proc.pid, signal.SIGKILL)
+                    active.signal(signal.SIGKILL)
                 continue
             if not active.eof:
                 if now - active.exited_ms < EOF_GRACE_MS:
                     continue
-                # The main process is gone but something in its group holds the pipe open:
-                # kill the group, and if the pipe outlives that too (a process that left
-                # the group), stop waiting for it.
-                signal_group(active.proc.pid, signal.SIGKILL)
+                # The main process is gone but something holds the pipe open: kill the group
+                # (and, for a run we are stopping, what left it), and if the pipe outlives
+                # that too, stop waiting for it.
+                if active.reason is not None:
+                    active.signal(signal.SIGKILL)
+                else:
+                    signal_group(active.proc.pid, signal.SIGKILL)
                 if now - active.exited_ms < EOF_GRACE_MS + FORCE_EOF_MS:
                     continue
                 self.io.force_eof(active)
@@ -115,7 +118,7 @@ class RunSupervision:
             self.ctx.wait(0.2)
             self.finish_ready()
         for active in list(self.active.values()):
-            signal_group(active.proc.pid, signal.SIGKILL)
+            active.signal(signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 active.proc.wait(timeout=5)
             self.io.reap(active)

@@ -12,7 +12,7 @@ import logging
 import os
 
 from palyrad.domain.runs import RunStatus, retry_follow_up
-from palyrad.runtime.process_groups import kill_orphan_group
+from palyrad.runtime.process_groups import kill_orphan_run
 from palyrad.services.context import ServiceContext
 from routines.kinds import ErrorKind
 
@@ -24,7 +24,7 @@ def sweep_stale_runs(ctx: ServiceContext, now: int) -> int:
     journal = ctx.journal
     stale = journal.leases.stale_running(now - ctx.config.stale_run_ms)
     for run in stale:
-        killed = kill_orphan_group(run.pid, run.started_at_ms)
+        killed = kill_orphan_run(run.run_id, run.pid, run.started_at_ms)
         journal.runs.finish(
             run.run_id,
             status=RunStatus.FAILED,
