@@ -6,6 +6,9 @@ Timing: short intervals and generous timeouts; no sleep is an assertion.
 
 from __future__ import annotations
 
+import os
+import signal
+
 import orjson
 import pytest
 
@@ -73,3 +76,38 @@ def test_crash_recovery_kills_a_grandchild_that_left_the_group(daemon: Daemon) -
     ended = wait_until(lambda: _ended(daemon, run_id), timeout=15)
     assert ended.error_kind == "daemon_crashed"
     wait_until(lambda: not run_processes(run_id), timeout=5)
+
+
+def test_kill_9_of_the_supervisor_alone_ends_runs_daemon_crashed(daemon: Daemon) -> None:
+    """The services see EOF on their pipe and stop: a crash of the daemon, not a stop."""
+    daemon.write_definitions(
+        [
+            routine(
+                "slow",
+                {"kind": "manual"},
+                shell("sleep 300"),
+                retry={"max_attempts": 2, "backoff_ms": 60_000},
+            )
+        ]
+    )
+    daemon.start()
+    pids = daemon.pids()
+    run_id = _run_now(daemon, "slow")
+    wait_until(lambda: (r := daemon.journal.runs.get(run_id)) and r.status == "running")
+    os.kill(pids[0], signal.SIGKILL)  # the supervisor only
+    ended = wait_until(lambda: _ended(daemon, run_id), timeout=30)
+    assert ended.status == "failed" and ended.error_kind == "daemon_crashed"
+    # ... and it follows its retry policy: attempt 2 waits for the next start.
+    chain = [r for r in daemon.runs("slow") if r.chain_id == ended.chain_id]
+    assert sorted((r.attempt, r.status) for r in chain) == [(1, "failed"), (2, "pending")]
+    for pid in pids[1:]:
+        wait_until(lambda p=pid: not _alive(p), timeout=15)
+    wait_until(lambda: not run_processes(run_id), timeout=5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

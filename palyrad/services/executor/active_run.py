@@ -34,7 +34,7 @@ class ActiveRun:
     exited_ms: int | None = None
     term_sent_ms: int | None = None
     killed: bool = False
-    reason: ErrorKind | None = None  # timeout | cancelled | daemon_stopped
+    reason: ErrorKind | None = None  # timeout | cancelled | daemon_stopped | daemon_crashed
 
     def signal(self, sig: int) -> None:
         """Signal everything the run started: its process group and the processes that

@@ -102,8 +102,13 @@ class RunSupervision:
                 self.finalizer.finalize(active, now)
 
     def stop_all(self) -> None:
-        """Graceful stop: SIGTERM every run, SIGKILL after the deadline, finalize them.
-        Armed runs never started: they go back to the queue for the next start."""
+        """Stop: SIGTERM every run, SIGKILL after the deadline, finalize them. Armed runs
+        never started: they go back to the queue for the next start.
+
+        A requested stop ends the runs ``daemon_stopped``; a stop because the supervisor died
+        (the daemon crashed, SPEC §3) ends them ``daemon_crashed``, as the next start's
+        recovery would have — either way with their retry policy."""
+        reason = ErrorKind.DAEMON_CRASHED if self.ctx.supervisor_lost else ErrorKind.DAEMON_STOPPED
         for prepared in self.armed.values():
             prepared.discard()
             self.journal.leases.release(prepared.run.run_id, self.owner, self.clock.now_ms())
@@ -111,7 +116,7 @@ class RunSupervision:
         now = self.clock.now_ms()
         for active in self.active.values():
             if active.exited_ms is None:  # finished runs are finalized as what they were
-                self._terminate(active, ErrorKind.DAEMON_STOPPED, now)
+                self._terminate(active, reason, now)
         # The stop deadline is a duration (monotonic), whatever the wall clock does meanwhile.
         deadline = time.monotonic() + self.ctx.config.stop_timeout_ms / 1000
         while self.active and time.monotonic() < deadline:
