@@ -111,3 +111,39 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+# Traps SIGTERM and exits 0 about 3 s later (the group's `sleep 300` dies at the SIGTERM).
+TRAPS_TERM = "trap 'sleep 3; echo trapped; exit 0' TERM; touch {marker}; sleep 300 & wait"
+
+
+def _trapping_run(daemon: Daemon) -> str:
+    marker = daemon.root / "trapping"
+    daemon.home.config.write_text("[daemon]\nstop_timeout_ms = 1000\n")
+    daemon.write_definitions(
+        [routine("trap", {"kind": "manual"}, shell(TRAPS_TERM.format(marker=marker)))]
+    )
+    daemon.start()
+    run_id = _run_now(daemon, "trap")
+    wait_until(marker.exists, timeout=15)
+    wait_until(lambda: (r := daemon.journal.runs.get(run_id)) and r.status == "running")
+    return run_id
+
+
+def test_daemon_stop_timeout_gives_runs_the_operators_grace(daemon: Daemon) -> None:
+    """`--timeout 8` outlasts the run's 3 s clean-up, though palyra.toml says 1 s."""
+    run_id = _trapping_run(daemon)
+    palyra(daemon.root, "daemon", "stop", "--timeout", "8")
+    ended = _ended(daemon, run_id)
+    assert ended is not None
+    assert ended.status == "succeeded" and ended.exit_code == 0, ended
+    assert "trapped" in (ended.output_tail or "")
+
+
+def test_daemon_stop_without_timeout_uses_stop_timeout_ms(daemon: Daemon) -> None:
+    run_id = _trapping_run(daemon)
+    palyra(daemon.root, "daemon", "stop")
+    ended = _ended(daemon, run_id)
+    assert ended is not None
+    assert ended.status == "failed" and ended.error_kind == "daemon_stopped"
+    assert ended.exit_code == -signal.SIGKILL

@@ -111,6 +111,11 @@ class Home:
         return self.run_dir / "notify"
 
     @property
+    def stop_request(self) -> Path:
+        """``palyra daemon stop --timeout``'s request to the supervisor (stop_request.py)."""
+        return self.run_dir / "stop-request.json"
+
+    @property
     def spawn_intents(self) -> Path:
         """The executor's spawn-intent log (crash recovery: may this run have started?)."""
         return self.run_dir / "spawn-intents"

@@ -69,6 +69,9 @@ class ServiceContext:
         self.stop_event = threading.Event()
         # True when the stop is the supervisor's death (EOF on the pipe), not a request.
         self.supervisor_lost = False
+        # How long a stop gives runs between SIGTERM and SIGKILL: the operator's
+        # `palyra daemon stop --timeout` (relayed with the supervisor's stop) or the config.
+        self.stop_timeout_ms: int | None = None
         self.reload_event = threading.Event()
         # Wakes are bytes in a pipe, not an Event: a wake that arrives while the loop is busy
         # stays readable until the next wait (Event.wait() + clear() drops one set in
@@ -191,6 +194,10 @@ class ServiceContext:
                 return
             kind = msg[0] if isinstance(msg, tuple) and msg else None
             if kind == "stop":
+                args = msg[1] if len(msg) > 1 and isinstance(msg[1], dict) else {}
+                grace = args.get("stop_timeout_ms")
+                if isinstance(grace, int) and not isinstance(grace, bool) and grace >= 0:
+                    self.stop_timeout_ms = grace
                 self.stop_event.set()
             elif kind == "reload":
                 self.reload_config()

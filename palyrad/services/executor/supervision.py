@@ -118,7 +118,10 @@ class RunSupervision:
             if active.exited_ms is None:  # finished runs are finalized as what they were
                 self._terminate(active, reason, now)
         # The stop deadline is a duration (monotonic), whatever the wall clock does meanwhile.
-        deadline = time.monotonic() + self.ctx.config.stop_timeout_ms / 1000
+        grace_ms = self.ctx.stop_timeout_ms
+        if grace_ms is None:
+            grace_ms = self.ctx.config.stop_timeout_ms
+        deadline = time.monotonic() + grace_ms / 1000
         while self.active and time.monotonic() < deadline:
             self.ctx.wait(0.2)
             self.finish_ready()
