@@ -11,7 +11,7 @@ import logging
 
 from palyrad.domain.run_spec import RunSpec
 from palyrad.domain.runs import ARM_AHEAD_MS, Run, RunStatus, retry_follow_up
-from palyrad.runtime.process_groups import kill_orphan_run
+from palyrad.runtime.process_groups import kill_orphan_run, run_process_table
 from palyrad.services.executor.spawn import LAUNCH_LEAD_S, Launcher
 from palyrad.services.executor.state import ExecutorState
 from routines.kinds import ErrorKind
@@ -50,24 +50,29 @@ class Claims:
             for run in self.journal.leases.leased_not_owned_by(self.owner)
             if run.run_id in intents and not run.cancel_requested
         ]
-        for run in maybe_started:
-            killed = kill_orphan_run(run.run_id, None, None)
-            self._crashed(
-                run,
-                now,
-                "the daemon died while starting this run (it may have started)"
-                + ("; its processes were killed" if killed else ""),
-            )
-        released = self.journal.leases.release_foreign(self.owner, now)
         orphans = self.journal.leases.running_not_owned_by(self.owner)
-        for run in orphans:
-            killed = kill_orphan_run(run.run_id, run.pid, run.started_at_ms)
-            self._crashed(
-                run,
-                now,
-                "the daemon died while this run was running"
-                + ("; its process group was killed" if killed else ""),
-            )
+        # One /proc scan for all of them (a scan each would cost seconds after a busy crash).
+        table = run_process_table() if maybe_started or orphans else {}
+        # One transaction for all of them: hundreds of orphans after a busy crash, and the
+        # start waits for this.
+        with self.journal.transaction():
+            for run in maybe_started:
+                killed = kill_orphan_run(run.run_id, None, None, table=table)
+                self._crashed(
+                    run,
+                    now,
+                    "the daemon died while starting this run (it may have started)"
+                    + ("; its processes were killed" if killed else ""),
+                )
+            released = self.journal.leases.release_foreign(self.owner, now)
+            for run in orphans:
+                killed = kill_orphan_run(run.run_id, run.pid, run.started_at_ms, table=table)
+                self._crashed(
+                    run,
+                    now,
+                    "the daemon died while this run was running"
+                    + ("; its process group was killed" if killed else ""),
+                )
         self.intents.clear()
         if orphans or released or maybe_started:
             log.warning(
