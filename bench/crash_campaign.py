@@ -293,6 +293,9 @@ def main() -> int:
             "median": round(statistics.median(first), 3) if first else None,
             "max": round(max(first), 3) if first else None,
         },
+        "final_statuses": dict(
+            Counter(f"{r.status}/{r.error_kind}" if r.error_kind else r.status for r in runs)
+        ),
         "elapsed_s": round(elapsed, 1),
     }
     print("figures:")
