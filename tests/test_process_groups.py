@@ -54,14 +54,17 @@ def test_a_run_that_started_nothing_is_not_signalled() -> None:
 def test_one_scan_finds_the_processes_of_many_runs() -> None:
     procs = [
         subprocess.Popen(
-            ["/bin/sh", "-c", "exec sleep 300"],
+            ["sleep", "300"],
             env={**os.environ, "PALYRA_RUN_ID": run_id, "X_PALYRA_RUN_ID": "01DECOY"},
             start_new_session=True,
         )
         for run_id in ("01TABLEA", "01TABLEB")
     ]
     try:
-        table = run_process_table()
+        # (a process's environ reads empty for an instant while it execs: wait for both)
+        table = wait_until(
+            lambda: (t := run_process_table()).keys() >= {"01TABLEA", "01TABLEB"} and t
+        )
         assert table.get("01TABLEA") == [procs[0].pid]
         assert table.get("01TABLEB") == [procs[1].pid]
         assert "01DECOY" not in table  # a variable whose name only ends so is not the run id
