@@ -42,9 +42,14 @@ def start_cmd(timeout: float, as_json: bool) -> None:
 
 
 @daemon_group.command("stop")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds before SIGKILL.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="Seconds runs get between SIGTERM and SIGKILL [default: [daemon] stop_timeout_ms]",
+)
 @home_option
-def stop_cmd(timeout: float) -> None:
+def stop_cmd(timeout: float | None) -> None:
     """Graceful stop (running runs get SIGTERM, then SIGKILL after the timeout)."""
     from palyrad.ops.daemon_control import stop_daemon
 
@@ -56,9 +61,14 @@ def stop_cmd(timeout: float) -> None:
 
 
 @daemon_group.command("restart")
-@click.option("--timeout", default=10.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="Seconds runs get between SIGTERM and SIGKILL [default: [daemon] stop_timeout_ms]",
+)
 @home_option
-def restart_cmd(timeout: float) -> None:
+def restart_cmd(timeout: float | None) -> None:
     """Stop (if running), then start — unless palyra.toml or the journal would keep the new
     daemon from starting: then nothing is stopped."""
     from palyrad.ops.daemon_control import DaemonControlError, preflight, start_daemon, stop_daemon

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from palyrad.runtime.process_groups import run_processes, signal_run
+from palyrad.runtime.process_groups import run_process_table, run_processes, signal_run
 from tests.daemon_harness import wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -49,3 +49,29 @@ def test_signal_run_reaches_a_grandchild_that_left_the_group(tmp_path: Path) -> 
 
 def test_a_run_that_started_nothing_is_not_signalled() -> None:
     assert not signal_run(None, "01NOSUCHRUN", signal.SIGKILL)
+
+
+def test_one_scan_finds_the_processes_of_many_runs() -> None:
+    procs = [
+        subprocess.Popen(
+            ["sleep", "300"],
+            env={**os.environ, "PALYRA_RUN_ID": run_id, "X_PALYRA_RUN_ID": "01DECOY"},
+            start_new_session=True,
+        )
+        for run_id in ("01TABLEA", "01TABLEB")
+    ]
+    try:
+        # (a process's environ reads empty for an instant while it execs: wait for both)
+        table = wait_until(
+            lambda: (t := run_process_table()).keys() >= {"01TABLEA", "01TABLEB"} and t
+        )
+        assert table.get("01TABLEA") == [procs[0].pid]
+        assert table.get("01TABLEB") == [procs[1].pid]
+        assert "01DECOY" not in table  # a variable whose name only ends so is not the run id
+        assert signal_run(None, "01TABLEA", signal.SIGKILL, table=table)
+        procs[0].wait(timeout=5)
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=5)

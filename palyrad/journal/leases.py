@@ -129,6 +129,16 @@ class Leases(Domain):
         """Ids of ``owner``'s active runs that an operator or ``replace`` asked to cancel."""
         return [r[0] for r in self._db.execute(_CANCEL_REQUESTED, (owner,))]
 
+    def leased_not_owned_by(self, owner: str) -> list[Run]:
+        """Pending runs leased by another executor instance: claimed by a dead executor,
+        started or not (its spawn-intent log tells)."""
+        rows = self._db.execute(
+            RUN_SELECT + f" WHERE status = {PENDING_SQL} AND lease_owner IS NOT NULL"
+            " AND lease_owner != ?",
+            (owner,),
+        )
+        return [run_row(r) for r in rows]
+
     def running_not_owned_by(self, owner: str) -> list[Run]:
         """Runs left ``running`` by another executor instance: crash orphans."""
         rows = self._db.execute(

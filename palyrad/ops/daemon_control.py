@@ -20,6 +20,7 @@ from palyrad.runtime.home import Home
 from palyrad.runtime.liveness import daemon_alive
 from palyrad.runtime.notify import POKE_ALL, poke_fifo
 from palyrad.runtime.status import DaemonStatus, read_status
+from palyrad.runtime.stop_request import write_stop_request
 from routines.errors import PalyraError, storage_error
 
 
@@ -99,15 +100,27 @@ def daemon_pid(home: Home) -> int | None:
     return None
 
 
-def stop_daemon(home: Home, *, timeout_s: float = 10.0) -> bool:
-    """Graceful stop; False when no daemon was running. Escalates to SIGKILL past the
-    deadline (plus a margin for the executor's own SIGTERM→SIGKILL of running runs)."""
+def stop_daemon(home: Home, *, timeout_s: float | None = None) -> bool:
+    """Graceful stop; False when no daemon was running.
+
+    ``timeout_s`` is how long running runs get between SIGTERM and SIGKILL (default: the
+    daemon's ``[daemon] stop_timeout_ms``); it reaches the daemon as a stop request written
+    just before the SIGTERM (``runtime.stop_request``). Escalates to SIGKILL of the
+    supervisor past that timeout plus a margin."""
     pid = daemon_pid(home)
     if pid is None:
         return False
+    if timeout_s is None:
+        try:
+            grace_s = load_config(home.config).stop_timeout_ms / 1000
+        except PalyraError:  # a broken palyra.toml: the running daemon has its own value
+            grace_s = DaemonConfig().stop_timeout_ms / 1000
+    else:
+        grace_s = max(0.0, timeout_s)
+        write_stop_request(home, pid, int(grace_s * 1000))
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s + 10.0
+    deadline = time.monotonic() + grace_s + 10.0
     while time.monotonic() < deadline:
         if not daemon_alive(home):
             return True

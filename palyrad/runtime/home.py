@@ -116,6 +116,16 @@ class Home:
     def notify_fifo(self) -> Path:
         return self.run_dir / "notify"
 
+    @property
+    def stop_request(self) -> Path:
+        """``palyra daemon stop --timeout``'s request to the supervisor (stop_request.py)."""
+        return self.run_dir / "stop-request.json"
+
+    @property
+    def spawn_intents(self) -> Path:
+        """The executor's spawn-intent log (crash recovery: may this run have started?)."""
+        return self.run_dir / "spawn-intents"
+
     def wake_fifo(self, service: str) -> Path:
         """The FIFO a service reads its direct pokes from."""
         return self.run_dir / f"wake-{service}"

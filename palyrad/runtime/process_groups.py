@@ -20,6 +20,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -77,33 +78,58 @@ def signal_group(pgid: int, sig: int) -> bool:
     return False
 
 
-def run_processes(run_id: str, *, proc: Path = Path("/proc")) -> list[int]:
-    """Pids (other than ours) whose environment carries ``PALYRA_RUN_ID=<run_id>``."""
-    marker = b"\0PALYRA_RUN_ID=" + run_id.encode() + b"\0"
+def _environs(proc: Path) -> Iterator[tuple[int, bytes]]:
+    """(pid, environment) of every process but ours whose environment we may read."""
     me = os.getpid()
-    found: list[int] = []
     try:
         entries = list(os.scandir(proc))
     except OSError:
-        return found
+        return
     for entry in entries:
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         try:
             with open(os.path.join(entry.path, "environ"), "rb") as f:
-                environ = f.read()
+                yield int(entry.name), f.read()
         except OSError:  # gone, a kernel thread, or not ours to read
             continue
-        if marker in b"\0" + environ:
-            found.append(int(entry.name))
-    return found
 
 
-def signal_run(pgid: int | None, run_id: str, sig: int) -> bool:
+def run_processes(run_id: str, *, proc: Path = Path("/proc")) -> list[int]:
+    """Pids (other than ours) whose environment carries ``PALYRA_RUN_ID=<run_id>``."""
+    marker = b"\0PALYRA_RUN_ID=" + run_id.encode() + b"\0"
+    return [pid for pid, environ in _environs(proc) if marker in b"\0" + environ]
+
+
+def run_process_table(*, proc: Path = Path("/proc")) -> dict[str, list[int]]:
+    """Every process carrying a ``PALYRA_RUN_ID``, by run id: one /proc scan for many runs
+    (crash recovery kills hundreds of orphans; a scan each cost seconds of the start)."""
+    table: dict[str, list[int]] = {}
+    for pid, environ in _environs(proc):
+        i = environ.find(b"PALYRA_RUN_ID=")
+        while i > 0 and environ[i - 1] != 0:  # the name must start a variable
+            i = environ.find(b"PALYRA_RUN_ID=", i + 1)
+        if i < 0:
+            continue
+        end = environ.find(b"\0", i)
+        run_id = environ[i + 14 : end if end >= 0 else len(environ)]
+        table.setdefault(run_id.decode("ascii", "replace"), []).append(pid)
+    return table
+
+
+def signal_run(
+    pgid: int | None,
+    run_id: str,
+    sig: int,
+    *,
+    table: Mapping[str, Sequence[int]] | None = None,
+) -> bool:
     """Signal a run's process group and every process that left it but still carries the
-    run's id in its environment. True if anything was signalled."""
+    run's id in its environment (from ``table``, a ``run_process_table`` taken for many
+    runs at once, or a scan of its own). True if anything was signalled."""
     hit = pgid is not None and signal_group(pgid, sig)
-    for pid in run_processes(run_id):
+    pids = run_processes(run_id) if table is None else table.get(run_id, ())
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
             hit = True
@@ -122,8 +148,17 @@ def terminate_group(pgid: int, grace_s: float) -> None:
     signal_group(pgid, signal.SIGKILL)
 
 
-def kill_orphan_group(pid: int | None, started_at_ms: int | None) -> bool:
-    """SIGKILL a run's group left behind by a dead executor, if it is really that run's."""
-    if pid is None or not is_same_process(pid, started_at_ms):
-        return False
-    return signal_group(pid, signal.SIGKILL)
+def kill_orphan_run(
+    run_id: str,
+    pid: int | None,
+    started_at_ms: int | None,
+    *,
+    table: Mapping[str, Sequence[int]] | None = None,
+) -> bool:
+    """SIGKILL what a run left behind when its executor is gone (crash recovery, a stale
+    heartbeat): its process group only if the group leader is still the process spawned at
+    ``started_at_ms`` (a recycled pid is never killed), and every process carrying the run's
+    id in its environment — always, since that match names this run and no other (it also
+    reaches a run whose pid was never journaled, or whose leader already exited)."""
+    group = pid if pid is not None and is_same_process(pid, started_at_ms) else None
+    return signal_run(group, run_id, signal.SIGKILL, table=table)

@@ -3,7 +3,8 @@
 Each service runs in its own spawned process with one duplex pipe to the supervisor: the
 service sends ``ready``, ``heartbeat`` and ``poke`` messages; the supervisor sends ``poke``,
 ``reload`` and ``stop``. EOF on the pipe means the supervisor died, which a service treats
-as ``stop`` — no orphaned scheduler keeps firing routines without its daemon.
+as ``stop`` — no orphaned scheduler keeps firing routines without its daemon — but as a
+crash of the daemon, not a graceful stop (``supervisor_lost``: runs end ``daemon_crashed``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ class ServiceContext:
         # The one clock below the loops (a ManualClock in tests): nothing reads time itself.
         self.clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self.stop_event = threading.Event()
+        # True when the stop is the supervisor's death (EOF on the pipe), not a request.
+        self.supervisor_lost = False
+        # How long a stop gives runs between SIGTERM and SIGKILL: the operator's
+        # `palyra daemon stop --timeout` (relayed with the supervisor's stop) or the config.
+        self.stop_timeout_ms: int | None = None
         self.reload_event = threading.Event()
         # Wakes are bytes in a pipe, not an Event: a wake that arrives while the loop is busy
         # stays readable until the next wait (Event.wait() + clear() drops one set in
@@ -179,11 +185,19 @@ class ServiceContext:
                 msg = self.conn.recv()
             except (EOFError, OSError):
                 log.warning("supervisor gone; stopping", extra={"service": self.name})
+                # Nobody asked for this stop: the daemon crashed (the supervisor was killed),
+                # and what a service ends now must say so (runs: daemon_crashed).
+                if not self.stop_event.is_set():
+                    self.supervisor_lost = True
                 self.stop_event.set()
                 self.wake()
                 return
             kind = msg[0] if isinstance(msg, tuple) and msg else None
             if kind == "stop":
+                args = msg[1] if len(msg) > 1 and isinstance(msg[1], dict) else {}
+                grace = args.get("stop_timeout_ms")
+                if isinstance(grace, int) and not isinstance(grace, bool) and grace >= 0:
+                    self.stop_timeout_ms = grace
                 self.stop_event.set()
             elif kind == "reload":
                 self.reload_config()

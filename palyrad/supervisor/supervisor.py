@@ -31,6 +31,7 @@ from palyrad.runtime.daemon_log import rotate_if_needed
 from palyrad.runtime.home import Home
 from palyrad.runtime.notify import POKE_ALL, SERVICE_FOR_BYTE, ensure_fifo
 from palyrad.runtime.status import DaemonStatus, ProcessStatus, write_status
+from palyrad.runtime.stop_request import take_stop_request
 from palyrad.services.registry import SERVICE_NAMES, child_main
 from palyrad.supervisor.restarts import (
     RestartHistory,
@@ -127,6 +128,7 @@ class Supervisor:
             {"pid": os.getpid(), "instance": self.instance, "started_at_ms": self.started_at_ms}
         )
         try:
+            take_stop_request(self.home, os.getpid())  # a stale one is never ours to apply
             self._open_fifo()
             self._install_signals()
             log.info("palyrad starting", extra={"instance": self.instance})
@@ -330,9 +332,13 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         """Graceful stop: ask every child to stop, give them the deadline, then kill."""
-        log.info("graceful stop requested")
-        self._broadcast(("stop",))
-        deadline = time.monotonic() + self.config.stop_timeout_ms / 1000 + 5.0
+        requested = take_stop_request(self.home, os.getpid())
+        timeout_ms = self.config.stop_timeout_ms if requested is None else requested
+        log.info("graceful stop requested", extra={"stop_timeout_ms": timeout_ms})
+        # The services' own SIGTERM→SIGKILL grace for runs follows the operator's timeout
+        # (`palyra daemon stop --timeout`), and so does our deadline for the services.
+        self._broadcast(("stop", {"stop_timeout_ms": timeout_ms}))
+        deadline = time.monotonic() + timeout_ms / 1000 + 5.0
         for slot in self.slots.values():
             proc = slot.process
             if proc is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from palyrad.domain.runs import OUTPUT_TAIL_BYTES, Run
+from palyrad.runtime.process_groups import signal_run
 from routines.kinds import ErrorKind
 
 
@@ -33,7 +34,15 @@ class ActiveRun:
     exited_ms: int | None = None
     term_sent_ms: int | None = None
     killed: bool = False
-    reason: ErrorKind | None = None  # timeout | cancelled | daemon_stopped
+    reason: ErrorKind | None = None  # timeout | cancelled | daemon_stopped | daemon_crashed
+
+    def signal(self, sig: int) -> None:
+        """Signal everything the run started: its process group and the processes that
+        left it (``setsid``) but still carry its ``PALYRA_RUN_ID``. Used whenever the
+        executor *stops* a run (timeout, cancel, replace, stop, crash of the daemon); the
+        /proc scan costs a few ms, so a run that ended by itself only has its group
+        cleaned up (``Finalizer.finalize``)."""
+        signal_run(self.proc.pid, self.run.run_id, sig)
 
     def add_tail(self, chunk: bytes) -> None:
         """Keep at least the last ``OUTPUT_TAIL_BYTES`` of output, in whole chunks."""

@@ -11,7 +11,7 @@ import logging
 
 from palyrad.domain.run_spec import RunSpec
 from palyrad.domain.runs import ARM_AHEAD_MS, Run, RunStatus, retry_follow_up
-from palyrad.runtime.process_groups import kill_orphan_group
+from palyrad.runtime.process_groups import kill_orphan_run, run_process_table
 from palyrad.services.executor.spawn import LAUNCH_LEAD_S, Launcher
 from palyrad.services.executor.state import ExecutorState
 from routines.kinds import ErrorKind
@@ -30,30 +30,70 @@ class Claims:
         self.owner = state.owner
         self.active = state.active
         self.armed = state.armed
+        self.intents = state.intents
         self.launcher = launcher
 
     def recover(self) -> None:
-        """Finalize runs a dead executor left ``running``; retry them if policy allows."""
+        """Finalize the runs a dead executor left behind; retry them if policy allows.
+
+        Runs it left ``running``, and runs it leased and *may* have spawned (their id is in
+        the spawn-intent log, the journal's ``started`` may not have been written), end
+        ``failed`` / ``daemon_crashed`` and what they started is killed: re-spawning such a
+        run as if new could execute its tick twice. Only leased runs that were provably
+        never spawned (no intent) go back to the queue. The log is cleared last, so a crash
+        during recovery just recovers again.
+        """
         now = self.clock.now_ms()
-        released = self.journal.leases.release_foreign(self.owner, now)
+        intents = self.intents.recorded()
+        maybe_started = [
+            run
+            for run in self.journal.leases.leased_not_owned_by(self.owner)
+            if run.run_id in intents and not run.cancel_requested
+        ]
         orphans = self.journal.leases.running_not_owned_by(self.owner)
-        for run in orphans:
-            killed = kill_orphan_group(run.pid, run.started_at_ms)
-            follow = retry_follow_up(run, RunStatus.FAILED, now)
-            self.journal.runs.finish(
-                run.run_id,
-                status=RunStatus.FAILED,
-                finished_ms=now,
-                error_kind=ErrorKind.DAEMON_CRASHED,
-                error_message="the daemon died while this run was running"
-                + ("; its process group was killed" if killed else ""),
-                follow_up=follow,
-            )
-        if orphans or released:
+        # One /proc scan for all of them (a scan each would cost seconds after a busy crash).
+        table = run_process_table() if maybe_started or orphans else {}
+        # One transaction for all of them: hundreds of orphans after a busy crash, and the
+        # start waits for this.
+        with self.journal.transaction():
+            for run in maybe_started:
+                killed = kill_orphan_run(run.run_id, None, None, table=table)
+                self._crashed(
+                    run,
+                    now,
+                    "the daemon died while starting this run (it may have started)"
+                    + ("; its processes were killed" if killed else ""),
+                )
+            released = self.journal.leases.release_foreign(self.owner, now)
+            for run in orphans:
+                killed = kill_orphan_run(run.run_id, run.pid, run.started_at_ms, table=table)
+                self._crashed(
+                    run,
+                    now,
+                    "the daemon died while this run was running"
+                    + ("; its process group was killed" if killed else ""),
+                )
+        self.intents.clear()
+        if orphans or released or maybe_started:
             log.warning(
                 "recovered runs of a crashed executor",
-                extra={"orphans": len(orphans), "released": released},
+                extra={
+                    "orphans": len(orphans),
+                    "maybe_started": len(maybe_started),
+                    "released": released,
+                },
             )
+
+    def _crashed(self, run: Run, now: int, message: str) -> None:
+        """End a dead executor's run ``daemon_crashed``, with its retry if policy allows."""
+        self.journal.runs.finish(
+            run.run_id,
+            status=RunStatus.FAILED,
+            finished_ms=now,
+            error_kind=ErrorKind.DAEMON_CRASHED,
+            error_message=message,
+            follow_up=retry_follow_up(run, RunStatus.FAILED, now),
+        )
 
     def claim_and_start(self) -> None:
         """Claim runnable runs up to capacity: due ones spawn now; ones due within

@@ -35,8 +35,8 @@ def classify_outcome(
     """A finished process's run status, error_kind and message.
 
     Why we stopped it decides first (cancel, timeout), except that a process that exited 0
-    succeeded even if a daemon stop was racing its end: a finished success is never turned
-    into a failure that the retry policy would then run again.
+    succeeded even if a daemon stop (or crash) was racing its end: a finished success is
+    never turned into a failure that the retry policy would then run again.
     """
     if reason == ErrorKind.CANCELLED:
         return RunStatus.CANCELLED, ErrorKind.CANCELLED, "cancelled"
@@ -46,6 +46,12 @@ def classify_outcome(
         return RunStatus.SUCCEEDED, None, None
     if reason == ErrorKind.DAEMON_STOPPED:
         return RunStatus.FAILED, ErrorKind.DAEMON_STOPPED, "the daemon stopped"
+    if reason == ErrorKind.DAEMON_CRASHED:
+        return (
+            RunStatus.FAILED,
+            ErrorKind.DAEMON_CRASHED,
+            "the daemon died while this run was running (its supervisor was killed)",
+        )
     msg = f"exited with code {code}" if code >= 0 else f"killed by signal {-code}"
     return RunStatus.FAILED, ErrorKind.EXIT_CODE, msg
 

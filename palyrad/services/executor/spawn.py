@@ -21,7 +21,6 @@ from typing import IO
 
 from palyrad.domain.run_spec import RunSpec
 from palyrad.domain.runs import Run
-from palyrad.runtime.process_groups import signal_group
 from palyrad.seams import ActionRunner, ActionUnavailable, Invocation
 from palyrad.services.executor.actions import build_env
 from palyrad.services.executor.active_run import ActiveRun
@@ -78,6 +77,7 @@ class Launcher:
         self.runners = runners
         self.io = io
         self.finalizer = finalizer
+        self.intents = state.intents
         # os.environ is re-encoded on every copy; the daemon's own environment is fixed.
         self._base_env = dict(os.environ)
 
@@ -137,6 +137,16 @@ class Launcher:
         """Spawn a prepared run and mark it running (stamped right after the spawn)."""
         run = p.run
         try:
+            # The intent first: from here on, a crash can no longer give this run back to
+            # the queue as if it never started (see intents.py).
+            self.intents.record(run.run_id)
+        except OSError as exc:
+            p.discard()
+            self.finalizer.finish_unstarted(
+                run, ErrorKind.SPAWN_FAILED, f"cannot record the spawn intent: {exc.strerror}"
+            )
+            return
+        try:
             proc = subprocess.Popen(
                 p.argv,
                 cwd=p.cwd,
@@ -163,6 +173,7 @@ class Launcher:
             run.run_id, self.owner, proc.pid, started, str(p.log_path)
         ):
             # Lost the lease (e.g. cancelled meanwhile): stop what we just started.
-            signal_group(proc.pid, signal.SIGKILL)
+            active.signal(signal.SIGKILL)
             active.reason = ErrorKind.CANCELLED
+        self.intents.settled()  # this run's start is in the journal (or it was refused)
         log.debug("run started", extra={"run_id": run.run_id, "routine_id": run.routine_id})

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from palyrad.journal import Journal
 from palyrad.seams import Clock
 from palyrad.services.context import ServiceContext
+from palyrad.services.executor.intents import SpawnIntents
 
 if TYPE_CHECKING:
     from palyrad.services.executor.active_run import ActiveRun
@@ -30,3 +31,5 @@ class ExecutorState:
         self.owner = f"executor:{ctx.instance}:{os.getpid()}"
         self.active: dict[str, ActiveRun] = {}
         self.armed: dict[str, Prepared] = {}  # claimed, spawning on their instant
+        # Written just before each spawn; read by the next executor's recovery.
+        self.intents = SpawnIntents(ctx.home.spawn_intents)

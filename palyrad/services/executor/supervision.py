@@ -46,7 +46,7 @@ class RunSupervision:
         if active.term_sent_ms is None:
             active.reason = active.reason or reason
             active.term_sent_ms = now
-            signal_group(active.proc.pid, signal.SIGTERM)
+            active.signal(signal.SIGTERM)
 
     def supervise(self, now: int) -> None:
         """Cancel what was asked, stop what ran past its timeout (SIGTERM, then SIGKILL after
@@ -76,15 +76,18 @@ class RunSupervision:
                     and now - active.term_sent_ms >= KILL_GRACE_MS
                 ):
                     active.killed = True
-                    signal_group(active.proc.pid, signal.SIGKILL)
+                    active.signal(signal.SIGKILL)
                 continue
             if not active.eof:
                 if now - active.exited_ms < EOF_GRACE_MS:
                     continue
-                # The main process is gone but something in its group holds the pipe open:
-                # kill the group, and if the pipe outlives that too (a process that left
-                # the group), stop waiting for it.
-                signal_group(active.proc.pid, signal.SIGKILL)
+                # The main process is gone but something holds the pipe open: kill the group
+                # (and, for a run we are stopping, what left it), and if the pipe outlives
+                # that too, stop waiting for it.
+                if active.reason is not None:
+                    active.signal(signal.SIGKILL)
+                else:
+                    signal_group(active.proc.pid, signal.SIGKILL)
                 if now - active.exited_ms < EOF_GRACE_MS + FORCE_EOF_MS:
                     continue
                 self.io.force_eof(active)
@@ -99,8 +102,13 @@ class RunSupervision:
                 self.finalizer.finalize(active, now)
 
     def stop_all(self) -> None:
-        """Graceful stop: SIGTERM every run, SIGKILL after the deadline, finalize them.
-        Armed runs never started: they go back to the queue for the next start."""
+        """Stop: SIGTERM every run, SIGKILL after the deadline, finalize them. Armed runs
+        never started: they go back to the queue for the next start.
+
+        A requested stop ends the runs ``daemon_stopped``; a stop because the supervisor died
+        (the daemon crashed, SPEC §3) ends them ``daemon_crashed``, as the next start's
+        recovery would have — either way with their retry policy."""
+        reason = ErrorKind.DAEMON_CRASHED if self.ctx.supervisor_lost else ErrorKind.DAEMON_STOPPED
         for prepared in self.armed.values():
             prepared.discard()
             self.journal.leases.release(prepared.run.run_id, self.owner, self.clock.now_ms())
@@ -108,14 +116,17 @@ class RunSupervision:
         now = self.clock.now_ms()
         for active in self.active.values():
             if active.exited_ms is None:  # finished runs are finalized as what they were
-                self._terminate(active, ErrorKind.DAEMON_STOPPED, now)
+                self._terminate(active, reason, now)
         # The stop deadline is a duration (monotonic), whatever the wall clock does meanwhile.
-        deadline = time.monotonic() + self.ctx.config.stop_timeout_ms / 1000
+        grace_ms = self.ctx.stop_timeout_ms
+        if grace_ms is None:
+            grace_ms = self.ctx.config.stop_timeout_ms
+        deadline = time.monotonic() + grace_ms / 1000
         while self.active and time.monotonic() < deadline:
             self.ctx.wait(0.2)
             self.finish_ready()
         for active in list(self.active.values()):
-            signal_group(active.proc.pid, signal.SIGKILL)
+            active.signal(signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 active.proc.wait(timeout=5)
             self.io.reap(active)

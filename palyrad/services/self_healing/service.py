@@ -12,7 +12,7 @@ import logging
 import os
 
 from palyrad.domain.runs import RunStatus, retry_follow_up
-from palyrad.runtime.process_groups import kill_orphan_group
+from palyrad.runtime.process_groups import kill_orphan_run, run_process_table
 from palyrad.services.context import ServiceContext
 from routines.kinds import ErrorKind
 
@@ -23,8 +23,9 @@ def sweep_stale_runs(ctx: ServiceContext, now: int) -> int:
     """Fail and kill runs with a stale heartbeat; returns how many were remediated."""
     journal = ctx.journal
     stale = journal.leases.stale_running(now - ctx.config.stale_run_ms)
+    table = run_process_table() if stale else {}
     for run in stale:
-        killed = kill_orphan_group(run.pid, run.started_at_ms)
+        killed = kill_orphan_run(run.run_id, run.pid, run.started_at_ms, table=table)
         journal.runs.finish(
             run.run_id,
             status=RunStatus.FAILED,
