@@ -408,19 +408,22 @@ def validate_text(
     daemon reloading the file keeps its last good definitions instead of crashing.
     """
     del filename  # positions are relative to the text; the caller formats the file name
+    # Handed over in a box so this frame holds no reference: the callee drops the raw bytes
+    # once decoded (a 64 MiB file would otherwise stay alive beside its text and its model).
+    box = [data]
+    del data
     try:
-        return _validate_text(data, now_ms, env, default_timezone)
+        return _validate_text(box, now_ms, env, default_timezone)
     except Exception as exc:
         return ValidationResult(None, [file_issue(internal_error(exc))])
 
 
 def _validate_text(
-    data: bytes | str, now_ms: int, env: Mapping[str, str], default_timezone: str
+    box: list[bytes | str], now_ms: int, env: Mapping[str, str], default_timezone: str
 ) -> ValidationResult:
-    text = decode_document(data)
+    text = decode_document(box.pop())
     if isinstance(text, Issue):
         return ValidationResult(None, [text])
-    del data
     cx = Checker(now_ms, env, default_timezone)
     reader = _DocumentReader(cx)
     # Building 100 000 routines creates no reference cycles, but hundreds of thousands of
