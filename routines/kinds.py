@@ -45,6 +45,23 @@ class TriggerKind(StrEnum):
     WEBHOOK = "webhook"
 
 
+class SystemEvent(StrEnum):
+    """The events Palyra itself emits, for ``system_event`` routines (SPEC §2.1); operators
+    emit their own as ``operator.<name>``."""
+
+    DAEMON_STARTED = "daemon.started"
+    RUN_SUCCEEDED = "run.succeeded"
+    RUN_FAILED = "run.failed"
+    ROUTINE_CHANGED = "routine.changed"
+    NODE_PAIRED = "node.paired"
+    NODE_REVOKED = "node.revoked"
+    INCIDENT_OPENED = "incident.opened"
+    INCIDENT_RESOLVED = "incident.resolved"
+
+
+OPERATOR_EVENT_PREFIX = "operator."
+
+
 class ErrorKind(StrEnum):
     """``error_kind`` values of SPEC §3, plus the daemon's own (docs/daemon.md)."""
 

@@ -28,7 +28,7 @@ from palyrad.runtime.control_client import NotListening, request, run_now_reques
 from palyrad.runtime.liveness import daemon_alive
 from palyrad.runtime.notify import poke_service
 from routines.errors import InvalidInput, PalyraError
-from routines.kinds import TriggerKind
+from routines.kinds import OPERATOR_EVENT_PREFIX, TriggerKind
 from routines.timefmt import now_ms
 
 if TYPE_CHECKING:
@@ -236,9 +236,6 @@ def cancel(home: Home, journal: Journal, run_id: str) -> CancelOutcome:
         return CancelOutcome.CANCELLED
     poke_service(home.run_dir, "executor")
     return CancelOutcome.REQUESTED
-
-
-OPERATOR_EVENT_PREFIX = "operator."
 
 
 def emit_operator_event(home: Home, journal: Journal, name: str, payload: str | None) -> str:

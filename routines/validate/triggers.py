@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from routines.jsonpos import Path
+from routines.kinds import OPERATOR_EVENT_PREFIX, SystemEvent
 from routines.model import (
     FileEvent,
     FileWatchTrigger,
@@ -136,7 +137,20 @@ def _webhook(cx: Checker, o: dict[str, Any], p: Path) -> Trigger | None:
 
 def _system_event(cx: Checker, o: dict[str, Any], p: Path) -> Trigger | None:
     event = cx.req_string(o, "event", p)
-    return None if event is None else SystemEventTrigger(event=event)
+    if event is None:
+        return None
+    if event not in _SYSTEM_EVENTS and not event.startswith(OPERATOR_EVENT_PREFIX):
+        # A warning, not an error: a later Palyra may emit it, and the routine is harmless.
+        cx.warn(
+            (*p, "event"),
+            f'no part of palyra emits the event "{event}", so this routine never runs'
+            f"{hint(event, _SYSTEM_EVENTS)} (events: {', '.join(_SYSTEM_EVENTS)}, or"
+            f" {OPERATOR_EVENT_PREFIX}<name> from palyra events emit)",
+        )
+    return SystemEventTrigger(event=event)
+
+
+_SYSTEM_EVENTS = tuple(e.value for e in SystemEvent)
 
 
 def _hook(cx: Checker, o: dict[str, Any], p: Path) -> Trigger | None:

@@ -20,13 +20,16 @@ from palyrad.runtime.process_groups import signal_group
 from palyrad.services.executor.active_run import ActiveRun
 from palyrad.services.executor.delivery import deliver
 from palyrad.services.executor.state import ExecutorState
-from routines.kinds import ErrorKind, TriggerKind
+from routines.kinds import ErrorKind, SystemEvent, TriggerKind
 from routines.model import Delivery
 
 log = logging.getLogger("palyrad.executor")
 
 # The event a finished run emits (when some routine listens), by its final status.
-RUN_EVENTS: dict[str, str] = {RunStatus.SUCCEEDED: "run.succeeded", RunStatus.FAILED: "run.failed"}
+RUN_EVENTS: dict[str, str] = {
+    RunStatus.SUCCEEDED: SystemEvent.RUN_SUCCEEDED,
+    RunStatus.FAILED: SystemEvent.RUN_FAILED,
+}
 
 
 def classify_outcome(

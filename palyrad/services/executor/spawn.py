@@ -159,9 +159,14 @@ class Launcher:
             )
         except OSError as exc:
             p.discard()  # no process, no log: the run's error says why
-            self.finalizer.finish_unstarted(
-                run, ErrorKind.SPAWN_FAILED, f"cannot start {p.argv[0]!r}: {exc.strerror}"
+            # Popen names the directory it could not enter in ``filename``: blame the cwd,
+            # not the program, when that is what failed.
+            what = (
+                f"cannot enter its cwd {p.cwd!r}"
+                if p.cwd is not None and exc.filename == p.cwd
+                else f"cannot start {p.argv[0]!r}"
             )
+            self.finalizer.finish_unstarted(run, ErrorKind.SPAWN_FAILED, f"{what}: {exc.strerror}")
             return
         started = self.clock.now_ms()
         active = ActiveRun(

@@ -35,6 +35,7 @@ from palyrad.services.scheduler.file_watch import FileWatchManager
 from palyrad.services.scheduler.state import Loaded, SchedulerState
 from routines.definitions_file import atomic_write, read_document
 from routines.jitter import fire_at_ms
+from routines.kinds import SystemEvent
 from routines.model import Approval, Definitions, FileWatchTrigger, SystemEventTrigger
 from routines.schedules import next_fire
 from routines.validate import (
@@ -273,7 +274,9 @@ class DefinitionsLoader:
         )
         if changed and previous:
             self.journal.events.emit(
-                "routine.changed", orjson.dumps({"routine_ids": changed[:1000]}).decode(), now
+                SystemEvent.ROUTINE_CHANGED,
+                orjson.dumps({"routine_ids": changed[:1000]}).decode(),
+                now,
             )
         log.info(
             "definitions applied",

@@ -30,6 +30,7 @@ from palyrad.services.scheduler.definitions import DefinitionsEvents, Definition
 from palyrad.services.scheduler.file_watch import FileWatchManager
 from palyrad.services.scheduler.state import Loaded, SchedulerState
 from palyrad.services.scheduler.ticks import Ticks
+from routines.kinds import SystemEvent
 from routines.timefmt import seconds_until
 
 log = logging.getLogger("palyrad.scheduler")
@@ -75,7 +76,7 @@ class Scheduler:
     def emit_started(self, now: int) -> None:
         """Journal ``daemon.started`` (once per daemon start, not per service restart)."""
         self.journal.events.emit(
-            "daemon.started", orjson.dumps({"instance": self.ctx.instance}).decode(), now
+            SystemEvent.DAEMON_STARTED, orjson.dumps({"instance": self.ctx.instance}).decode(), now
         )
 
     def step(self, now: int) -> bool:
