@@ -13,24 +13,18 @@ from palyrad.domain.run_spec import RunSpec
 from palyrad.domain.runs import ARM_AHEAD_MS, Run, RunStatus, retry_follow_up
 from palyrad.runtime.process_groups import kill_orphan_run, run_process_table
 from palyrad.services.executor.spawn import LAUNCH_LEAD_S, Launcher
-from palyrad.services.executor.state import ExecutorState
+from palyrad.services.executor.state import ExecutorPart, ExecutorState
 from routines.kinds import ErrorKind
 from routines.model import Concurrency
 
 log = logging.getLogger("palyrad.executor")
 
 
-class Claims:
+class Claims(ExecutorPart):
     """Recovers a dead executor's runs and claims runnable ones up to capacity."""
 
     def __init__(self, state: ExecutorState, launcher: Launcher) -> None:
-        self.ctx = state.ctx
-        self.journal = state.journal
-        self.clock = state.clock
-        self.owner = state.owner
-        self.active = state.active
-        self.armed = state.armed
-        self.intents = state.intents
+        super().__init__(state)
         self.launcher = launcher
 
     def recover(self) -> None:

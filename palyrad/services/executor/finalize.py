@@ -19,7 +19,7 @@ from palyrad.journal import STATE_LISTENED_EVENTS
 from palyrad.runtime.process_groups import signal_group
 from palyrad.services.executor.active_run import ActiveRun
 from palyrad.services.executor.delivery import deliver
-from palyrad.services.executor.state import ExecutorState
+from palyrad.services.executor.state import ExecutorPart, ExecutorState
 from routines.kinds import ErrorKind, SystemEvent, TriggerKind
 from routines.model import Delivery
 
@@ -59,15 +59,11 @@ def classify_outcome(
     return RunStatus.FAILED, ErrorKind.EXIT_CODE, msg
 
 
-class Finalizer:
+class Finalizer(ExecutorPart):
     """Writes the end of this executor's runs and what follows from it."""
 
     def __init__(self, state: ExecutorState) -> None:
-        self.ctx = state.ctx
-        self.journal = state.journal
-        self.clock = state.clock
-        self.owner = state.owner
-        self.active = state.active
+        super().__init__(state)
         self._listened: set[str] = set()
         self._listened_at = -10_000
 

@@ -26,7 +26,7 @@ from palyrad.services.executor.actions import build_env
 from palyrad.services.executor.active_run import ActiveRun
 from palyrad.services.executor.finalize import Finalizer
 from palyrad.services.executor.output import ChildIO
-from palyrad.services.executor.state import ExecutorState
+from palyrad.services.executor.state import ExecutorPart, ExecutorState
 from routines.kinds import ErrorKind
 from routines.timefmt import seconds_until
 
@@ -58,7 +58,7 @@ class Prepared:
             self.log_path.unlink()
 
 
-class Launcher:
+class Launcher(ExecutorPart):
     """Turns claimed runs into prepared ones (``armed``) and spawns them (``active``)."""
 
     def __init__(
@@ -68,16 +68,10 @@ class Launcher:
         io: ChildIO,
         finalizer: Finalizer,
     ) -> None:
-        self.ctx = state.ctx
-        self.journal = state.journal
-        self.clock = state.clock
-        self.owner = state.owner
-        self.active = state.active
-        self.armed = state.armed
+        super().__init__(state)
         self.runners = runners
         self.io = io
         self.finalizer = finalizer
-        self.intents = state.intents
         # os.environ is re-encoded on every copy; the daemon's own environment is fixed.
         self._base_env = dict(os.environ)
 

@@ -33,3 +33,17 @@ class ExecutorState:
         self.armed: dict[str, Prepared] = {}  # claimed, spawning on their instant
         # Written just before each spawn; read by the next executor's recovery.
         self.intents = SpawnIntents(ctx.home.spawn_intents)
+
+
+class ExecutorPart:
+    """Base of the executor's parts (claims, launcher, supervision, finalizer): the shared
+    state under the names every part uses, bound once here instead of in each part."""
+
+    def __init__(self, state: ExecutorState) -> None:
+        self.ctx = state.ctx
+        self.journal = state.journal
+        self.clock = state.clock
+        self.owner = state.owner
+        self.active = state.active
+        self.armed = state.armed
+        self.intents = state.intents

@@ -18,7 +18,7 @@ from palyrad.services.executor.active_run import ActiveRun
 from palyrad.services.executor.finalize import Finalizer
 from palyrad.services.executor.output import ChildIO
 from palyrad.services.executor.spawn import LAUNCH_LEAD_S, Launcher
-from palyrad.services.executor.state import ExecutorState
+from palyrad.services.executor.state import ExecutorPart, ExecutorState
 from routines.kinds import ErrorKind
 
 KILL_GRACE_MS = 10_000
@@ -26,18 +26,13 @@ EOF_GRACE_MS = 2_000
 FORCE_EOF_MS = 1_000
 
 
-class RunSupervision:
+class RunSupervision(ExecutorPart):
     """Applies cancels and timeouts to this executor's runs and finalizes the ended ones."""
 
     def __init__(
         self, state: ExecutorState, io: ChildIO, finalizer: Finalizer, launcher: Launcher
     ) -> None:
-        self.ctx = state.ctx
-        self.journal = state.journal
-        self.clock = state.clock
-        self.owner = state.owner
-        self.active = state.active
-        self.armed = state.armed
+        super().__init__(state)
         self.io = io
         self.finalizer = finalizer
         self.launcher = launcher
