@@ -44,7 +44,7 @@ def start_cmd(timeout: float, as_json: bool) -> None:
 @daemon_group.command("stop")
 @click.option(
     "--timeout",
-    type=float,
+    type=click.FloatRange(0, 86_400),
     default=None,
     help="Seconds runs get between SIGTERM and SIGKILL [default: [daemon] stop_timeout_ms]",
 )
@@ -63,7 +63,7 @@ def stop_cmd(timeout: float | None) -> None:
 @daemon_group.command("restart")
 @click.option(
     "--timeout",
-    type=float,
+    type=click.FloatRange(0, 86_400),
     default=None,
     help="Seconds runs get between SIGTERM and SIGKILL [default: [daemon] stop_timeout_ms]",
 )

@@ -5,6 +5,7 @@ is how the operator removes them all."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import orjson
 import pytest
@@ -68,3 +69,35 @@ def test_read_commands_on_a_broken_file_show_what_the_daemon_runs(daemon: Daemon
     assert orjson.loads(status.stdout) and "warning:" in status.stderr
     # edits still refuse the broken file
     assert palyra(daemon.root, "routines", "disable", "hourly", check=False).returncode == 2
+
+
+def test_an_edit_while_the_file_is_missing_is_refused(daemon: Daemon) -> None:
+    """An edit from "no routines" would write a file that drops every routine the daemon
+    still runs; it is refused until the file is restored."""
+    daemon.write_definitions([routine("hourly", UNANCHORED, shell("true"))])
+    daemon.start()
+    wait_until(lambda: (daemon.home.routines_dir / ".definitions.last-good.json").exists())
+    daemon.home.definitions.unlink()
+    proc = palyra(
+        daemon.root,
+        "cron",
+        "add",
+        "c",
+        "--schedule",
+        "every 1h",
+        "--command",
+        "true",
+        check=False,
+    )
+    assert proc.returncode == 2 and "is missing" in proc.stderr and "cp " in proc.stderr
+    assert not daemon.home.definitions.exists()
+    assert daemon.journal.routines.get("hourly") is not None
+
+
+def test_a_fifo_at_palyra_toml_is_refused_without_blocking(tmp_path: Path) -> None:
+    from palyrad.runtime.config import ConfigError, load_config
+
+    fifo = tmp_path / "palyra.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="FIFO"):
+        load_config(fifo)

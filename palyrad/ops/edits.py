@@ -23,6 +23,7 @@ from palyrad.runtime.home import Home
 from palyrad.runtime.liveness import daemon_alive
 from palyrad.runtime.notify import poke_service
 from routines.definitions_file import Editor, locked_edit
+from routines.errors import InvalidInput
 from routines.timefmt import now_ms
 
 APPLY_TIMEOUT_S = 5.0
@@ -41,8 +42,18 @@ def default_timezone(home: Home) -> str:
 
 @contextmanager
 def edit_definitions(home: Home) -> Iterator[Editor]:
-    """A locked edit of the home's definitions (raises DefinitionsError on invalid input)."""
+    """A locked edit of the home's definitions (raises DefinitionsError on invalid input).
+
+    A missing file is refused while a last applied copy exists: the daemon keeps running
+    that copy, and an edit starting from "no routines" would write a file that drops them
+    all (and the daemon would apply it)."""
     home.ensure()
+    if not home.definitions.exists() and home.last_good_definitions.exists():
+        raise InvalidInput(
+            f"{home.definitions} is missing; palyrad keeps running the definitions it last"
+            " applied, and an edit now would drop them",
+            f"restore them first: cp {home.last_good_definitions} {home.definitions}",
+        )
     with locked_edit(
         home.definitions, now_ms=now_ms(), env=os.environ, default_timezone=default_timezone(home)
     ) as editor:

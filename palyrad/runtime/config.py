@@ -54,12 +54,19 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
 
 def load_config(path: Path) -> DaemonConfig:
     """Read palyra.toml (absent → defaults); unknown sections/keys are errors, like definitions."""
-    if not path.exists():
-        return DaemonConfig()
     import tomllib
 
+    from routines.definitions_file import read_document
+
+    # Never blocks on a FIFO, never crashes on a directory: judged on the open descriptor.
+    read = read_document(path, max_bytes=1 << 20)
+    if read.missing:
+        return DaemonConfig()
+    if read.data is None:
+        why = read.issue.message if read.issue is not None else "cannot read the file"
+        raise ConfigError(f"{path}: {why}")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read.data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: {exc} (fix the TOML syntax)") from exc
     values: dict[str, Any] = {}

@@ -22,7 +22,7 @@ from typing import Any
 
 from palyrad.journal import Journal, ProcessHeartbeat
 from palyrad.runtime.clock import SYSTEM_CLOCK
-from palyrad.runtime.config import ConfigError, DaemonConfig, load_config
+from palyrad.runtime.config import DaemonConfig, load_config
 from palyrad.runtime.daemon_log import setup_logging
 from palyrad.runtime.home import Home
 from palyrad.runtime.notify import ensure_fifo, poke_fifo
@@ -208,7 +208,7 @@ class ServiceContext:
         """SIGHUP: re-read palyra.toml; a broken file keeps the running config."""
         try:
             self.config = load_config(self.home.config)
-        except ConfigError as exc:
+        except Exception as exc:
             log.error("palyra.toml not reloaded", extra={"error": str(exc)})
         else:
             log.info("palyra.toml reloaded", extra={"service": self.name})
