@@ -24,13 +24,13 @@ ALLOWED: dict[str, frozenset[str]] = {
     # pure libraries: their own dependencies only
     "routines": frozenset({"cronsim", "orjson"}),
     "certs": frozenset({"cryptography"}),
-    "palyra_proto": frozenset({"grpc", "google"}),
+    "palyra_proto": frozenset({"grpc", "google", "spake2", "grpc_tools"}),
     # the daemon: the pure libraries, the wire contract, its own dependencies
     "palyrad": frozenset(
         {"routines", "certs", "palyra_proto", "orjson", "watchdog", "cryptography", "grpc", "click"}
     ),
     # the command: the daemon's operator library (checked below), the pure libraries
-    "palyra_cli": frozenset({"palyrad", "routines", "certs", "click", "orjson"}),
+    "palyra_cli": frozenset({"palyrad", "routines", "certs", "click", "orjson", "segno"}),
     # the device: never the daemon or the operator CLI
     "node": frozenset(
         {"certs", "routines", "palyra_proto", "click", "grpc", "cryptography", "orjson"}
