@@ -128,9 +128,7 @@ class NodeService(pb_grpc.NodeServicer):
 
     # -- unary ----------------------------------------------------------------------------
 
-    def Status(
-        self, request: pb.StatusRequest, context: grpc.ServicerContext
-    ) -> pb.JsonReply:
+    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.JsonReply:
         ident = self._caller(context)
         return self._json(
             {
@@ -184,9 +182,7 @@ class NodeService(pb_grpc.NodeServicer):
         )
         return self._json({"id": rid, "enabled": enabled, "changed": outcome.changed})
 
-    def RunNow(
-        self, request: pb.RunNowRequest, context: grpc.ServicerContext
-    ) -> pb.JsonReply:
+    def RunNow(self, request: pb.RunNowRequest, context: grpc.ServicerContext) -> pb.JsonReply:
         self._caller(context)
         from palyrad.ops.edits import default_timezone
         from palyrad.ops.triggers import run_now
@@ -218,9 +214,7 @@ class NodeService(pb_grpc.NodeServicer):
             {"run_id": run.run_id, "status": run.status, "error_kind": run.error_kind}
         )
 
-    def FireHook(
-        self, request: pb.FireHookRequest, context: grpc.ServicerContext
-    ) -> pb.JsonReply:
+    def FireHook(self, request: pb.FireHookRequest, context: grpc.ServicerContext) -> pb.JsonReply:
         self._caller(context)
         from palyrad.ops.triggers import fire_hook
 
@@ -236,9 +230,7 @@ class NodeService(pb_grpc.NodeServicer):
             self._fail(context, exc)
         return self._json({"hook_id": request.hook_id, "event": request.event or None})
 
-    def Ack(
-        self, request: pb.AckRequest, context: grpc.ServicerContext
-    ) -> pb.AckReply:
+    def Ack(self, request: pb.AckRequest, context: grpc.ServicerContext) -> pb.AckReply:
         ident = self._caller(context)
         ids = list(request.delivery_ids)
         if len(ids) > MAX_ACK_IDS:

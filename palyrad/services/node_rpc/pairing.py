@@ -425,5 +425,7 @@ class PairingService(pb_grpc.PairingServicer):
                 expires_at_unix_ms=expires,
             )
             self._issued[req.request_id] = reply
-            log.info("device paired", extra={"device_id": req.device_id, "name": req.device_name})
+            log.info(
+                "device paired", extra={"device_id": req.device_id, "device_name": req.device_name}
+            )
             return reply
