@@ -528,3 +528,65 @@ def test_journal_commands_load_no_crypto_or_qr_code(home: Path) -> None:
         modules, proc = _loaded("--home", str(home), "node", command, "--json")
         assert proc.returncode == 0, proc.stderr
         assert sorted(m for m in modules if m.split(".")[0] in heavy) == []
+
+
+def test_a_qr_pairing_goes_through_pending_approve_and_list(live: Daemon) -> None:
+    """The operator's half of a real pairing: a node presents the QR token and a CSR on the
+    pairing listener, ``pending`` shows its key, ``approve`` lets it collect the certificate,
+    ``list`` shows the device and ``revoke`` revokes it."""
+    import concurrent.futures
+    import hashlib
+
+    import grpc
+
+    from certs import build_csr, generate_private_key
+    from palyra_proto import palyra_node_pb2 as pb
+    from palyra_proto import palyra_node_pb2_grpc as pb_grpc
+    from palyra_proto.pairing import secret_sha256
+
+    doc = live_run(live, "node", "pair-code", "--method", "qr", "--json").ok().json()
+    uri = parse_pair_uri(doc["uri"])
+    ca_pem = (live.root / "certs" / "ca.crt").read_bytes()
+    key = generate_private_key()
+    secret = os.urandom(32)
+    creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+    with grpc.secure_channel(uri.address, creds) as channel:
+        stub = pb_grpc.PairingStub(channel)
+        reply = stub.TokenPair(
+            pb.TokenPairRequest(
+                token=uri.token,
+                device_name="test-node",
+                csr_der=build_csr(key, "test-node"),
+                await_secret_sha256=secret_sha256(secret),
+            ),
+            timeout=10,
+        )
+        assert reply.public_key_sha256 == spki_sha256(key)
+
+        (req,) = live_run(live, "node", "pending", "--json").ok().json()["requests"]
+        assert req["request_id"] == reply.request_id
+        assert (req["device_name"], req["method"]) == ("test-node", "qr")
+        assert req["public_key_sha256"] == spki_sha256(key)
+        assert req["peer"].startswith("127.0.0.1")
+        text = live_run(live, "node", "pending").ok().stdout
+        assert spki_sha256(key)[:16] in text
+
+        await_request = pb.AwaitRequest(
+            request_id=reply.request_id, await_secret=secret, wait_ms=20_000
+        )
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(stub.AwaitCertificate, await_request, timeout=30)
+            out = live_run(live, "node", "approve", reply.request_id).ok()
+            assert out.stdout.startswith(f"approved {reply.request_id} (test-node, key ")
+            issued = waiting.result(timeout=25)
+    assert issued.state == pb.AwaitReply.ISSUED
+
+    devices = live_run(live, "node", "list", "--json").ok().json()["devices"]
+    (device,) = [d for d in devices if d["device_id"] == issued.device_id]
+    assert device["name"] == "test-node" and device["state"] == "active"
+    assert device["cert_sha256"] == hashlib.sha256(issued.certificate_der).hexdigest()
+    assert device["cert_expires_at_unix_ms"] == issued.expires_at_unix_ms
+    assert device["channels"] == []
+    live_run(live, "node", "revoke", issued.device_id).ok()
+    devices = live_run(live, "node", "list", "--json").ok().json()["devices"]
+    assert [d["state"] for d in devices if d["device_id"] == issued.device_id] == ["revoked"]
