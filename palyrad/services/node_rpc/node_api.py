@@ -41,6 +41,7 @@ log = logging.getLogger("palyrad.node_api")
 MAX_STREAMS_PER_DEVICE = 4
 MAX_CHANNELS = 32
 MAX_ACK_IDS = 1000
+MAX_PING_BYTES = 1024
 STREAM_CHECK_S = 0.25  # a stream re-checks its device (and the outbox) at least this often
 HEARTBEAT_MS = 15_000
 TOUCH_EVERY_MS = 10_000  # last_seen is written at most this often per device
