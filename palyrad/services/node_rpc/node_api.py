@@ -129,6 +129,12 @@ class NodeService(pb_grpc.NodeServicer):
 
     # -- unary ----------------------------------------------------------------------------
 
+    def Ping(self, request: pb.PingRequest, context: grpc.ServicerContext) -> pb.PingReply:
+        ident = self._caller(context)
+        if len(request.payload) > MAX_PING_BYTES:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a ping payload is at most 1 KiB")
+        return pb.PingReply(payload=request.payload, device_id=ident.device_id)
+
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.JsonReply:
         ident = self._caller(context)
         return self._json(
