@@ -306,3 +306,49 @@ def test_rate_limiter_per_source_and_total() -> None:
     assert not lim.allow("a", 500) and lim.allow("a", 1_000)  # one a second refills
     assert peer_host("ipv4:10.0.0.2:5555") == "10.0.0.2"
     assert peer_host("ipv6:[::1]:5555") == "::1"
+
+
+def test_registry_check_known_active_in_time_and_bound_to_its_device(tmp_path: Path) -> None:
+    from certs import cert_sha256
+    from palyrad.journal.records import Device
+    from palyrad.services.node_rpc.registry import DeviceRefused
+
+    tls = ServerTLS(tmp_path / "certs", ["localhost"], T0)
+    journal = Journal(tmp_path / "j.sqlite3")
+    key = generate_private_key()
+    first = tls.issue_device(key.public_key(), "dev1", 3600, T0)
+    pem1 = cert_pem(x509.load_der_x509_certificate(first))
+    journal.devices.add(
+        Device("dev1", "laptop", "active", spki_sha256(key), cert_sha256(first),
+               T0 + 3_600_000, T0, 0)
+    )  # fmt: skip
+    reg = DeviceRegistry()
+    reg.refresh(journal)
+    ident = reg.identify(pem1, T0)
+    assert ident.device_id == "dev1" and reg.is_current(ident)
+    # renewed: the old certificate works for the grace period, then not
+    second = tls.issue_device(key.public_key(), "dev1", 3600, T0)
+    assert journal.devices.renew(
+        "dev1", expected_cert_sha256=cert_sha256(first), new_cert_sha256=cert_sha256(second),
+        new_expires_ms=T0 + 3_600_000, now_ms=T0, grace_ms=60_000,
+    )  # fmt: skip
+    assert reg.refresh(journal)
+    old = reg.identify(pem1, T0 + 59_999)
+    assert not reg.is_current(old)
+    with pytest.raises(DeviceRefused, match="superseded"):
+        reg.identify(pem1, T0 + 60_000)
+    # a certificate of the same CA for another (unknown) device id
+    other = tls.issue_device(key.public_key(), "dev2", 3600, T0)
+    with pytest.raises(DeviceRefused, match="unknown"):
+        reg.identify(cert_pem(x509.load_der_x509_certificate(other)), T0)
+    with pytest.raises(DeviceRefused, match="required"):
+        reg.identify(b"", T0)
+    pem2 = cert_pem(x509.load_der_x509_certificate(second))
+    ident2 = reg.identify(pem2, T0)
+    journal.devices.revoke("dev1", T0)
+    assert reg.still_valid(ident2, T0)  # until the registry sees the new version ...
+    assert reg.refresh(journal)
+    assert not reg.still_valid(ident2, T0)  # ... which the main loop reads every 200 ms
+    with pytest.raises(DeviceRefused, match="revoked"):
+        reg.identify(pem2, T0)
+    journal.close()
