@@ -37,7 +37,11 @@ class _Failure(click.ClickException):
 
     def __init__(self, exc: PalyraError) -> None:
         super().__init__(error_line(exc))
-        self.exit_code = exc.exit_code
+        self.code = exc.exit_code
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return self.code
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.message}", err=True)
@@ -142,7 +146,10 @@ def read_secret_arg(value: str, what: str) -> str:
         return value
     line = sys.stdin.readline()
     if not line.strip():
-        raise invalid(f"no {what} on standard input", f"pipe it in: echo ... | palyra-node pair --{what.lower()} -")
+        raise invalid(
+            f"no {what} on standard input",
+            f"pipe it in: echo ... | palyra-node pair --{what.lower()} -",
+        )
     return line.strip()
 
 
@@ -151,9 +158,13 @@ def check_payload(payload: str | None) -> str | None:
     if payload is None:
         return None
     if len(payload.encode("utf-8", "surrogatepass")) > MAX_PAYLOAD_BYTES:
-        raise invalid("--payload is larger than 64 KiB", "pass a file's path in the payload instead")
+        raise invalid(
+            "--payload is larger than 64 KiB", "pass a file's path in the payload instead"
+        )
     try:
         orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        raise invalid(f"--payload is not valid JSON ({exc})", 'e.g. --payload \'{"key": 1}\'') from None
+        raise invalid(
+            f"--payload is not valid JSON ({exc})", "e.g. --payload '{\"key\": 1}'"
+        ) from None
     return payload

@@ -115,7 +115,9 @@ class NodeClient:
 
     def ack(self, delivery_ids: Sequence[int]) -> int:
         """Acknowledge deliveries; raises ``grpc.RpcError`` (the watch loop decides)."""
-        reply = self.stub.Ack(pb.AckRequest(delivery_ids=list(delivery_ids)), timeout=self.deadline_s)
+        reply = self.stub.Ack(
+            pb.AckRequest(delivery_ids=list(delivery_ids)), timeout=self.deadline_s
+        )
         return int(reply.acknowledged)
 
     def watch(self, channels: Sequence[str], events: bool) -> Any:
@@ -123,7 +125,9 @@ class NodeClient:
         return self.stub.Watch(pb.WatchRequest(channels=list(channels), events=events))
 
     def renew(self, csr_der: bytes) -> pb.RenewReply:
-        reply: pb.RenewReply = self._unary(self.stub.RenewCertificate, pb.RenewRequest(csr_der=csr_der))
+        reply: pb.RenewReply = self._unary(
+            self.stub.RenewCertificate, pb.RenewRequest(csr_der=csr_der)
+        )
         return reply
 
 
@@ -144,9 +148,7 @@ def renew_now(ctx: NodeContext, identity: Identity) -> Identity:
     except (CertError, ValueError) as exc:
         raise NodeError(f"the renewed certificate did not verify: {exc}", PAIR_HINT) from exc
     if device_id != identity.info.device_id:
-        raise NodeError(
-            f"the renewed certificate names another device ({device_id})", PAIR_HINT
-        )
+        raise NodeError(f"the renewed certificate names another device ({device_id})", PAIR_HINT)
     renewed = identity.with_certificate(cert)
     ctx.home.store_identity(renewed)
     return renewed

@@ -277,9 +277,7 @@ class NodeHome:
         except OSError as exc:
             raise storage_error(exc, "cannot read the node identity") from exc
         except (ValueError, KeyError, TypeError) as exc:
-            raise NodeError(
-                f"{directory / INFO_FILE} is damaged ({exc})", PAIR_HINT
-            ) from exc
+            raise NodeError(f"{directory / INFO_FILE} is damaged ({exc})", PAIR_HINT) from exc
         if spki_sha256(key) != spki_sha256(cert):
             raise NodeError(f"the key and certificate in {directory} do not match", PAIR_HINT)
         return Identity(key=key, cert=cert, ca=ca, info=info)

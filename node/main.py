@@ -14,9 +14,9 @@ from typing import Any
 # failure itself, as one line, so the core's logging is off unless asked for.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-import click  # noqa: E402
+import click
 
-from node.cli_support import (  # noqa: E402
+from node.cli_support import (
     NodeGroup,
     check_payload,
     emit_json,
@@ -26,7 +26,7 @@ from node.cli_support import (  # noqa: E402
     node_context,
     read_secret_arg,
 )
-from node.errors import invalid  # noqa: E402
+from node.errors import invalid
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -121,7 +121,8 @@ def status_cmd(as_json: bool) -> None:
     if as_json:
         emit_json(status)
         return
-    daemon = status.get("daemon") if isinstance(status.get("daemon"), dict) else {}
+    raw = status.get("daemon")
+    daemon: dict[str, Any] = raw if isinstance(raw, dict) else {}
     state = f"running (pid {daemon.get('pid')})" if daemon.get("running") else "not running"
     click.echo(f"device       {status.get('device_id')}")
     click.echo(f"daemon       {address}  {state}")

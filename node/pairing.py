@@ -47,9 +47,9 @@ from node.home import Identity, NodeInfo
 from node.rpc_errors import is_unreachable, status_of
 from palyra_proto import palyra_node_pb2 as pb
 from palyra_proto.pairing import (
+    NodePake,
     PairingFormatError,
     PakeError,
-    NodePake,
     check_host,
     check_pin,
     check_port,
@@ -213,7 +213,9 @@ def _await_certificate(
     while True:
         remaining = max(0, deadline - ctx.now_ms())
         slice_ms = min(remaining, AWAIT_SLICE_MS)
-        request = pb.AwaitRequest(request_id=request_id, await_secret=await_secret, wait_ms=slice_ms)
+        request = pb.AwaitRequest(
+            request_id=request_id, await_secret=await_secret, wait_ms=slice_ms
+        )
         started = time.monotonic()
         try:
             reply: pb.AwaitReply = stub.AwaitCertificate(
@@ -232,7 +234,9 @@ def _await_certificate(
         if reply.state == pb.AwaitReply.ISSUED:
             return reply
         if reply.state == pb.AwaitReply.REJECTED:
-            raise NodeError("pairing request rejected", f"request {request_id} was rejected on the daemon")
+            raise NodeError(
+                "pairing request rejected", f"request {request_id} was rejected on the daemon"
+            )
         if reply.state == pb.AwaitReply.EXPIRED:
             raise code_refused("the pairing window expired before approval")
         if ctx.now_ms() >= deadline:
@@ -347,7 +351,9 @@ def pair_with_uri(ctx: NodeContext, uri_text: str, name: str, wait_s: int) -> Pa
     try:
         ca = verify_server_chain(chain, uri.host, now, ca_spki_pin=uri.ca_spki_sha256)
     except CertError as exc:
-        raise NodeError("the pairing listener is not the daemon you were shown", exc.message) from exc
+        raise NodeError(
+            "the pairing listener is not the daemon you were shown", exc.message
+        ) from exc
     key = generate_private_key()
     csr = build_csr(key, name)
     secret = secrets.token_bytes(32)
