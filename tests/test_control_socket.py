@@ -14,11 +14,11 @@ from typing import Any
 import orjson
 import pytest
 
+from palyrad.runtime import request_socket as control_socket
 from palyrad.runtime.control_client import NotListening, request, socket_path
 from palyrad.runtime.home import Home
+from palyrad.runtime.request_socket import ControlServer
 from palyrad.services.context import ServiceContext
-from palyrad.services.scheduler import control_socket
-from palyrad.services.scheduler.control_socket import ControlServer
 from tests.daemon_harness import Daemon, palyra, routine, shell, wait_until
 
 
@@ -34,7 +34,7 @@ def served(tmp_path: Path) -> Iterator[tuple[ControlServer, Path, list[dict[str,
         seen.append(msg)
         return {"ok": True, "echo": msg}
 
-    server = ControlServer(home.run_dir, handler, ctx.register, ctx.unregister)
+    server = ControlServer(socket_path(home.run_dir), handler, ctx.register, ctx.unregister)
     stop = threading.Event()
 
     def pump() -> None:
@@ -176,7 +176,9 @@ def test_a_home_too_deep_for_a_socket_address_still_gets_a_socket(tmp_path: Path
     assert len(str(socket_path(home.run_dir))) > 108  # more than sun_path holds
     parent, child = multiprocessing.Pipe()
     ctx = ServiceContext("test", home, child, "i1", 0)
-    server = ControlServer(home.run_dir, lambda m: {"ok": True}, ctx.register, ctx.unregister)
+    server = ControlServer(
+        socket_path(home.run_dir), lambda m: {"ok": True}, ctx.register, ctx.unregister
+    )
     try:
         t = threading.Thread(target=lambda: [ctx.wait(0.05) for _ in range(40)], daemon=True)
         t.start()

@@ -13,7 +13,9 @@ seam of ARCHITECTURE.md: typed records in and out, one transaction owner.
 - One module per domain, each a small class bound to the connection and reached as an
   attribute of ``Journal``: ``state`` (daemon_state keys), ``routines`` (routine_state),
   ``runs`` (run records), ``leases`` (the executor's claim/start/heartbeat protocol),
-  ``approvals``, ``events``, ``outbox``, ``heartbeats`` (service processes).
+  ``approvals``, ``events``, ``outbox`` (channel deliveries and each device's
+  acknowledgements), ``heartbeats`` (service processes), ``devices`` (paired nodes and their
+  open watch streams), ``pairing`` (pairing windows and requests).
 
 Reading and writing::
 
@@ -46,16 +48,23 @@ from pathlib import Path
 
 from palyrad.journal.approvals import Approvals
 from palyrad.journal.connection import BUSY_TIMEOUT_MS, JournalConnection
+from palyrad.journal.devices import Devices
 from palyrad.journal.errors import JournalError
 from palyrad.journal.events import Events
 from palyrad.journal.heartbeats import Heartbeats
 from palyrad.journal.leases import Leases
 from palyrad.journal.migrations import SCHEMA_VERSION
 from palyrad.journal.outbox import Outbox
+from palyrad.journal.pairing import Pairing
 from palyrad.journal.records import (
     ApprovalRequest,
+    Delivery,
+    Device,
+    DeviceWatch,
     Event,
     OutboxItem,
+    PairingRequest,
+    PairingWindow,
     PendingApproval,
     ProcessHeartbeat,
     RoutineAdvance,
@@ -69,7 +78,9 @@ from palyrad.journal.state import (
     STATE_DEFINITIONS_APPLIED,
     STATE_DEFINITIONS_ERROR,
     STATE_DEFINITIONS_HASH_MEMO,
+    STATE_DEVICES_CHANGED,
     STATE_LISTENED_EVENTS,
+    STATE_PAIRING_CHANGED,
     DaemonState,
 )
 
@@ -81,13 +92,20 @@ __all__ = [
     "STATE_DEFINITIONS_APPLIED",
     "STATE_DEFINITIONS_ERROR",
     "STATE_DEFINITIONS_HASH_MEMO",
+    "STATE_DEVICES_CHANGED",
     "STATE_LISTENED_EVENTS",
+    "STATE_PAIRING_CHANGED",
     "ApprovalRequest",
+    "Delivery",
+    "Device",
+    "DeviceWatch",
     "Event",
     "Journal",
     "JournalConnection",
     "JournalError",
     "OutboxItem",
+    "PairingRequest",
+    "PairingWindow",
     "PendingApproval",
     "ProcessHeartbeat",
     "RoutineAdvance",
@@ -112,6 +130,8 @@ class Journal(JournalConnection):
         self.events = Events(self)
         self.outbox = Outbox(self)
         self.heartbeats = Heartbeats(self)
+        self.devices = Devices(self)
+        self.pairing = Pairing(self)
 
 
 def open_journal(path: Path) -> Journal:

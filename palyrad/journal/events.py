@@ -39,6 +39,21 @@ class Events(Domain):
         )
         return [Event(r[0], r[1], r[2], r[3]) for r in rows]
 
+    def max_id(self) -> int:
+        """The newest event's id (0 when there is none): where a live stream starts."""
+        row = self._db.execute("SELECT COALESCE(MAX(event_id), 0) FROM events").fetchone()
+        return int(row[0])
+
+    def since(self, after_id: int, limit: int) -> list[Event]:
+        """Events emitted after ``after_id``, consumed or not, in emission order (a node's
+        ``watch --events``)."""
+        rows = self._db.execute(
+            "SELECT event_id, name, payload, created_ms FROM events WHERE event_id > ?"
+            " ORDER BY event_id LIMIT ?",
+            (after_id, limit),
+        )
+        return [Event(r[0], r[1], r[2], r[3]) for r in rows]
+
     def consume(self, event_ids: Sequence[int], now_ms: int) -> None:
         """Mark events consumed (in the transaction that records what they triggered)."""
         with self._write() as db:

@@ -145,4 +145,82 @@ MIGRATIONS += (
     """,
 )
 
+MIGRATIONS += (
+    # 4: node pairing and per-device channel delivery (SPEC §4.4, §5, §7 "Channel delivery").
+    # A device receives the outbox entries created after it was paired (outbox_id above its
+    # delivery_floor) that it has not acknowledged; the per-device acks replace the one
+    # global outbox.acked_ms, which is now only "acknowledged by some device". A window
+    # admits one request: the UNIQUE index on pairing_requests(window_id) says so. The PIN
+    # is never stored and a QR token only as its SHA-256.
+    """
+    CREATE TABLE devices (
+        device_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('active', 'revoked')),
+        public_key_sha256 TEXT NOT NULL,
+        cert_sha256 TEXT NOT NULL,
+        cert_expires_ms INTEGER NOT NULL,
+        prev_cert_sha256 TEXT,
+        prev_valid_until_ms INTEGER,
+        paired_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER,
+        revoked_ms INTEGER,
+        revoke_reason TEXT,
+        delivery_floor INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX devices_cert ON devices(cert_sha256);
+
+    CREATE TABLE pairing_windows (
+        window_id TEXT PRIMARY KEY,
+        method TEXT NOT NULL CHECK (method IN ('pin', 'qr')),
+        token_sha256 TEXT,
+        auto_approve INTEGER NOT NULL,
+        host TEXT,
+        opened_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        closed_ms INTEGER,
+        close_reason TEXT CHECK (close_reason IN
+            ('superseded', 'used', 'failures', 'expired', 'daemon_restart')),
+        failures INTEGER NOT NULL DEFAULT 0,
+        failure_peers TEXT NOT NULL DEFAULT '[]',
+        CHECK ((method = 'qr') = (token_sha256 IS NOT NULL)),
+        CHECK ((closed_ms IS NULL) = (close_reason IS NULL))
+    );
+    CREATE UNIQUE INDEX pairing_windows_token ON pairing_windows(token_sha256);
+
+    CREATE TABLE pairing_requests (
+        request_id TEXT PRIMARY KEY,
+        window_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        device_name TEXT NOT NULL,
+        method TEXT NOT NULL CHECK (method IN ('pin', 'qr')),
+        peer TEXT NOT NULL,
+        public_key_sha256 TEXT NOT NULL,
+        public_key_der BLOB NOT NULL,
+        await_secret_sha256 TEXT NOT NULL,
+        requested_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'rejected', 'issued')),
+        decided_ms INTEGER
+    );
+    CREATE UNIQUE INDEX pairing_requests_one_per_window ON pairing_requests(window_id);
+
+    CREATE TABLE delivery_acks (
+        device_id TEXT NOT NULL,
+        outbox_id INTEGER NOT NULL,
+        acked_ms INTEGER NOT NULL,
+        PRIMARY KEY (device_id, outbox_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX outbox_by_channel ON outbox(channel, outbox_id);
+
+    CREATE TABLE device_watches (
+        stream_id TEXT PRIMARY KEY,
+        device_id TEXT NOT NULL,
+        channels TEXT NOT NULL,
+        opened_ms INTEGER NOT NULL
+    );
+    CREATE INDEX device_watches_by_device ON device_watches(device_id);
+    """,
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -96,3 +96,90 @@ class ProcessHeartbeat:
     state: str
     restarts: int
     heartbeat_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An outbox entry as a device receives it (``Outbox.for_device``)."""
+
+    outbox_id: int
+    channel: str
+    routine_id: str
+    run_id: str
+    payload: str  # JSON text: the run record of SPEC §3
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A paired node (``devices``). ``cert_sha256`` is the SHA-256 (hex, of the DER) of its
+    current client certificate; the superseded one (``prev_cert_sha256``) still works until
+    ``prev_valid_until_ms``. It receives the outbox entries above ``delivery_floor`` (the
+    outbox's highest id when it was paired)."""
+
+    device_id: str
+    name: str
+    state: str  # "active" | "revoked"
+    public_key_sha256: str
+    cert_sha256: str
+    cert_expires_ms: int
+    paired_ms: int
+    delivery_floor: int
+    prev_cert_sha256: str | None = None
+    prev_valid_until_ms: int | None = None
+    last_seen_ms: int | None = None
+    revoked_ms: int | None = None
+    revoke_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceWatch:
+    """An open ``watch`` stream of a device; ``channels`` is ``("*",)`` for every channel."""
+
+    stream_id: str
+    device_id: str
+    channels: tuple[str, ...]
+    opened_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PairingWindow:
+    """A pairing window (``pair-code``): open while ``closed_ms`` is None and ``expires_ms``
+    is ahead. ``token_sha256`` is the QR token's SHA-256 (hex; None for a PIN window, whose
+    PIN is never stored). ``close_reason``: superseded, used, failures, expired or
+    daemon_restart; ``failure_peers``: the distinct source addresses of failed attempts
+    (at most 20)."""
+
+    window_id: str
+    method: str  # "pin" | "qr"
+    token_sha256: str | None
+    auto_approve: bool
+    host: str | None
+    opened_ms: int
+    expires_ms: int
+    closed_ms: int | None = None
+    close_reason: str | None = None
+    failures: int = 0
+    failure_peers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PairingRequest:
+    """A node's pairing request: one per window. ``device_id`` is chosen by the daemon;
+    ``public_key_der`` is the CSR's SubjectPublicKeyInfo (DER), ``public_key_sha256`` its
+    SHA-256 (hex); ``await_secret_sha256`` the hash of the secret the node presents to
+    collect its certificate. ``state``: pending, approved, rejected or issued."""
+
+    request_id: str
+    window_id: str
+    device_id: str
+    device_name: str
+    method: str
+    peer: str
+    public_key_sha256: str
+    public_key_der: bytes
+    await_secret_sha256: str
+    requested_ms: int
+    expires_ms: int
+    state: str = "pending"
+    decided_ms: int | None = None

@@ -7,6 +7,7 @@ its regexes compiled at import) is imported only when there is a file to parse.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,13 @@ class DaemonConfig:
     log_backups: int = 5
     health_port: int = 0
     stop_timeout_ms: int = 10_000
+    # [rpc] (SPEC §5, §7): both node listeners bind every `listen` address
+    rpc_listen: tuple[str, ...] = ("127.0.0.1",)
+    rpc_advertise_host: str = ""
+    pairing_port: int = 7141
+    node_port: int = 7142
+    device_cert_ttl_s: int = 30 * 24 * 3600
+    delivery_retention_days: int = 7
 
 
 _KEYS: dict[tuple[str, str], tuple[str, type]] = {
@@ -48,6 +56,12 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("log", "max_bytes"): ("log_max_bytes", int),
     ("log", "backups"): ("log_backups", int),
     ("rpc", "health_port"): ("health_port", int),
+    ("rpc", "listen"): ("rpc_listen", list),
+    ("rpc", "advertise_host"): ("rpc_advertise_host", str),
+    ("rpc", "pairing_port"): ("pairing_port", int),
+    ("rpc", "node_port"): ("node_port", int),
+    ("pki", "device_cert_ttl_s"): ("device_cert_ttl_s", int),
+    ("delivery", "retention_days"): ("delivery_retention_days", int),
     ("daemon", "stop_timeout_ms"): ("stop_timeout_ms", int),
 }
 
@@ -99,4 +113,27 @@ def load_config(path: Path) -> DaemonConfig:
         raise ConfigError(f"{path}: [executor] max_concurrent_runs must be at least 1")
     if cfg.journal_synchronous.upper() not in ("NORMAL", "FULL"):
         raise ConfigError(f"{path}: [journal] synchronous must be NORMAL or FULL")
+    for key, port in (
+        ("pairing_port", cfg.pairing_port),
+        ("node_port", cfg.node_port),
+        ("health_port", cfg.health_port),
+    ):
+        if port > 65535:
+            raise ConfigError(f"{path}: [rpc] {key} must be 0-65535 (0 = any free port)")
+    if cfg.device_cert_ttl_s < 30:
+        raise ConfigError(f"{path}: [pki] device_cert_ttl_s must be at least 30 (seconds)")
+    if cfg.delivery_retention_days < 1:
+        raise ConfigError(f"{path}: [delivery] retention_days must be at least 1")
+    for host in (*cfg.rpc_listen, *((cfg.rpc_advertise_host,) if cfg.rpc_advertise_host else ())):
+        if not _HOST.fullmatch(host):
+            raise ConfigError(
+                f"{path}: [rpc] {host!r} is not an IP address or host name"
+                ' (e.g. listen = ["127.0.0.1", "192.168.1.10"])'
+            )
     return cfg
+
+
+# An IP literal (v4 or v6) or a DNS name: what a listener can bind and a certificate name.
+_HOST = re.compile(
+    r"[0-9A-Fa-f:.]+|(?=.{1,253}$)[A-Za-z0-9][A-Za-z0-9-]{0,62}(\.[A-Za-z0-9-]{1,63})*"
+)

@@ -51,16 +51,21 @@ def address(path: Path) -> tuple[str, int | None]:
     return f"/proc/self/fd/{fd}/{path.name}", fd
 
 
-def request(run_dir: Path, message: dict[str, Any], timeout_s: float = REPLY_TIMEOUT_S) -> Any:
-    """Send one request and return the decoded reply; NotListening when nobody serves it
-    (nothing was sent). A TimeoutError means the daemon took the request but did not answer
-    in time."""
+def request(
+    run_dir: Path,
+    message: dict[str, Any],
+    timeout_s: float = REPLY_TIMEOUT_S,
+    name: str = SOCKET_NAME,
+) -> Any:
+    """Send one request to the socket ``run_dir/name`` and return the decoded reply;
+    NotListening when nobody serves it (nothing was sent). A TimeoutError means the daemon
+    took the request but did not answer in time."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout_s)
         dir_fd: int | None = None
         try:
-            addr, dir_fd = address(socket_path(run_dir))
+            addr, dir_fd = address(run_dir / name)
             sock.connect(addr)
         except OSError as exc:  # absent, stale, refused, backlog full (EAGAIN), too long
             raise NotListening(str(exc)) from exc

@@ -15,9 +15,14 @@ from pathlib import Path
 # One byte per target, so the CLI can say who should wake.
 POKE_SCHEDULER = b"s"
 POKE_EXECUTOR = b"e"
+POKE_NODE_RPC = b"n"
 POKE_ALL = b"*"
 
-SERVICE_FOR_BYTE = {POKE_SCHEDULER: "scheduler", POKE_EXECUTOR: "executor"}
+SERVICE_FOR_BYTE = {
+    POKE_SCHEDULER: "scheduler",
+    POKE_EXECUTOR: "executor",
+    POKE_NODE_RPC: "node_rpc",
+}
 
 
 def poke_fifo(fifo: Path, what: bytes = POKE_ALL) -> bool:

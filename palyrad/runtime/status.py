@@ -53,6 +53,14 @@ class DaemonStatus:
             and all(p.state == "running" for p in self.processes)
         )
 
+    @property
+    def endpoints(self) -> dict[str, str | None]:
+        """The listeners' bound addresses (SPEC §7); ``None`` for one that is not up."""
+        rpc = self.process("node_rpc")
+        up = self.running and rpc is not None and rpc.state == "running"
+        found = (rpc.info.get("endpoints") if up and rpc is not None else None) or {}
+        return {name: found.get(name) for name in ("pairing", "node", "webhook")}
+
     def to_json(self) -> dict[str, Any]:
         """The SPEC §4.1 shape (``starting`` is reported as ``restarting`` until ready)."""
         return {
@@ -79,6 +87,7 @@ class DaemonStatus:
             ]
             if self.running
             else [],
+            "endpoints": self.endpoints,
         }
 
 

@@ -31,16 +31,17 @@ def should_deliver(silent_policy: str | None, status: str) -> bool:
     if silent_policy == SilentPolicy.AUDIT_ONLY:
         return False
     if silent_policy == SilentPolicy.FAILURE_ONLY:
-        return status not in (RunStatus.SUCCEEDED, RunStatus.SKIPPED)
+        return status == RunStatus.FAILED  # failed and timed-out runs (SPEC §7)
     return True
 
 
-def deliver(journal: Journal, run: Run, delivery: Delivery, now_ms: int) -> None:
+def deliver(journal: Journal, run: Run, delivery: Delivery, now_ms: int) -> bool:
     """Deliver a finished run's result as its spec's ``delivery`` says; never raises for a
-    delivery problem (it is logged)."""
+    delivery problem (it is logged). True when an entry went into the outbox (the caller
+    then pokes node_rpc, whose watch streams send it on)."""
     mode = delivery.mode
     if mode == "logs_only" or run.status in (RunStatus.PENDING, RunStatus.RUNNING):
-        return
+        return False
     record = orjson.dumps(result_record(run))
     try:
         if mode == "file":
@@ -52,13 +53,15 @@ def deliver(journal: Journal, run: Run, delivery: Delivery, now_ms: int) -> None
                 os.close(fd)
         elif mode == "channel":
             if not should_deliver(delivery.silent_policy, run.status):
-                return
+                return False
             channel = str(delivery.channel)
-            if run.status != RunStatus.SUCCEEDED and delivery.failure_channel:
+            if run.status == RunStatus.FAILED and delivery.failure_channel:
                 channel = str(delivery.failure_channel)
             journal.outbox.add(channel, run.routine_id, run.run_id, record.decode(), now_ms)
+            return True
     except OSError as exc:
         log.warning(
             "delivery failed",
             extra={"run_id": run.run_id, "mode": mode, "error": exc.strerror},
         )
+    return False

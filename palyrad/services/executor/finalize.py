@@ -115,7 +115,8 @@ class Finalizer(ExecutorPart):
         if run is None:
             return
         spec = RunSpec.from_json(run.spec)
-        deliver(self.journal, run, Delivery() if spec is None else spec.delivery, now)
+        if deliver(self.journal, run, Delivery() if spec is None else spec.delivery, now):
+            self.ctx.poke("node_rpc")  # its watch streams send the entry on
         name = RUN_EVENTS.get(run.status)
         if name is None or name not in self.listened_events(now):
             return

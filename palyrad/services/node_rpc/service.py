@@ -1,7 +1,14 @@
-"""node-rpc service. For now: a loopback health endpoint (the gRPC listeners come later).
+"""The node_rpc service: the pairing and node listeners, and the health endpoint.
 
-``GET /health`` answers JSON with the daemon instance and this process's pid, so tools and
-doctor can check reachability without a certificate.
+Threads: gRPC's worker pools serve the two listeners (each worker with its own journal
+connection, ``ThreadJournals``); the main thread owns the request socket for ``pair-code``,
+refreshes the device registry (every 200 ms and on every poke), fails silent pairing
+handshakes, wakes watch streams and pairing waits on pokes, renews the server certificate
+when it is due and prunes old deliveries.
+
+A listener that cannot bind (its port in use) is logged and reported as ``null`` in
+``daemon status --json`` → ``endpoints``; the process stays up for the other one and the
+health endpoint, rather than being restarted into the same busy port until it is fatal.
 """
 
 from __future__ import annotations
@@ -9,18 +16,50 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import grpc
 import orjson
 
+from palyra_proto import palyra_node_pb2_grpc as pb_grpc
+from palyra_proto.pairing import format_address
+from palyrad.journal import Journal
+from palyrad.runtime.request_socket import ControlServer
 from palyrad.services.context import ServiceContext
+from palyrad.services.node_rpc.control import SOCKET_NAME, ControlHandler
+from palyrad.services.node_rpc.node_api import DeliveryHub, NodeService
+from palyrad.services.node_rpc.pairing import PairingService
+from palyrad.services.node_rpc.registry import DeviceRegistry
+from palyrad.services.node_rpc.tls import ServerTLS, server_names
 
 log = logging.getLogger("palyrad.node_rpc")
 
+LOOP_S = 0.2  # registry refresh and handshake sweep cadence
+HOUSEKEEPING_MS = 60_000
+PAIRING_MESSAGE_BYTES = 64 * 1024
+NODE_MESSAGE_BYTES = 1024 * 1024
+DAY_MS = 86_400_000
 
-def run_node_rpc(ctx: ServiceContext) -> None:
-    """Serve ``GET /health`` on a thread; the loop only waits for the stop (no clock, no
-    runs: nothing here decides anything in time)."""
+
+class ThreadJournals:
+    """One journal connection per thread (sqlite3 connections stay in their thread)."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._path = ctx.home.journal
+        self._sync = ctx.config.journal_synchronous
+        self._local = threading.local()
+
+    def __call__(self) -> Journal:
+        j: Journal | None = getattr(self._local, "journal", None)
+        if j is None:
+            j = Journal(self._path, synchronous=self._sync)
+            self._local.journal = j
+        return j
+
+
+def _serve_health(ctx: ServiceContext) -> ThreadingHTTPServer:
+    """``GET /health``: reachability without a certificate (tools, doctor)."""
     instance = ctx.instance
 
     class Handler(BaseHTTPRequestHandler):
@@ -40,12 +79,139 @@ def run_node_rpc(ctx: ServiceContext) -> None:
 
     server = ThreadingHTTPServer(("127.0.0.1", ctx.config.health_port), Handler)
     server.daemon_threads = True
-    port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, name="health", daemon=True)
-    thread.start()
-    ctx.ready({"health_port": port})
-    log.info("health endpoint listening", extra={"port": port})
-    while not ctx.stopping:
-        ctx.wait(5.0)
-    server.shutdown()
-    server.server_close()
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server
+
+
+def _bind(
+    server: grpc.Server, hosts: tuple[str, ...], port: int, creds: grpc.ServerCredentials
+) -> int | None:
+    """Bind ``port`` (0: any free one, then the same one on every further host) on each
+    listen address; the bound port, or None when nothing could be bound."""
+    bound: int | None = None
+    for host in hosts:
+        want = bound if bound is not None else port
+        try:
+            got = server.add_secure_port(format_address(host, want), creds)
+        except RuntimeError as exc:  # grpc raises RuntimeError when it cannot bind
+            log.error(
+                "listener cannot bind", extra={"address": f"{host}:{want}", "error": str(exc)}
+            )
+            continue
+        if got == 0:
+            log.error("listener cannot bind", extra={"address": f"{host}:{want}"})
+            continue
+        bound = got
+    return bound
+
+
+def run_node_rpc(ctx: ServiceContext) -> None:
+    cfg = ctx.config
+    journals = ThreadJournals(ctx)
+    journal = ctx.journal
+    now = ctx.clock.now_ms()
+    tls = ServerTLS(ctx.home.certs_dir, server_names(cfg), now)
+    registry = DeviceRegistry()
+    registry.refresh(journal, force=True)
+    # Windows and streams do not survive the process: a PIN was only in its memory.
+    journal.pairing.close_all_open("daemon_restart", now)
+    journal.devices.clear_watches()
+    hub = DeliveryHub()
+    ports: dict[str, int | None] = {"pairing": None, "node": None}
+
+    pairing = PairingService(
+        journals, ctx.clock, tls, registry, cfg.device_cert_ttl_s, lambda: ports["node"]
+    )
+    node = NodeService(
+        ctx.home, journals, ctx.clock, tls, registry, hub, cfg.device_cert_ttl_s,
+        lambda: ctx.stopping,
+    )  # fmt: skip
+
+    pairing_server = grpc.server(
+        ThreadPoolExecutor(max_workers=8, thread_name_prefix="pairing"),
+        maximum_concurrent_rpcs=16,
+        options=[
+            ("grpc.max_receive_message_length", PAIRING_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", PAIRING_MESSAGE_BYTES),
+            ("grpc.max_concurrent_streams", 4),
+        ],
+    )
+    pb_grpc.add_PairingServicer_to_server(pairing, pairing_server)
+    ports["pairing"] = _bind(
+        pairing_server, cfg.rpc_listen, cfg.pairing_port, tls.credentials(client_auth=False)
+    )
+    node_server = grpc.server(
+        ThreadPoolExecutor(max_workers=48, thread_name_prefix="node"),
+        maximum_concurrent_rpcs=128,
+        options=[
+            ("grpc.max_receive_message_length", NODE_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", NODE_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ],
+    )
+    pb_grpc.add_NodeServicer_to_server(node, node_server)
+    ports["node"] = _bind(
+        node_server, cfg.rpc_listen, cfg.node_port, tls.credentials(client_auth=True)
+    )
+    pairing_server.start()
+    node_server.start()
+
+    control: ControlServer | None = None
+    try:
+        control = ControlServer(
+            ctx.home.run_dir / SOCKET_NAME,
+            ControlHandler(journal, ctx.clock, cfg, tls, pairing, lambda: ports["pairing"]),
+            ctx.register,
+            ctx.unregister,
+        )
+    except OSError as exc:
+        log.error("node_rpc request socket unavailable", extra={"error": str(exc)})
+    health = _serve_health(ctx)
+    host = cfg.rpc_listen[0] if cfg.rpc_listen else "127.0.0.1"
+    endpoints = {
+        name: None if port is None else format_address(host, port) for name, port in ports.items()
+    }
+    ctx.listen_fifo()
+    ctx.ready({"health_port": health.server_address[1], "endpoints": endpoints})
+    log.info("node listeners up", extra={"endpoints": endpoints})
+
+    housekeeping_at = 0
+    try:
+        while not ctx.stopping:
+            now = ctx.clock.now_ms()
+            if control is not None:
+                control.sweep()
+            if registry.refresh(journal):
+                hub.notify()  # a revocation: streams re-check now
+            pairing.sweep(now)
+            if now >= housekeeping_at:
+                housekeeping_at = now + HOUSEKEEPING_MS
+                _housekeeping(ctx, journal, tls, now)
+            if ctx.wait(LOOP_S):
+                registry.refresh(journal)
+                hub.notify()
+                pairing.notify()
+    finally:
+        hub.notify()
+        done = [pairing_server.stop(grace=1.0), node_server.stop(grace=1.0)]
+        for event in done:
+            event.wait(3.0)
+        if control is not None:
+            control.close()
+        health.shutdown()
+        health.server_close()
+
+
+def _housekeeping(ctx: ServiceContext, journal: Journal, tls: ServerTLS, now: int) -> None:
+    """Once a minute: renew the server certificate when due, expire windows, drop deliveries
+    past ``[delivery] retention_days`` and old pairing records. Failures are logged: none of
+    this is worth stopping the listeners for."""
+    try:
+        if tls.ensure_names([], now):
+            log.info("server certificate renewed")
+        journal.pairing.expire_windows(now)
+        journal.outbox.prune(now - ctx.config.delivery_retention_days * DAY_MS)
+        journal.pairing.prune(now - 30 * DAY_MS)
+    except Exception:
+        log.exception("node_rpc housekeeping failed")

@@ -23,8 +23,10 @@ from watchdog.observers import Observer
 
 from palyrad.domain.runs import ARM_AHEAD_MS
 from palyrad.journal import Journal
+from palyrad.runtime.control_client import socket_path
+from palyrad.runtime.request_socket import ControlServer
 from palyrad.services.context import ServiceContext
-from palyrad.services.scheduler.control_socket import ControlServer, RequestHandler
+from palyrad.services.scheduler.control_socket import RequestHandler
 from palyrad.services.scheduler.decisions import Decisions
 from palyrad.services.scheduler.definitions import DefinitionsEvents, DefinitionsLoader
 from palyrad.services.scheduler.file_watch import FileWatchManager
@@ -110,7 +112,7 @@ def run_scheduler(ctx: ServiceContext) -> None:
     control: ControlServer | None = None
     try:
         control = ControlServer(
-            ctx.home.run_dir, sched.handle_request, ctx.register, ctx.unregister
+            socket_path(ctx.home.run_dir), sched.handle_request, ctx.register, ctx.unregister
         )
     except OSError as exc:  # run-now still works, through the journal
         log.error("control socket unavailable", extra={"error": str(exc)})
