@@ -70,6 +70,7 @@ AWAIT_SLICE_MS = 20_000  # one AwaitCertificate call waits at most this long
 MAX_NAME_CHARS = 64
 DEFAULT_WAIT_S = 300
 NEW_CODE_HINT = "ask the operator for a new code: palyra node pair-code"
+REFUSED = "wrong pin or code expired"  # the daemon's wording too (lower-cased to compare)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,17 @@ def unauthenticated_listener(
 # calls
 
 
+def _refusal_hint(details: str) -> str:
+    """The daemon's reason as the hint. It may already read ``wrong PIN or code expired
+    (why)``: then only ``why`` is kept, so the line does not say it twice."""
+    text = details.strip()
+    if text.lower().startswith(REFUSED):
+        text = text[len(REFUSED) :].strip()
+        if text.startswith("(") and text.endswith(")"):
+            text = text[1:-1].strip()
+    return text or f"check the PIN, or {NEW_CODE_HINT[0].lower()}{NEW_CODE_HINT[1:]}"
+
+
 def pairing_rpc_error(exc: grpc.RpcError, address: str) -> NodeError:
     """A failed pairing call as the error to exit with. The daemon does not say whether a
     PIN was wrong or a window closed beyond its one-line message; that line is the hint."""
@@ -174,7 +186,7 @@ def pairing_rpc_error(exc: grpc.RpcError, address: str) -> NodeError:
         grpc.StatusCode.PERMISSION_DENIED,
         grpc.StatusCode.UNAUTHENTICATED,
     ):
-        return code_refused(details or NEW_CODE_HINT)
+        return code_refused(_refusal_hint(details))
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return NodeError(
             "another pairing is in progress, or too many attempts",
@@ -284,7 +296,7 @@ def _wait_and_store(
         device_id=info.device_id,
         name=info.name,
         address=info.address,
-        cert_expires_at=format_rfc3339(not_after_ms(identity.cert)),
+        cert_expires_at=format_rfc3339(not_after_ms(identity.cert), always_ms=True),
     )
 
 

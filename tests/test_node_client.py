@@ -210,6 +210,12 @@ def test_node_status_codes_map_to_one_line_and_an_exit_code(
 def test_pairing_status_codes_map_to_the_spec_reasons() -> None:
     closed = pairing_rpc_error(_Err(grpc.StatusCode.FAILED_PRECONDITION, "window closed"), "h:1")
     assert closed.line() == "wrong PIN or code expired (window closed)"
+    nested = _Err(grpc.StatusCode.FAILED_PRECONDITION, "wrong PIN or code expired (it was used)")
+    assert pairing_rpc_error(nested, "h").line() == "wrong PIN or code expired (it was used)"
+    bare = pairing_rpc_error(
+        _Err(grpc.StatusCode.FAILED_PRECONDITION, "wrong PIN or code expired"), "h"
+    )
+    assert bare.line().startswith("wrong PIN or code expired (check the PIN, or ask")
     busy = pairing_rpc_error(_Err(grpc.StatusCode.RESOURCE_EXHAUSTED, ""), "h:1")
     assert busy.exit_code == 1 and "another pairing is in progress" in busy.line()
     assert pairing_rpc_error(_Err(grpc.StatusCode.INVALID_ARGUMENT, "x"), "h:1").exit_code == 2
