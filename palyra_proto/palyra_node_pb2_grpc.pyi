@@ -160,6 +160,10 @@ class NodeStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> NodeAsyncStub: ...
+    Ping: _grpc.UnaryUnaryMultiCallable[_palyra_node_pb2.PingRequest, _palyra_node_pb2.PingReply]
+    """Echoes the payload with the caller's device id: a reachability and identity check
+    (and the cheapest call that passes the device check, for measuring it).
+    """
     Status: _grpc.UnaryUnaryMultiCallable[_palyra_node_pb2.StatusRequest, _palyra_node_pb2.JsonReply]
     """{"device_id", "address", "cert_expires_at", "daemon": <palyra daemon status --json>}"""
     ListRoutines: _grpc.UnaryUnaryMultiCallable[_palyra_node_pb2.ListRoutinesRequest, _palyra_node_pb2.JsonReply]
@@ -191,6 +195,10 @@ class NodeAsyncStub(NodeStub):
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
+    Ping: _aio.UnaryUnaryMultiCallable[_palyra_node_pb2.PingRequest, _palyra_node_pb2.PingReply]  # type: ignore[assignment]
+    """Echoes the payload with the caller's device id: a reachability and identity check
+    (and the cheapest call that passes the device check, for measuring it).
+    """
     Status: _aio.UnaryUnaryMultiCallable[_palyra_node_pb2.StatusRequest, _palyra_node_pb2.JsonReply]  # type: ignore[assignment]
     """{"device_id", "address", "cert_expires_at", "daemon": <palyra daemon status --json>}"""
     ListRoutines: _aio.UnaryUnaryMultiCallable[_palyra_node_pb2.ListRoutinesRequest, _palyra_node_pb2.JsonReply]  # type: ignore[assignment]
@@ -219,6 +227,16 @@ class NodeServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------------------------------
     Node listener (mutual TLS)
     """
+
+    @_abc_1.abstractmethod
+    def Ping(
+        self,
+        request: _palyra_node_pb2.PingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_palyra_node_pb2.PingReply, _abc.Awaitable[_palyra_node_pb2.PingReply]]:
+        """Echoes the payload with the caller's device id: a reachability and identity check
+        (and the cheapest call that passes the device check, for measuring it).
+        """
 
     @_abc_1.abstractmethod
     def Status(

@@ -41,6 +41,7 @@ log = logging.getLogger("palyrad.node_api")
 MAX_STREAMS_PER_DEVICE = 4
 MAX_CHANNELS = 32
 MAX_ACK_IDS = 1000
+MAX_PING_BYTES = 1024
 STREAM_CHECK_S = 0.25  # a stream re-checks its device (and the outbox) at least this often
 HEARTBEAT_MS = 15_000
 TOUCH_EVERY_MS = 10_000  # last_seen is written at most this often per device
@@ -127,6 +128,12 @@ class NodeService(pb_grpc.NodeServicer):
         return pb.JsonReply(json=orjson.dumps(doc).decode())
 
     # -- unary ----------------------------------------------------------------------------
+
+    def Ping(self, request: pb.PingRequest, context: grpc.ServicerContext) -> pb.PingReply:
+        ident = self._caller(context)
+        if len(request.payload) > MAX_PING_BYTES:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a ping payload is at most 1 KiB")
+        return pb.PingReply(payload=request.payload, device_id=ident.device_id)
 
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.JsonReply:
         ident = self._caller(context)
