@@ -262,7 +262,14 @@ def test_second_daemon_on_same_home_is_refused(daemon: Daemon) -> None:
 
 def test_status_when_stopped_and_after_crash(daemon: Daemon) -> None:
     body = orjson.loads(palyra(daemon.root, "daemon", "status", "--json").stdout)
-    assert body == {"running": False, "pid": None, "started_at": None, "processes": []}
+    stopped_endpoints = {"pairing": None, "node": None, "webhook": None}
+    assert body == {
+        "running": False,
+        "pid": None,
+        "started_at": None,
+        "processes": [],
+        "endpoints": stopped_endpoints,
+    }
     daemon.start()
     body = orjson.loads(palyra(daemon.root, "daemon", "status", "--json").stdout)
     assert body["running"] is True and len(body["processes"]) == 4
@@ -271,6 +278,7 @@ def test_status_when_stopped_and_after_crash(daemon: Daemon) -> None:
     # A stale pid file after a crash reads as stopped.
     body = orjson.loads(palyra(daemon.root, "daemon", "status", "--json").stdout)
     assert body["running"] is False
+    assert body["endpoints"] == stopped_endpoints
 
 
 def test_stuck_run_is_failed_and_killed_by_self_healing(daemon: Daemon) -> None:
