@@ -216,6 +216,18 @@ def test_device_certificate_refuses_other_curves(ca: CertificateAuthority) -> No
         issue_device_certificate(ca, p384, "dev", NOW_MS, 3600)
 
 
+def test_no_certificate_outlives_its_ca(ca: CertificateAuthority) -> None:
+    ca_end = not_after_ms(ca.cert)
+    near_end = ca_end - 10 * DAY_MS
+    key = generate_private_key()
+    cert = issue_device_certificate(ca, key.public_key(), "dev", near_end, 30 * 86_400)
+    assert not_after_ms(cert) == ca_end
+    server = issue_server_certificate(ca, key.public_key(), ["localhost"], near_end)
+    assert not_after_ms(server) == ca_end
+    with pytest.raises(CertError, match="CA certificate has expired"):
+        issue_device_certificate(ca, key.public_key(), "dev", ca_end + 3600_000, 60)
+
+
 def test_device_id_of_needs_exactly_one_device_uri(ca: CertificateAuthority) -> None:
     assert device_id_of(_server(ca)) is None
 
@@ -359,6 +371,23 @@ def test_write_private_key_is_0600_in_a_new_0700_directory(tmp_path: Path) -> No
     assert _mode(path.parent) == 0o700 and _mode(path.parent.parent) == 0o700
     assert spki_sha256(load_private_key(path)) == spki_sha256(key)
     assert os.listdir(path.parent) == ["k.key"]  # no temporary left behind
+
+
+def test_modes_are_exact_whatever_the_umask(tmp_path: Path, ca: CertificateAuthority) -> None:
+    """mkdir and open apply the umask: an odd one (here 0277) must not leave a 0500
+    directory or a 0400 key behind."""
+    old = os.umask(0o277)
+    try:
+        write_private_key(tmp_path / "d" / "k.key", generate_private_key())
+        write_certificate(tmp_path / "e" / "c.crt", ca.cert)
+    finally:
+        os.umask(old)
+    assert [_mode(tmp_path / p) for p in ("d", "d/k.key", "e", "e/c.crt")] == [
+        0o700,
+        0o600,
+        0o700,
+        0o644,
+    ]
 
 
 def test_write_private_key_never_replaces_a_key(tmp_path: Path) -> None:

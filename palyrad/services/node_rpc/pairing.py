@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
@@ -123,7 +124,9 @@ class PairingService(pb_grpc.PairingServicer):
         self._window: PinWindow | None = None
         self._slot: Handshake | None = None
         self._issued: dict[str, pb.AwaitReply] = {}
-        self._limiter = RateLimiter(per_minute=10, burst=5, total_per_minute=60)
+        # Generous enough for a person retyping a PIN; the PAKE itself caps guesses at 20 a
+        # window. This bounds the CPU a flood can take (a SPAKE2 step and an ECDSA check each).
+        self._limiter = RateLimiter(per_minute=60, burst=30, total_per_minute=240)
 
     # -- windows (called from the main thread) --------------------------------------------
 
@@ -236,12 +239,14 @@ class PairingService(pb_grpc.PairingServicer):
             if not macs_equal(request.node_mac, node_mac(hs.keys, t)):
                 self._failed(hs, now)
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, WRONG_CODE)
+            # The PIN is proven. A bad CSR now is a broken node, not an attacker: refuse it
+            # and keep the window (the same PIN may try again).
+            public_key = self._check_csr(request.csr_der, context)
             window = self._window
             auto = window is not None and window.window_id == hs.window_id and window.auto_approve
-            # The PIN is proven: it is of no further use, and forgetting it is the safest.
+            # The PIN is of no further use, and forgetting it is the safest.
             if window is not None and window.window_id == hs.window_id:
                 self._window = None
-        public_key = self._check_csr(request.csr_der, context)
         journal = self._journal()
         if not journal.pairing.use_window(hs.window_id, now):
             context.abort(
@@ -380,15 +385,18 @@ class PairingService(pb_grpc.PairingServicer):
             return pb.AwaitReply(state=pb.AwaitReply.EXPIRED)
         if req.state == "rejected":
             return pb.AwaitReply(state=pb.AwaitReply.REJECTED)
+        if req.state == "approved" or (req.state == "issued" and now < req.expires_ms):
+            return self._issue(journal, req, now)
         if req.state == "issued":
             return self._issued.get(request_id) or pb.AwaitReply(state=pb.AwaitReply.EXPIRED)
-        if req.state == "approved":
-            return self._issue(journal, req, now)
         if now >= req.expires_ms:
             return pb.AwaitReply(state=pb.AwaitReply.EXPIRED)
         return None
 
     def _issue(self, journal: Journal, req: PairingRequest, now: int) -> pb.AwaitReply:
+        """Issue the certificate of an approved request (or, after a crash lost the reply of
+        an issued one, a fresh certificate for the same key: the node proved the await
+        secret, and the undelivered certificate is superseded)."""
         with self._lock:  # one issuance per request, even with two waiting calls
             cached = self._issued.get(req.request_id)
             if cached is not None:
@@ -400,21 +408,32 @@ class PairingService(pb_grpc.PairingServicer):
                 self._ttl_s,
                 now,
             )
-            from cryptography import x509
-
             expires = not_after_ms(x509.load_der_x509_certificate(der))
-            device = Device(
-                device_id=req.device_id,
-                name=req.device_name,
-                state="active",
-                public_key_sha256=req.public_key_sha256,
-                cert_sha256=cert_sha256(der),
-                cert_expires_ms=expires,
-                paired_ms=now,
-                delivery_floor=journal.outbox.max_id(),
-            )
-            if not journal.pairing.mark_issued(req.request_id, device, now):
-                return pb.AwaitReply(state=pb.AwaitReply.EXPIRED)
+            fingerprint = cert_sha256(der)
+            if req.state == "issued":
+                device = journal.devices.get(req.device_id)
+                if device is None or not journal.devices.renew(
+                    req.device_id,
+                    expected_cert_sha256=device.cert_sha256,
+                    new_cert_sha256=fingerprint,
+                    new_expires_ms=expires,
+                    now_ms=now,
+                    grace_ms=0,
+                ):
+                    return pb.AwaitReply(state=pb.AwaitReply.EXPIRED)  # removed or revoked
+            else:
+                device = Device(
+                    device_id=req.device_id,
+                    name=req.device_name,
+                    state="active",
+                    public_key_sha256=req.public_key_sha256,
+                    cert_sha256=fingerprint,
+                    cert_expires_ms=expires,
+                    paired_ms=now,
+                    delivery_floor=journal.outbox.max_id(),
+                )
+                if not journal.pairing.mark_issued(req.request_id, device, now):
+                    return pb.AwaitReply(state=pb.AwaitReply.EXPIRED)
             self._registry.refresh(journal, force=True)
             reply = pb.AwaitReply(
                 state=pb.AwaitReply.ISSUED,
