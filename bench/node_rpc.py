@@ -24,20 +24,24 @@ the bare peer on that daemon's certificates, then measures:
 2. **Pairing** with auto-approve, QR and PIN alternating: from the node's first byte (fetch
    the listener's chain) to the issued certificate verified against the CA and the node's
    key; and with the window-open request over ``run/node_rpc.sock`` before it. The node's key
-   and CSR are made before the clock starts. The pairing listener's rate limit (per address:
-   burst 5, 10 a minute) paces the samples; the waits are outside every timing.
-   ``palyra-node pair`` (CLI wall) is timed only once it can pair.
+   and CSR are made before the clock starts. The bench's own node code follows smoke.py (and
+   node/pairing.py's order of checks) but stores nothing. **CLI wall**: the real
+   ``palyra-node pair`` (``--uri`` / ``--host --port --pin``, a fresh node home each) as a
+   subprocess, spawn to exit — it includes Python start-up (``palyra-node --help`` is timed
+   too) and the identity store; project bytecode is compiled first. A mirror of the pairing
+   listener's rate limit paces all pairings; waits are outside every timing.
 3. **Run finished → watch line.** One Watch stream read in a thread; ``Node.RunNow`` M times,
    each after the previous delivery arrived (plus a random 0–100 ms gap); latency = the
    client's wall clock when the delivery arrives − the run's ``finished_at_unix_ms`` (same
    machine, same clock). Goal p99 ≤ 100 ms. One run before the M is reported apart: the
    executor's first run after start pays one-off costs (a lazy import in the finish path).
-4. **Revoke → stream closed.** Every device paired in 2 opens a Watch; once its stream row is
-   in the journal the bench revokes the device in the journal
-   (``Journal.devices.revoke``; ``palyra node revoke`` is used instead once it exists) and,
-   on alternate samples, pokes node_rpc (``poke_service``); time until the client's stream
-   raises PERMISSION_DENIED. Without the poke only the registry's 200 ms refresh notices:
-   that is the worst case, reported separately. Goal ≤ 1 s.
+4. **Revoke → stream closed.** Every device paired in 2 (protocol-level) opens a Watch; once
+   its stream row is in the journal, the bench revokes it one of three ways, in turn:
+   ``palyrad.ops.nodes.revoke`` (what ``palyra node revoke`` runs: the journal, then a poke
+   of node_rpc), the journal alone (``Journal.devices.revoke``, no poke: only the registry's
+   200 ms refresh notices — the worst case), and the ``palyra node revoke`` CLI as a
+   subprocess (its Python start-up included); time until the client's stream raises
+   PERMISSION_DENIED. Goal ≤ 1 s.
 5. psutil: peak RSS summed over the daemon's processes and their CPU seconds over the round
    (and per phase for node_rpc vs the bare server).
 
@@ -99,9 +103,10 @@ NODE_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 ]
-# The pairing listener's limiter (PairingService: RateLimiter(10/min, burst 5, 60/min total)).
-PAIR_PER_MINUTE = 10.0
-PAIR_BURST = 5.0
+# The pairing listener's limiter (PairingService: RateLimiter(60/min, burst 30, 240/min total)).
+PAIR_PER_MINUTE = 60.0
+PAIR_BURST = 30.0
+REVOKE_WAYS = ("ops", "journal", "cli")
 
 TARGET_RATIO = 0.70
 TARGET_WATCH_P99_MS = 100.0
@@ -179,14 +184,32 @@ def open_window(home: Path, method: str) -> dict[str, Any]:
     return reply
 
 
-def revoke_command() -> list[str] | None:
-    """``palyra node revoke`` when this checkout has it (not yet on main), else None."""
-    from benchlib import palyra_cli
-
-    res = subprocess.run(
-        [palyra_cli(), "node", "revoke", "--help"], capture_output=True, text=True, timeout=30
+def compile_bytecode() -> str:
+    """Compile the project's bytecode before the CLI samples (as bench/dispatch.py does):
+    this sandbox sets PYTHONDONTWRITEBYTECODE=1, which would make every CLI sample of the
+    editable dev install compile the modules it imports."""
+    pkgs = [str(ROOT / p) for p in ("palyra_cli", "palyrad", "routines", "node", "certs")]
+    pkgs.append(str(ROOT / "palyra_proto"))
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *pkgs], check=True)
+    flag = os.environ.get("PYTHONDONTWRITEBYTECODE")
+    return "project bytecode compiled first" + (
+        " (PYTHONDONTWRITEBYTECODE is set here)" if flag else ""
     )
-    return [palyra_cli(), "node", "revoke"] if res.returncode == 0 else None
+
+
+def node_cli() -> str:
+    exe = Path(sys.executable).parent / "palyra-node"
+    return str(exe) if exe.exists() else "palyra-node"
+
+
+def cli_startup_ms(n: int = 3) -> list[float]:
+    """``palyra-node --help`` wall times: the CLI's Python start-up alone."""
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run([node_cli(), "--help"], capture_output=True, timeout=60)
+        out.append(round((time.perf_counter() - t) * 1000, 1))
+    return out
 
 
 # --- a node (the device side, as smoke.py does it) -----------------------------------------
@@ -358,12 +381,39 @@ def pair_paced(
     except grpc.RpcError as exc:
         if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
             raise
-        time.sleep(6.5)
-        waited += 6.5
+        time.sleep(60 / PAIR_PER_MINUTE + 0.5)
+        waited += 60 / PAIR_PER_MINUTE + 0.5
         dev, timing = pair(home, method, name)
         timing["retried"] = True
     timing["paced_wait_s"] = round(waited, 2)
     return dev, timing
+
+
+def pair_cli(home: Path, method: str, node_home: Path, pace: PairingPace) -> dict[str, Any]:
+    """The real ``palyra-node pair`` as a subprocess (window opened first, not timed)."""
+    from palyra_proto.pairing import parse_address
+
+    waited = pace.take()
+    win = open_window(home, method)
+    argv = [node_cli(), "--home", str(node_home), "pair"]
+    if method == "qr":
+        argv += ["--uri", win["uri"]]
+    else:
+        host, port = parse_address(win["address"])
+        argv += ["--host", host, "--port", str(port), "--pin", win["code"]]
+    argv += ["--name", "bench-cli", "--wait", "30", "--json"]
+    t0 = time.perf_counter()
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    wall = (time.perf_counter() - t0) * 1000
+    out: dict[str, Any] = {"method": method, "cli_wall_ms": wall, "ok": res.returncode == 0}
+    if res.returncode == 0:
+        with contextlib.suppress(ValueError, KeyError):
+            out["device_id"] = json.loads(res.stdout)["device_id"]
+    else:
+        out["cli_wall_ms"] = None
+        out["error"] = (res.stderr or res.stdout).strip()[-300:]
+    out["paced_wait_s"] = round(waited, 2)
+    return out
 
 
 def wait_stream_open(journal: Any, device_id: str, timeout_s: float = 5.0) -> bool:
@@ -686,18 +736,18 @@ def revoke_sample(
     node_addr: str,
     dev: Device,
     journal: Any,
-    poke: bool,
-    revoke_cmd: list[str] | None,
+    way: str,
 ) -> dict[str, Any]:
     import grpc
 
     from palyra_proto import palyra_node_pb2 as pb
     from palyra_proto import palyra_node_pb2_grpc as pb_grpc
-    from palyrad.runtime.notify import poke_service
+    from palyrad.ops import nodes
+    from palyrad.runtime.home import Home
 
     channel = node_channel(node_addr, dev)
     stub = pb_grpc.NodeStub(channel)
-    out: dict[str, Any] = {"poke": poke, "device_id": dev.device_id}
+    out: dict[str, Any] = {"way": way, "device_id": dev.device_id}
     ended: dict[str, Any] = {}
     done = threading.Event()
     try:
@@ -719,19 +769,15 @@ def revoke_sample(
         if not wait_stream_open(journal, dev.device_id):
             raise RuntimeError("the watch stream did not open within 5 s")
         t0 = time.perf_counter()
-        if revoke_cmd is not None:
-            # The CLI revokes and pokes by itself: both variants are the same then.
-            subprocess.run(
-                [*revoke_cmd[:1], "--home", str(home), *revoke_cmd[1:], dev.device_id],
-                capture_output=True,
-                timeout=30,
-                check=True,
-            )
+        if way == "cli":
+            res = cli(home, "node", "revoke", dev.device_id, timeout=60)
+            if res.returncode != 0:
+                raise RuntimeError(f"palyra node revoke failed: {res.stderr.strip()}")
+        elif way == "ops":  # what the CLI runs: the journal, then a poke of node_rpc
+            nodes.revoke(Home.at(home), journal, dev.device_id, now_ms())
         else:
             journal.devices.revoke(dev.device_id, now_ms(), reason="bench")
         t1 = time.perf_counter()
-        if poke and revoke_cmd is None:
-            poke_service(home / "run", "node_rpc")
         done.wait(5.0)
         out["revoke_write_ms"] = (t1 - t0) * 1000
         out["code"] = ended.get("code", "TIMEOUT")
@@ -749,7 +795,7 @@ def revoke_sample(
 # --- a round -------------------------------------------------------------------------------
 
 
-def daemon_round(args: argparse.Namespace, i: int, revoke_cmd: list[str] | None) -> dict[str, Any]:
+def daemon_round(args: argparse.Namespace, i: int) -> dict[str, Any]:
     import psutil
 
     from palyrad.journal import Journal
@@ -807,9 +853,14 @@ def daemon_round(args: argparse.Namespace, i: int, revoke_cmd: list[str] | None)
                 method = "qr" if k % 2 == 0 else "pin"
                 d2, timing = pair_paced(home, method, f"bench-{k}", pace)
                 pairings.append(timing)
-                revokes.append(revoke_sample(home, node_addr, d2, journal, k % 4 < 2, revoke_cmd))
+                way = REVOKE_WAYS[(k // 2) % len(REVOKE_WAYS)]
+                revokes.append(revoke_sample(home, node_addr, d2, journal, way))
             out["pairings"] = pairings
             out["revokes"] = revokes
+            out["cli_pairings"] = [
+                pair_cli(home, "qr" if k % 2 == 0 else "pin", Path(d) / f"node-{k}", pace)
+                for k in range(args.cli_pairings)
+            ]
 
             out["window_s"] = round(time.monotonic() - w0, 1)
             cpu1 = sampler.cpu_by_process()
@@ -859,14 +910,18 @@ def summarize_round(r: dict[str, Any]) -> dict[str, Any]:
         s["watch_missing"] = w["missing"]
         s["watch_first_run"] = w["first_run_finished_to_line_ms"]
         s["watch_runnow_p50"] = w["runnow_call_to_line_ms"]["p50"]
-    for poke in (True, False):
-        name = "poke" if poke else "nopoke"
-        rv = [x for x in r.get("revokes", []) if x["poke"] is poke]
+    for way in REVOKE_WAYS:
+        rv = [x for x in r.get("revokes", []) if x["way"] == way]
         vals = [x["closed_ms"] for x in rv if x["closed_ms"] is not None]
-        s[f"revoke_{name}_p50"] = pct(vals, 50)
-        s[f"revoke_{name}_p99"] = pct(vals, 99)
-        s[f"revoke_{name}_failed"] = sum(1 for x in rv if x["closed_ms"] is None)
-        s[f"revoke_{name}_n"] = len(rv)
+        s[f"revoke_{way}_p50"] = pct(vals, 50)
+        s[f"revoke_{way}_p99"] = pct(vals, 99)
+        s[f"revoke_{way}_failed"] = sum(1 for x in rv if x["closed_ms"] is None)
+        s[f"revoke_{way}_n"] = len(rv)
+    for method in ("qr", "pin"):
+        cw = [c["cli_wall_ms"] for c in r.get("cli_pairings", []) if c["method"] == method]
+        s[f"cli_pair_{method}_p50"] = pct([x for x in cw if x is not None], 50)
+        s[f"cli_pair_{method}_max"] = max((x for x in cw if x is not None), default=None)
+        s[f"cli_pair_{method}_failed"] = sum(1 for x in cw if x is None)
     s["node_rpc_rss_mb"] = r.get("node_rpc_rss_mb_after_unary")
     s["bare_rss_mb"] = r.get("bare_rss_mb")
     s["node_rpc_cpu_s"] = r.get("cpu_s_by_process", {}).get("node_rpc")
@@ -884,12 +939,19 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         vals = [p.get(k) for p in per]
         hiw = not k.endswith(lower_is_worse)
         out[k] = {"median": med(vals), "worst": worst(vals, higher_is_worse=hiw), "rounds": vals}
-    pooled: dict[str, list[float]] = {"watch": [], "revoke_poke": [], "revoke_nopoke": []}
+    pooled: dict[str, list[float]] = {"watch": []}
+    for way in REVOKE_WAYS:
+        pooled[f"revoke_{way}"] = []
+    for method in ("qr", "pin"):
+        pooled[f"cli_pair_{method}"] = []
     for r in rounds:
         pooled["watch"] += r.get("watch", {}).get("samples_ms", [])
         for x in r.get("revokes", []):
             if x["closed_ms"] is not None:
-                pooled["revoke_poke" if x["poke"] else "revoke_nopoke"].append(x["closed_ms"])
+                pooled[f"revoke_{x['way']}"].append(x["closed_ms"])
+        for c in r.get("cli_pairings", []):
+            if c["cli_wall_ms"] is not None:
+                pooled[f"cli_pair_{c['method']}"].append(c["cli_wall_ms"])
     out["pooled"] = {k: stats(v) for k, v in pooled.items()}
     return out
 
@@ -910,7 +972,7 @@ def versions() -> dict[str, str]:
     }
 
 
-def method_line(args: argparse.Namespace, vers: dict[str, str], cli_wall: str) -> str:
+def method_line(args: argparse.Namespace, vers: dict[str, str], bytecode: str) -> str:
     la = os.getloadavg()
     n = f"{args.calls} calls" if args.calls else f"{args.seconds:g} s"
     return (
@@ -923,10 +985,12 @@ def method_line(args: argparse.Namespace, vers: dict[str, str], cli_wall: str) -
         f"threads × 1 connection, {WARMUP_CALLS} warm-up calls per connection; peer: bare "
         f"grpcio (same cert chain, mTLS against the daemon's CA, ThreadPoolExecutor("
         f"{NODE_WORKERS}), echo Ping, own process); pairing: "
-        f"{args.pairings} per round (QR/PIN alternating, auto-approve, paced by the listener's "
-        f"limit, waits excluded), {cli_wall}; watch: {args.watch_runs} run-nows per round, "
-        f"finished_at → delivery at the client; revoke: each paired device, poke/no-poke "
-        f"alternating in pairs; psutil RSS/CPU of supervisor + children"
+        f"{args.pairings} per round (QR/PIN alternating, auto-approve, node's first byte → "
+        f"certificate verified), + {args.cli_pairings} `palyra-node pair` subprocesses per "
+        f"round (CLI wall, {bytecode}); all pairings paced by the listener's rate limit, waits "
+        f"excluded; watch: 1 + {args.watch_runs} run-nows per round, finished_at → delivery at "
+        f"the client; revoke: each paired device, by ops.nodes.revoke (journal + poke) / "
+        f"journal only / `palyra node revoke` in turn; psutil RSS/CPU of supervisor + children"
     )
 
 
@@ -945,12 +1009,14 @@ def round_line(r: dict[str, Any]) -> str:
         f"(ratio {fmt(s.get('conc_ratio'), digits=2)}); pair QR/PIN p50 "
         f"{fmt(s.get('pair_qr_node_ms_p50'))}/{fmt(s.get('pair_pin_node_ms_p50'))} ms; watch "
         f"p99 {fmt(s.get('watch_p99'), digits=1)} ms (missing {s.get('watch_missing')}); "
-        f"revoke p99 poke/no-poke {fmt(s.get('revoke_poke_p99'))}/"
-        f"{fmt(s.get('revoke_nopoke_p99'))} ms; load {r['loadavg_at_end'][0]:.2f}"
+        f"revoke max ops/journal/cli {fmt(s.get('revoke_ops_p99'))}/"
+        f"{fmt(s.get('revoke_journal_p99'))}/{fmt(s.get('revoke_cli_p99'))} ms; CLI pair "
+        f"QR/PIN p50 {fmt(s.get('cli_pair_qr_p50'))}/{fmt(s.get('cli_pair_pin_p50'))} ms; "
+        f"load {r['loadavg_at_end'][0]:.2f}"
     )
 
 
-def print_summary(s: dict[str, Any], cli_wall: str) -> None:
+def print_summary(s: dict[str, Any], startup_ms: list[float]) -> None:
     def g(k: str) -> dict[str, Any] | None:
         d: dict[str, Any] | None = s.get(k)
         return d
@@ -988,7 +1054,16 @@ def print_summary(s: dict[str, Any], cli_wall: str) -> None:
                 f"  {method.upper():<4}{label:<38} p50 {mw(p50, 1):>16}   max "
                 f"{fmt(mx['worst'] if mx else None, digits=1)}"
             )
-    print(f"  {cli_wall}")
+    for method in ("qr", "pin"):
+        pc = s["pooled"][f"cli_pair_{method}"]
+        failed = sum(x or 0 for x in (g(f"cli_pair_{method}_failed") or {}).get("rounds", []))
+        print(
+            f"  {method.upper():<4}{'CLI wall: palyra-node pair':<38} p50 "
+            f"{mw(g(f'cli_pair_{method}_p50'), 0):>16}   max "
+            f"{fmt((g(f'cli_pair_{method}_max') or {}).get('worst'), digits=0)}"
+            f"   (pooled n={pc['n']}, failed {failed})"
+        )
+    print(f"  palyra-node --help alone (Python start-up): {startup_ms} ms")
     print()
     print("3. run finished → watch line at the client, ms (median of rounds / worst round)")
     for f in ("p50", "p99", "max"):
@@ -1006,7 +1081,11 @@ def print_summary(s: dict[str, Any], cli_wall: str) -> None:
     )
     print()
     print("4. revoke → stream closed (PERMISSION_DENIED at the client), ms")
-    for name, label in (("poke", "journal + poke"), ("nopoke", "journal only (200 ms refresh)")):
+    for name, label in (
+        ("ops", "ops.nodes.revoke (journal + poke)"),
+        ("journal", "journal only (200 ms refresh)"),
+        ("cli", "`palyra node revoke` subprocess"),
+    ):
         pp = s["pooled"][f"revoke_{name}"]
         failed = sum(x or 0 for x in (g(f"revoke_{name}_failed") or {}).get("rounds", []))
         print(
@@ -1044,7 +1123,7 @@ def print_summary(s: dict[str, Any], cli_wall: str) -> None:
         f"[{verdict(wp, wp is not None and wp <= TARGET_WATCH_P99_MS)}], worst round "
         f"{fmt(ww, digits=1)} [{verdict(ww, ww is not None and ww <= TARGET_WATCH_P99_MS)}]"
     )
-    for name in ("poke", "nopoke"):
+    for name in REVOKE_WAYS:
         mx = s["pooled"][f"revoke_{name}"]["max"]
         print(
             f"  revoke → closed ≤ {TARGET_REVOKE_MS:.0f} ms ({name}): pooled max {fmt(mx)} "
@@ -1070,7 +1149,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=4, help="concurrent client threads (0: none)")
     ap.add_argument("--watch-runs", type=int, help="run-nows per round (default 30; quick 8)")
     ap.add_argument(
-        "--pairings", type=int, help="pairings (+ revocations) per round (default 8; quick 4)"
+        "--pairings", type=int, help="pairings (+ revocations) per round (default 12; quick 6)"
+    )
+    ap.add_argument(
+        "--cli-pairings", type=int, help="palyra-node pair runs per round (default 4; quick 2)"
     )
     ap.add_argument("--warmup", type=float, help="s after ready before measuring (default 3)")
     ap.add_argument("--tmp", default=tempfile.gettempdir(), help="where temp homes go")
@@ -1082,7 +1164,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "rounds": 2 if q else 5,
         "seconds": 1.0 if q else 3.0,
         "watch_runs": 8 if q else 30,
-        "pairings": 4 if q else 8,
+        "pairings": 6 if q else 12,
+        "cli_pairings": 2 if q else 4,
         "warmup": 1.0 if q else 3.0,
     }
     for k, v in defaults.items():
@@ -1100,28 +1183,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     sys.path.insert(0, str(ROOT))
     vers = versions()
-    revoke_cmd = revoke_command()
-    cli_wall = (
-        "CLI wall (palyra-node pair): not timed — node/pairing.py is not in this checkout, "
-        "`palyra-node pair` cannot pair yet"
-        if not (ROOT / "node" / "pairing.py").exists()
-        else "CLI wall (palyra-node pair): not timed — this bench does not drive it yet"
-    )
-    revocation = "`palyra node revoke`" if revoke_cmd else "Journal.devices.revoke (+ poke_service)"
-    method = method_line(args, vers, cli_wall) + f"; revocation through {revocation}"
+    bytecode = compile_bytecode()
+    method = method_line(args, vers, bytecode)
     print(method, flush=True)
+    startup = cli_startup_ms()
     rounds: list[dict[str, Any]] = []
     result: dict[str, Any] = {
         "method": method,
         "versions": vers,
         "config": {k: v for k, v in vars(args).items() if k != "echo_child"},
         "started_at": datetime.now(UTC).isoformat(),
+        "cli_startup_ms_palyra_node_help": startup,
         "rounds": rounds,
     }
     t_all = time.monotonic()
     try:
         for i in range(1, args.rounds + 1):
-            r = daemon_round(args, i, revoke_cmd)
+            r = daemon_round(args, i)
             rounds.append(r)
             print(round_line(r), flush=True)
     finally:
@@ -1129,7 +1207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["summary"] = summarize(rounds)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
-    print_summary(result["summary"], cli_wall)
+    print_summary(result["summary"], startup)
     print(f"\nraw numbers: {args.out} (elapsed {result['elapsed_s']:.0f} s)")
     return 0
 
