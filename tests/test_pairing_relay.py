@@ -180,6 +180,7 @@ def test_an_eavesdropper_with_the_tls_keys_learns_neither_pin_nor_hash(
     device_id = orjson.loads(proc.stdout)["device_id"]
     assert len(relay.seen) > 1000  # it did see the whole exchange, in plaintext
     assert device_id.encode() in relay.seen
+    assert (tmp_path / "node" / "identity" / "device.key").exists()
     for secret in _secrets_of(pin):
         assert secret not in relay.seen
     assert _window(daemon, wid) == (0, "used")
@@ -201,7 +202,7 @@ def test_a_man_in_the_middle_with_its_own_ca_fails_on_both_sides(
         assert secret not in relay.seen
     wait_until(lambda: _window(daemon, wid)[0] == 1, timeout=15)
     assert len(daemon.journal.devices.all()) == before
-    assert not (tmp_path / "node" / "device.key").exists()
+    assert not (tmp_path / "node" / "identity").exists()  # nothing stored
 
 
 def _swap(pattern: re.Pattern[bytes], fresh: bytes) -> Rewrite:
@@ -234,4 +235,4 @@ def test_a_relay_that_alters_a_pake_message_makes_confirmation_fail(
     assert "wrong PIN or code expired" in proc.stderr or "did not verify" in proc.stderr
     wait_until(lambda: _window(daemon, wid)[0] == 1, timeout=15)  # a counted failure
     assert len(daemon.journal.devices.all()) == before  # no certificate
-    assert not (tmp_path / "node" / "device.key").exists()
+    assert not (tmp_path / "node" / "identity").exists()  # nothing stored
