@@ -13,6 +13,10 @@ import signal
 
 import orjson
 
+# retry_follow_up imports these on first use; loading them with the executor keeps that
+# import (20-70 ms on a loaded machine) out of the first run's finish (bench/node_rpc.py).
+import routines.model
+import routines.policies  # noqa: F401
 from palyrad.domain.run_spec import RunSpec
 from palyrad.domain.runs import Run, RunStatus, retry_follow_up
 from palyrad.journal import STATE_LISTENED_EVENTS

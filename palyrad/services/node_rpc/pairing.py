@@ -68,6 +68,7 @@ MAX_NAME_CHARS = 64
 MAX_TOKEN_CHARS = 128
 
 WRONG_CODE = "wrong PIN or code expired"
+SLOT_TAKEN = "another pairing handshake is in progress; try again in a few seconds"
 
 
 @dataclass(slots=True)
@@ -182,26 +183,29 @@ class PairingService(pb_grpc.PairingServicer):
         with self._lock:
             self._sweep_locked(now)
             window = self._window
-            if window is None:
-                context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"{WRONG_CODE} (no PIN pairing window is open; on the daemon: "
-                    "palyra node pair-code --method pin)",
-                )
-            if self._slot is not None:
-                context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    "another pairing handshake is in progress; try again in a few seconds",
-                )
-            pake = DaemonPake(window.pin)
-            try:
-                keys = pake.finish(request.pake_message)
-            except PakeError:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed PAKE message")
-            hs = Handshake(
-                new_ulid(now), window.window_id, keys, request.pake_message, pake.message,
-                peer, now, now,
-            )  # fmt: skip
+            busy = self._slot is not None
+        if window is None:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{WRONG_CODE} (no PIN pairing window is open; on the daemon: "
+                "palyra node pair-code --method pin)",
+            )
+        if busy:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, SLOT_TAKEN)
+        # SPAKE2 is pure Python (~20 ms): computed outside the lock, so issuance and the
+        # sweep never wait for it; the slot is taken below only if still free.
+        pake = DaemonPake(window.pin)
+        try:
+            keys = pake.finish(request.pake_message)
+        except PakeError:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed PAKE message")
+        hs = Handshake(
+            new_ulid(now), window.window_id, keys, request.pake_message, pake.message,
+            peer, now, now,
+        )  # fmt: skip
+        with self._lock:
+            if self._slot is not None or self._window is not window:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, SLOT_TAKEN)
             self._slot = hs
         return pb.PinStartReply(
             handshake_id=hs.handshake_id, window_id=hs.window_id, pake_message=hs.daemon_message
