@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "runs": "palyra_cli.run_cmds:runs_group",
     "events": "palyra_cli.trigger_cmds:events_group",
     "hooks": "palyra_cli.trigger_cmds:hooks_group",
+    "node": "palyra_cli.node_cmds:node_group",
 }
 
 

@@ -1416,7 +1416,13 @@ def test_daemon_status_when_stopped(home: Path, stale_pid_file: bool) -> None:
         (home / "run").mkdir(parents=True)
         (home / "run" / "palyrad.pid").write_text("999999\n")
     out = run(home, "daemon", "status", "--json").ok()
-    assert out.json() == {"running": False, "pid": None, "started_at": None, "processes": []}
+    assert out.json() == {
+        "running": False,
+        "pid": None,
+        "started_at": None,
+        "processes": [],
+        "endpoints": {"pairing": None, "node": None, "webhook": None},
+    }
     assert "not running" in run(home, "daemon", "status").ok().stdout
 
 

@@ -89,18 +89,28 @@ def test_importing_the_cli_loads_no_library() -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["routines", "--help"], ["cron", "--help"], ["daemon", "--help"]]
+    "args",
+    [
+        ["--help"],
+        ["routines", "--help"],
+        ["cron", "--help"],
+        ["daemon", "--help"],
+        ["node", "--help"],
+    ],
 )
 def test_help_loads_no_library_and_lists_every_command(args: list[str]) -> None:
     modules, proc = _loaded(*args)
     assert _library(modules) == []
     assert proc.returncode == 0
     if args == ["--help"]:
-        for name in ("cron", "daemon", "events", "hooks", "routines", "runs"):
+        for name in ("cron", "daemon", "events", "hooks", "node", "routines", "runs"):
             assert f"  {name} " in proc.stdout
         assert "Define, inspect and trigger routines." in proc.stdout
     if args == ["routines", "--help"]:
         for name in ("approvals", "approve", "run-now", "schedule-preview", "validate"):
+            assert f"  {name} " in proc.stdout
+    if args == ["node", "--help"]:
+        for name in ("pair-code", "pending", "approve", "reject", "list", "revoke", "remove"):
             assert f"  {name} " in proc.stdout
 
 

@@ -599,6 +599,11 @@ def test_for_device_uses_indexes(journal: Journal) -> None:
     assert "SEARCH o USING INDEX outbox_by_channel (channel=? AND outbox_id>?)" in one
     assert "SEARCH a USING PRIMARY KEY (device_id=? AND outbox_id=?)" in one
     assert "TEMP B-TREE" not in one and "SCAN" not in one
+    # several channels: each one's index range (at most `limit` rows each), merged
+    two = plan(outbox._merged(2), ["a", 0, "d", 10, "b", 0, "d", 10, 10])
+    assert "MERGE (UNION ALL)" in two
+    assert two.count("SEARCH o USING INDEX outbox_by_channel (channel=? AND outbox_id>?)") == 2
+    assert two.count("SEARCH a USING PRIMARY KEY (device_id=? AND outbox_id=?)") == 2
 
 
 def test_ack_ignores_unknown_ids_and_repeats(journal: Journal) -> None:

@@ -42,6 +42,12 @@ _ALL_CHANNELS = (
 )
 
 
+def _merged(channels: int) -> str:
+    """``_ONE_CHANNEL`` for each of ``channels`` channels, merged in id order."""
+    arm = f"SELECT * FROM ({_ONE_CHANNEL})"
+    return " UNION ALL ".join([arm] * channels) + " ORDER BY 1 LIMIT ?"
+
+
 class Outbox(Domain):
     """Queue a channel delivery; read a device's deliveries; acknowledge; prune."""
 
@@ -98,12 +104,10 @@ class Outbox(Domain):
         elif len(wanted) <= _MERGE_CHANNELS:
             # Each channel's own index range, limited, then merged (MERGE (UNION ALL)):
             # an IN filter would read every matching row above ``start`` and sort them all.
-            arm = f"SELECT * FROM ({_ONE_CHANNEL})"
-            sql = " UNION ALL ".join([arm] * len(wanted)) + " ORDER BY 1 LIMIT ?"
             args: list[Any] = []
             for channel in wanted:
                 args += [channel, start, device_id, limit]
-            rows = self._db.execute(sql, [*args, limit])
+            rows = self._db.execute(_merged(len(wanted)), [*args, limit])
         else:
             marks = ", ".join("?" * len(wanted))
             rows = self._db.execute(

@@ -24,6 +24,7 @@ from palyra_proto.pairing import (
 from palyrad.domain.runs import new_ulid
 from palyrad.journal import Journal
 from palyrad.journal.records import PairingWindow
+from palyrad.ops.nodes import MAX_TTL_MS, MIN_TTL_MS
 from palyrad.runtime.config import DaemonConfig
 from palyrad.seams import Clock
 from palyrad.services.node_rpc.pairing import PairingService, PinWindow
@@ -31,17 +32,17 @@ from palyrad.services.node_rpc.tls import ServerTLS
 
 log = logging.getLogger("palyrad.node_rpc")
 
-SOCKET_NAME = "node_rpc.sock"
-MIN_TTL_MS = 30_000
-MAX_TTL_MS = 24 * 3600 * 1000
-
 
 def default_host(config: DaemonConfig) -> str:
     """The host put in a pairing address: ``advertise_host``, else the first listen address
     (a wildcard names nothing a node could dial: the host name then)."""
     host = config.rpc_advertise_host or (config.rpc_listen[0] if config.rpc_listen else "")
     if host in ("", "0.0.0.0", "::"):
-        host = socket.gethostname() or "localhost"
+        try:  # a host name a node can parse out of a URI (not, say, "my_host")
+            host = check_host(socket.gethostname())
+        except PairingFormatError:
+            log.warning("the host name is not usable in a pairing address; set advertise_host")
+            host = "127.0.0.1"
     return host
 
 

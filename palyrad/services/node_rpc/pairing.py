@@ -239,12 +239,14 @@ class PairingService(pb_grpc.PairingServicer):
             if not macs_equal(request.node_mac, node_mac(hs.keys, t)):
                 self._failed(hs, now)
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, WRONG_CODE)
+            # The PIN is proven. A bad CSR now is a broken node, not an attacker: refuse it
+            # and keep the window (the same PIN may try again).
+            public_key = self._check_csr(request.csr_der, context)
             window = self._window
             auto = window is not None and window.window_id == hs.window_id and window.auto_approve
-            # The PIN is proven: it is of no further use, and forgetting it is the safest.
+            # The PIN is of no further use, and forgetting it is the safest.
             if window is not None and window.window_id == hs.window_id:
                 self._window = None
-        public_key = self._check_csr(request.csr_der, context)
         journal = self._journal()
         if not journal.pairing.use_window(hs.window_id, now):
             context.abort(

@@ -25,9 +25,10 @@ import orjson
 from palyra_proto import palyra_node_pb2_grpc as pb_grpc
 from palyra_proto.pairing import format_address
 from palyrad.journal import Journal
+from palyrad.ops.nodes import SOCKET_NAME
 from palyrad.runtime.request_socket import ControlServer
 from palyrad.services.context import ServiceContext
-from palyrad.services.node_rpc.control import SOCKET_NAME, ControlHandler
+from palyrad.services.node_rpc.control import ControlHandler
 from palyrad.services.node_rpc.node_api import DeliveryHub, NodeService
 from palyrad.services.node_rpc.pairing import PairingService
 from palyrad.services.node_rpc.registry import DeviceRegistry
