@@ -1,14 +1,12 @@
 """SPEC §4.4 end to end: a real palyrad (node_rpc's two listeners) and real ``palyra-node``
 processes, each with its own home.
 
-The operator's side goes through ``palyra node ...`` when that command exists, else through
-the same entry points it uses (node_rpc's request socket for a window, the journal for a
-decision): the daemon sees the same thing either way.
+The operator's side is ``palyra node ...``; the journal is read only to check what the
+daemon recorded (device state, certificate fingerprint, open watch streams).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import signal
@@ -24,8 +22,6 @@ import pytest
 
 from certs.fingerprints import spki_sha256
 from node.home import NodeHome
-from palyrad.runtime.control_client import request as control_request
-from routines.timefmt import now_ms
 from tests.daemon_harness import Daemon, palyra, routine, shell, wait_until
 
 BIN = Path(sys.executable).parent
@@ -62,60 +58,26 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error: ")]
 
 
-@functools.cache
-def _has_node_commands() -> bool:
-    proc = subprocess.run(
-        [str(BIN / "palyra"), "node", "--help"], capture_output=True, text=True, timeout=30
-    )
-    return proc.returncode == 0 and "pair-code" in proc.stdout
-
-
 class Operator:
-    """The daemon side of pairing, as the operator does it."""
+    """The daemon side of pairing, as the operator does it (``palyra node ...``)."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
         self.root = daemon.root
 
     def pair_code(self, method: str, *, auto_approve: bool = False) -> dict[str, Any]:
-        if _has_node_commands():
-            args = ["node", "pair-code", "--method", method, "--json"]
-            args += ["--auto-approve"] if auto_approve else []
-            return dict(orjson.loads(palyra(self.root, *args).stdout))
-        reply = control_request(
-            self.d.home.run_dir,
-            {
-                "op": "open_window",
-                "method": method,
-                "ttl_ms": 600_000,
-                "auto_approve": auto_approve,
-            },
-            name="node_rpc.sock",
-        )
-        assert reply["ok"], reply
-        return dict(reply)
+        args = ["node", "pair-code", "--method", method, "--json"]
+        args += ["--auto-approve"] if auto_approve else []
+        return dict(orjson.loads(palyra(self.root, *args).stdout))
 
     def pending(self) -> list[dict[str, Any]]:
-        if _has_node_commands():
-            return list(
-                orjson.loads(palyra(self.root, "node", "pending", "--json").stdout)["requests"]
-            )
-        return [
-            {"request_id": r.request_id, "public_key_sha256": r.public_key_sha256}
-            for r in self.d.journal.pairing.pending_requests(now_ms())
-        ]
+        return list(orjson.loads(palyra(self.root, "node", "pending", "--json").stdout)["requests"])
 
     def decide(self, request_id: str, approve: bool) -> None:
-        if _has_node_commands():
-            palyra(self.root, "node", "approve" if approve else "reject", request_id)
-        else:
-            assert self.d.journal.pairing.decide_request(request_id, approve, now_ms())
+        palyra(self.root, "node", "approve" if approve else "reject", request_id)
 
     def revoke(self, device_id: str) -> None:
-        if _has_node_commands():
-            palyra(self.root, "node", "revoke", device_id)
-        else:
-            assert self.d.journal.devices.revoke(device_id, now_ms())
+        palyra(self.root, "node", "revoke", device_id)
 
     def device(self, device_id: str) -> Any:
         return self.d.journal.devices.get(device_id)
