@@ -162,6 +162,7 @@ class Watcher:
         self._identity: Identity | None = None
         self._outage = False
         self._heard = False  # a message arrived on the current connection
+        self._ever_heard = False
 
     # identity ------------------------------------------------------------------------
 
@@ -256,7 +257,7 @@ class Watcher:
                     raise _Reconnect(f"the stream broke ({type(item).__name__})")
                 else:
                     last_message = now
-                    self._heard = True
+                    self._heard = self._ever_heard = True
                     if self._outage:
                         self.ctx.note("note: reconnected")
                         self._outage = False
@@ -304,7 +305,12 @@ class Watcher:
                 if not exc.delay:
                     continue
                 if not self._outage:
-                    self.ctx.note(f"note: connection to the daemon lost ({exc}); reconnecting")
+                    address = self._identity.info.address if self._identity else "?"
+                    self.ctx.note(
+                        f"note: connection to the daemon lost ({exc}); reconnecting"
+                        if self._ever_heard
+                        else f"note: cannot reach the daemon at {address} ({exc}); retrying"
+                    )
                 self._outage = True
             except NodeError as exc:
                 if exc.kind != UNREACHABLE:
