@@ -21,6 +21,7 @@ import grpc
 import orjson
 from cryptography import x509
 
+from certs.authority import BACKDATE_S
 from certs.csr import build_csr
 from certs.errors import CertError
 from certs.verify import verify_device_certificate
@@ -37,9 +38,14 @@ DEADLINE_S = 10.0
 
 
 def renewal_due_at_ms(not_before_ms: int, not_after_ms: int) -> int:
-    """The instant 2/3 of the certificate's lifetime has passed (rounded up: never early)."""
-    lifetime = max(0, not_after_ms - not_before_ms)
-    return not_before_ms + -(-lifetime * 2 // 3)
+    """The instant 2/3 of the certificate's lifetime has passed (rounded up: never early).
+
+    The lifetime counts from the issue instant: the daemon backdates ``not_before`` by
+    ``BACKDATE_S`` for clock skew, which is not life the certificate was given. Counted from
+    ``not_before``, a 30 s certificate would be due at once and every command would renew."""
+    issued = min(not_before_ms + BACKDATE_S * 1000, not_after_ms)
+    lifetime = max(0, not_after_ms - issued)
+    return issued + -(-lifetime * 2 // 3)
 
 
 def renewal_due(identity: Identity, now_ms: int) -> bool:

@@ -31,7 +31,7 @@ from typing import Any
 import grpc
 import orjson
 
-from node.client import NodeClient, check_not_expired, renew_if_due
+from node.client import NodeClient, check_not_expired, renew_if_due, renewal_due_at_ms
 from node.context import NodeContext
 from node.errors import UNREACHABLE, NodeError, device_revoked
 from node.home import Identity
@@ -171,6 +171,14 @@ class Watcher:
         check_not_expired(identity, self.ctx.now_ms())
         return renew_if_due(self.ctx, identity)
 
+    def _check_in_s(self) -> float:
+        """Seconds to the next identity check: every minute, or sooner when the renewal
+        falls due first (a 30 s certificate must be renewed within the stream's life)."""
+        if self._identity is None:
+            return RENEW_CHECK_S
+        due_ms = renewal_due_at_ms(self._identity.not_before_ms, self._identity.not_after_ms)
+        return max(0.5, min(RENEW_CHECK_S, (due_ms - self.ctx.now_ms()) / 1000))
+
     def _identity_changed(self) -> bool:
         """Re-read (and renew if due) the identity; True if the stream must reconnect."""
         try:
@@ -231,7 +239,7 @@ class Watcher:
         """Serve one stream until the count is reached (return) or it must end (raise)."""
         reader = _Reader(client.watch(self.options.channels, self.options.events))
         last_message = time.monotonic()
-        next_check = time.monotonic() + RENEW_CHECK_S
+        next_check = time.monotonic() + self._check_in_s()
         try:
             while True:
                 now = time.monotonic()
@@ -265,7 +273,7 @@ class Watcher:
                     if self._done():
                         return
                 if now >= next_check:
-                    next_check = now + RENEW_CHECK_S
+                    next_check = now + self._check_in_s()
                     if self._identity_changed():
                         raise _Reconnect("the device certificate changed", delay=False)
         finally:

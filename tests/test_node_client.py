@@ -168,8 +168,10 @@ def test_a_home_others_can_write_is_refused(tmp_path: Path) -> None:
 
 
 def test_renewal_falls_due_at_two_thirds_of_the_lifetime() -> None:
-    assert renewal_due_at_ms(0, 3000) == 2000
-    assert renewal_due_at_ms(1000, 2000) == 1667  # rounded up: never early
+    back = 300_000  # not_before is backdated 5 min: the lifetime counts from issuance
+    assert renewal_due_at_ms(0, back + 3000) == back + 2000
+    assert renewal_due_at_ms(1000, back + 2000) == back + 1000 + 667  # rounded up: never early
+    assert renewal_due_at_ms(0, 1000) == 1000  # shorter than the backdate: due at its end
     ident = _identity(ttl_s=3600)
     due = renewal_due_at_ms(ident.not_before_ms, ident.not_after_ms)
     assert not renewal_due(ident, due - 1)

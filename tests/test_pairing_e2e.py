@@ -21,7 +21,11 @@ import orjson
 import pytest
 
 from certs.fingerprints import spki_sha256
+from node.client import renew_now, renewal_due_at_ms
+from node.context import NodeContext
+from node.errors import NodeError
 from node.home import NodeHome
+from routines.timefmt import now_ms
 from tests.daemon_harness import Daemon, palyra, routine, shell, wait_until
 
 BIN = Path(sys.executable).parent
@@ -358,27 +362,65 @@ def test_watch_ctrl_c_exits_quietly(rpc_daemon: Daemon, tmp_path: Path) -> None:
 # renewal
 
 
-def test_renewal_and_a_stolen_superseded_certificate(rpc_daemon: Daemon, tmp_path: Path) -> None:
-    # 30 s certificates are backdated 5 min: 2/3 of their life has passed at once, so every
-    # command renews first
+@pytest.mark.timeout(180)
+def test_renewal_keeps_a_device_working_past_its_first_certificate(
+    rpc_daemon: Daemon, tmp_path: Path
+) -> None:
+    # 30 s certificates, real time: renewal falls due 20 s after issuance; the first
+    # certificate expires 30 s after it. A watch runs across both instants.
+    delivery = {"mode": "channel", "channel": "phone"}
+    rpc_daemon.write_definitions(
+        [routine("hello", {"kind": "manual"}, shell("true"), delivery=delivery)]
+    )
     op = start(rpc_daemon, ttl_s=30)
     home = tmp_path / "n"
-    device_id = pin_pair(op, home)["device_id"]
+    pin_pair(op, home)
     first = NodeHome(home).require_identity()
-    assert node(home, "status").returncode == 0
-    renewed = NodeHome(home).require_identity()
-    assert renewed.cert_sha256 != first.cert_sha256
-    assert spki_sha256(renewed.key) == spki_sha256(first.key)
+    watch = node_bg(home, "watch", "--json")
+    assert watch.stdout is not None
+    try:
+        assert node(home, "status").returncode == 0
+        assert NodeHome(home).require_identity().cert_sha256 == first.cert_sha256  # not due
+        due = renewal_due_at_ms(first.not_before_ms, first.not_after_ms)
+        assert due < first.not_after_ms
+        # the watch renews by itself when due, with no command run meanwhile
+        wait_until(
+            lambda: NodeHome(home).require_identity().cert_sha256 != first.cert_sha256,
+            timeout=60,
+            interval=0.2,
+        )
+        assert now_ms() >= due
+        wait_until(lambda: now_ms() > first.not_after_ms + 500, timeout=60, interval=0.2)
+        assert node(home, "status").returncode == 0  # past the first certificate's expiry
+        palyra(rpc_daemon.root, "routines", "run-now", "hello")
+        line = orjson.loads(watch.stdout.readline())  # the watch is still served
+        assert line["type"] == "delivery" and line["routine_id"] == "hello"
+        assert watch.poll() is None
+    finally:
+        watch.terminate()
+        watch.communicate(timeout=30)
+
+
+def test_a_renewal_from_a_superseded_certificate_revokes_the_device(
+    rpc_daemon: Daemon, tmp_path: Path
+) -> None:
+    op = start(rpc_daemon)
+    home = tmp_path / "n"
+    device_id = pin_pair(op, home)["device_id"]
+    stolen = NodeHome(home).require_identity()  # a copy taken now ...
+    ctx = NodeContext(NodeHome(home), now_ms, lambda _: None)
+    with NodeHome(home).locked():
+        renewed = renew_now(ctx, stolen)  # ... superseded by the owner's renewal
+    assert renewed.cert_sha256 != stolen.cert_sha256
+    assert spki_sha256(renewed.key) == spki_sha256(stolen.key)
     assert op.device(device_id).cert_sha256 == renewed.cert_sha256
-    stolen = renewed  # a copy taken now, then superseded by the owner's next renewal
     assert node(home, "status").returncode == 0
-    assert NodeHome(home).require_identity().cert_sha256 != stolen.cert_sha256
-    assert op.device(device_id).state == "active"
-    # a copy of the superseded certificate tries to renew: the device is revoked
+    # the superseded certificate still works for its grace hour, but may not renew: a
+    # renewal from it shows a copy exists, and revokes the device
     thief = NodeHome(tmp_path / "thief")
     thief.store_identity(stolen)
-    proc = node(thief.root, "status")
-    assert proc.returncode == 1
-    assert error_lines(proc.stderr)[0].startswith("error: device revoked (")
+    with thief.locked(), pytest.raises(NodeError) as exc:
+        renew_now(NodeContext(thief, now_ms, lambda _: None), stolen)
+    assert exc.value.line().startswith("device revoked (")
     assert op.device(device_id).state == "revoked"
     assert error_lines(node(home, "status").stderr)[0].startswith("error: device revoked (")

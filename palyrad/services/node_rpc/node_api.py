@@ -312,7 +312,7 @@ class NodeService(pb_grpc.NodeServicer):
                     f"at most {MAX_STREAMS_PER_DEVICE} open watch streams per device",
                 )
             self._streams[ident.device_id] = self._streams.get(ident.device_id, 0) + 1
-        stream_id = new_ulid()
+        stream_id = new_ulid(self._clock.now_ms())
         journal = self._journal()
         try:
             journal.devices.open_watch(
@@ -341,6 +341,9 @@ class NodeService(pb_grpc.NodeServicer):
         event_after = journal.events.max_id() if events else 0
         last_sent = self._clock.now_ms()
         seq = self._hub.seq
+        # At once, so the node knows the stream is up (and says "reconnected") before the
+        # first delivery, which may be hours away.
+        yield pb.WatchMessage(heartbeat=pb.Heartbeat(at_unix_ms=last_sent))
         while context.is_active() and not self._stopping():
             now = self._clock.now_ms()
             if not self._registry.still_valid(ident, now):
