@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import select
 import socket
 import ssl
 import subprocess
@@ -36,6 +37,7 @@ from tests.daemon_harness import BIN, Daemon, wait_until
 pytestmark = pytest.mark.timeout(120)
 
 Rewrite = Callable[[bytes], bytes]
+HOLD_BACK = 96  # longer than either pattern below
 # The node's PinStart: gRPC prefix (uncompressed, 35 bytes) + field 1 (33-byte message).
 NODE_PAKE = re.compile(rb"\x00\x00\x00\x00\x23\x0a\x21(.{33})", re.S)
 # The daemon's PinStartReply: window_id (26-char ULID) then field 3 (33-byte message).
@@ -87,16 +89,36 @@ class Relay:
             t.join(5)
 
     def _pipe(self, src: ssl.SSLSocket, dst: ssl.SSLSocket, rewrite: Rewrite | None) -> None:
+        """Copy ``src`` to ``dst``. A rewriting direction holds back the last few bytes
+        until more arrive or the line goes quiet, so a message split across TLS records is
+        still found whole (a loaded machine splits them)."""
+        held = b""
+        done = rewrite is None
         with contextlib.suppress(OSError):
-            while chunk := src.recv(65536):
-                if rewrite is not None:
-                    new = rewrite(chunk)
-                    if new != chunk:
+            while True:
+                quiet = not done and not src.pending() and not select.select([src], [], [], 0.05)[0]
+                if quiet:
+                    chunk = b""
+                else:
+                    chunk = src.recv(65536)
+                    if not chunk:
+                        break
+                held += chunk
+                if not done and rewrite is not None:
+                    new = rewrite(held)
+                    if new != held:
                         self.rewrites += 1
-                    chunk = new
+                        held, done = new, True
+                keep = 0 if done or quiet else HOLD_BACK
+                out, held = held[: max(0, len(held) - keep)], held[max(0, len(held) - keep) :]
+                if out:
+                    with self._lock:
+                        self.seen += out
+                    dst.sendall(out)
+            if held:
                 with self._lock:
-                    self.seen += chunk
-                dst.sendall(chunk)
+                    self.seen += held
+                dst.sendall(held)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
 
