@@ -83,44 +83,50 @@ class Relay:
             up_ctx.verify_mode = ssl.CERT_NONE
             up_ctx.set_alpn_protocols(["h2"])
             daemon = up_ctx.wrap_socket(socket.create_connection(self.upstream, timeout=30))
-            t = threading.Thread(target=self._pipe, args=(daemon, node, self._to_node), daemon=True)
-            t.start()
-            self._pipe(node, daemon, self._to_daemon)
-            t.join(5)
+            daemon.settimeout(None)
+            self._copy({node: (daemon, self._to_daemon), daemon: (node, self._to_node)})
 
-    def _pipe(self, src: ssl.SSLSocket, dst: ssl.SSLSocket, rewrite: Rewrite | None) -> None:
-        """Copy ``src`` to ``dst``. A rewriting direction holds back the last few bytes
-        until more arrive or the line goes quiet, so a message split across TLS records is
-        still found whole (a loaded machine splits them)."""
-        held = b""
-        done = rewrite is None
-        with contextlib.suppress(OSError):
-            while True:
-                quiet = not done and not src.pending() and not select.select([src], [], [], 0.05)[0]
-                if quiet:
-                    chunk = b""
-                else:
-                    chunk = src.recv(65536)
-                    if not chunk:
-                        break
-                held += chunk
-                if not done and rewrite is not None:
-                    new = rewrite(held)
-                    if new != held:
-                        self.rewrites += 1
-                        held, done = new, True
-                keep = 0 if done or quiet else HOLD_BACK
-                out, held = held[: max(0, len(held) - keep)], held[max(0, len(held) - keep) :]
-                if out:
-                    with self._lock:
-                        self.seen += out
-                    dst.sendall(out)
-            if held:
+    def _copy(self, ends: dict[ssl.SSLSocket, tuple[ssl.SSLSocket, Rewrite | None]]) -> None:
+        """Copy both directions in ONE thread (an SSL object must not be read and written
+        from two threads at once). A rewriting direction holds back its last bytes until
+        more arrive or the line goes quiet, so a message split across TLS records is still
+        found whole (a loaded machine splits them)."""
+        held = {s: b"" for s in ends}
+        done = {s: rewrite is None for s, (_, rewrite) in ends.items()}
+        open_ = set(ends)
+
+        def forward(src: ssl.SSLSocket, keep: int) -> None:
+            cut = max(0, len(held[src]) - keep)
+            out, held[src] = held[src][:cut], held[src][cut:]
+            if out:
                 with self._lock:
-                    self.seen += held
-                dst.sendall(held)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
+                    self.seen += out
+                ends[src][0].sendall(out)
+
+        while open_:
+            ready = [s for s in open_ if s.pending()]
+            if not ready:
+                ready = select.select(list(open_), [], [], 0.05)[0]
+            if not ready:  # quiet: nothing held back is waiting for the rest of a message
+                for src in open_:
+                    forward(src, 0)
+                continue
+            for src in ready:
+                chunk = src.recv(65536)
+                if not chunk:
+                    open_.discard(src)
+                    forward(src, 0)
+                    with contextlib.suppress(OSError):
+                        ends[src][0].shutdown(socket.SHUT_WR)
+                    continue
+                held[src] += chunk
+                rewrite = ends[src][1]
+                if not done[src] and rewrite is not None:
+                    new = rewrite(held[src])
+                    if new != held[src]:
+                        self.rewrites += 1
+                        held[src], done[src] = new, True
+                forward(src, 0 if done[src] else HOLD_BACK)
 
     def close(self) -> None:
         self._sock.close()
