@@ -110,10 +110,15 @@ class Daemon:
         return out
 
     def kill_all(self) -> None:
-        """SIGKILL the supervisor and every service (as a crash would)."""
-        for pid in self.pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """SIGKILL the supervisor and every service (as a crash would). Every process is
+        frozen first, so none sees another die and acts on it (an executor noticing its
+        supervisor gone would end its runs: on a loaded machine the gap between two kills
+        is long enough for that)."""
+        pids = self.pids()
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
         wait_until(lambda: not self.status().running, timeout=10)
 
     # journal --------------------------------------------------------------------------
