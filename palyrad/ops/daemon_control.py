@@ -57,7 +57,8 @@ def start_daemon(home: Home, *, timeout_s: float = 30.0) -> tuple[DaemonStatus, 
         raise storage_error(exc, "palyrad did not start") from None
     with err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "palyrad", "--home", str(home.root), "--no-log-stderr"],
+            # -P: a folder named palyrad/ in the caller's cwd must not shadow the daemon
+            [sys.executable, "-P", "-m", "palyrad", "--home", str(home.root), "--no-log-stderr"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err,
