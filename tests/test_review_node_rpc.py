@@ -49,9 +49,9 @@ def _ca_pem(d: Daemon) -> bytes:
 
 def _pair_raw(d: Daemon) -> tuple[ec.EllipticCurvePrivateKey, pb.AwaitReply]:
     """An auto-approved PIN pairing done with the stubs (no palyra-node)."""
-    code = orjson.loads(
-        palyra(d.root, "node", "pair-code", "--auto-approve", "--json").stdout
-    )["code"]
+    code = orjson.loads(palyra(d.root, "node", "pair-code", "--auto-approve", "--json").stdout)[
+        "code"
+    ]
     ca = _ca_pem(d)
     channel = grpc.secure_channel(
         d.status().endpoints["pairing"] or "",
@@ -96,20 +96,24 @@ def _node_stub(d: Daemon, key: ec.EllipticCurvePrivateKey, cert_der: bytes) -> N
     return NodeStub(grpc.secure_channel(d.status().endpoints["node"] or "", creds))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a renewal whose reply was lost (daemon committed, node never got it) revokes "
-    "the device on the node's retry with its only certificate",
-)
 def test_retrying_a_renewal_whose_reply_was_lost_does_not_revoke(daemon: Daemon) -> None:
     key, reply = _pair_raw(daemon)
     stub = _node_stub(daemon, key, reply.certificate_der)
     stub.RenewCertificate(pb.RenewRequest(csr_der=build_csr(key, "review")), timeout=10)
     # The reply above is "lost": the node still holds only its first certificate, and the
     # new one has never been presented by anyone. Its retry must not look like theft.
-    stub.RenewCertificate(pb.RenewRequest(csr_der=build_csr(key, "review")), timeout=10)
+    retry = stub.RenewCertificate(pb.RenewRequest(csr_der=build_csr(key, "review")), timeout=10)
     device = daemon.journal.devices.get(reply.device_id)
     assert device is not None and device.state == "active"
+    # the retried renewal's certificate works; once it has been used, a renewal from the
+    # first certificate is a copy's, and revokes the device
+    fresh = _node_stub(daemon, key, retry.certificate_der)
+    assert fresh.Ping(pb.PingRequest(payload=b"x"), timeout=10).device_id == reply.device_id
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.RenewCertificate(pb.RenewRequest(csr_der=build_csr(key, "review")), timeout=10)
+    assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    device = daemon.journal.devices.get(reply.device_id)
+    assert device is not None and device.state == "revoked"
 
 
 def _pair_node(d: Daemon, node_home: Path) -> None:
@@ -158,9 +162,11 @@ def test_node_rpc_restart_keeps_the_node_port(daemon: Daemon) -> None:
     assert st is not None and st.pid
     os.kill(st.pid, signal.SIGKILL)
     wait_until(
-        lambda: (p := daemon.status().process("node_rpc")) is not None
-        and p.pid != st.pid
-        and daemon.status().endpoints["node"],
+        lambda: (
+            (p := daemon.status().process("node_rpc")) is not None
+            and p.pid != st.pid
+            and daemon.status().endpoints["node"]
+        ),
         timeout=30,
     )
     assert daemon.status().endpoints["node"] == before

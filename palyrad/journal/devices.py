@@ -27,14 +27,22 @@ TOUCH_RESOLUTION_MS = 1_000
 _COLUMNS = (
     "device_id, name, state, public_key_sha256, cert_sha256, cert_expires_ms, paired_ms,"
     " delivery_floor, prev_cert_sha256, prev_valid_until_ms, last_seen_ms, revoked_ms,"
-    " revoke_reason"
+    " revoke_reason, cert_used_ms"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM devices"
-_INSERT = f"INSERT INTO devices ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = f"INSERT INTO devices ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _RENEW = (
     "UPDATE devices SET prev_cert_sha256 = cert_sha256,"
-    " prev_valid_until_ms = MIN(?, cert_expires_ms), cert_sha256 = ?, cert_expires_ms = ?"
+    " prev_valid_until_ms = MIN(?, cert_expires_ms), cert_sha256 = ?, cert_expires_ms = ?,"
+    " cert_used_ms = NULL"
     " WHERE device_id = ? AND state = 'active' AND cert_sha256 = ?"
+)
+# A renewal whose reply was lost, retried with the previous certificate: the unused current
+# certificate is replaced, the previous one (the caller's) keeps its grace.
+_REISSUE = (
+    "UPDATE devices SET cert_sha256 = ?, cert_expires_ms = ?"
+    " WHERE device_id = ? AND state = 'active' AND cert_sha256 = ? AND cert_used_ms IS NULL"
+    " AND prev_cert_sha256 = ? AND prev_valid_until_ms > ?"
 )
 
 
@@ -63,6 +71,7 @@ def insert_device(db: sqlite3.Connection, device: Device) -> None:
             d.last_seen_ms,
             d.revoked_ms,
             d.revoke_reason,
+            d.cert_used_ms,
         ),
     )
     bump_counter(db, STATE_DEVICES_CHANGED, d.paired_ms)
@@ -167,6 +176,49 @@ class Devices(Domain):
                 " AND (last_seen_ms IS NULL OR last_seen_ms < ?)",
                 (now_ms, device_id, now_ms - TOUCH_RESOLUTION_MS),
             )
+
+    def mark_cert_used(self, device_id: str, cert_sha256: str, now_ms: int) -> bool:
+        """Record the first call made with the device's current certificate; True when this
+        was that first call. From then on a renewal from the previous certificate is a copy
+        of it, not a retry (``reissue``)."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE devices SET cert_used_ms = ? WHERE device_id = ? AND cert_sha256 = ?"
+                " AND cert_used_ms IS NULL",
+                (now_ms, device_id, cert_sha256),
+            )
+            return bool(cur.rowcount)
+
+    def reissue(
+        self,
+        device_id: str,
+        *,
+        caller_cert_sha256: str,
+        expected_cert_sha256: str,
+        new_cert_sha256: str,
+        new_expires_ms: int,
+        now_ms: int,
+    ) -> bool:
+        """Replace a current certificate that was never used, for a caller presenting the
+        previous one within its grace: the retry of a renewal whose reply was lost. The
+        previous certificate keeps its grace. False (nothing changed) unless all of that
+        holds — then the caller's renewal is one from a superseded certificate."""
+        with self._write() as db:
+            cur = db.execute(
+                _REISSUE,
+                (
+                    new_cert_sha256,
+                    new_expires_ms,
+                    device_id,
+                    expected_cert_sha256,
+                    caller_cert_sha256,
+                    now_ms,
+                ),
+            )
+            if not cur.rowcount:
+                return False
+            bump_counter(db, STATE_DEVICES_CHANGED, now_ms)
+            return True
 
     # --- open watch streams ----------------------------------------------------------------
 

@@ -166,7 +166,8 @@ MIGRATIONS += (
         last_seen_ms INTEGER,
         revoked_ms INTEGER,
         revoke_reason TEXT,
-        delivery_floor INTEGER NOT NULL
+        delivery_floor INTEGER NOT NULL,
+        cert_used_ms INTEGER  -- first call made with the current certificate (NULL: none)
     );
     CREATE UNIQUE INDEX devices_cert ON devices(cert_sha256);
 

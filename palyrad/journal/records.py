@@ -130,6 +130,7 @@ class Device:
     last_seen_ms: int | None = None
     revoked_ms: int | None = None
     revoke_reason: str | None = None
+    cert_used_ms: int | None = None  # first call with the current certificate (None: unused)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import grpc
 import orjson
+from cryptography import x509
 
 from certs import CertError, cert_sha256, check_csr, not_after_ms, spki_sha256
 from palyra_proto import palyra_node_pb2 as pb
@@ -97,6 +98,7 @@ class NodeService(pb_grpc.NodeServicer):
         self._streams: dict[str, int] = {}
         self._lock = threading.Lock()
         self._touched: dict[str, int] = {}
+        self._used: set[str] = set()  # current certificates known to have been used
 
     # -- the check ------------------------------------------------------------------------
 
@@ -111,6 +113,11 @@ class NodeService(pb_grpc.NodeServicer):
         if now - self._touched.get(ident.device_id, 0) >= TOUCH_EVERY_MS:
             self._touched[ident.device_id] = now
             self._journal().devices.touch(ident.device_id, now)
+        if ident.cert_sha256 not in self._used and self._registry.is_current(ident):
+            # The first call with a renewed certificate: from now on a renewal from the
+            # previous one is a copy's, not the retry of a lost reply.
+            self._journal().devices.mark_cert_used(ident.device_id, ident.cert_sha256, now)
+            self._used.add(ident.cert_sha256)
         return ident
 
     @staticmethod
@@ -253,12 +260,6 @@ class NodeService(pb_grpc.NodeServicer):
         ident = self._caller(context)
         journal = self._journal()
         now = self._clock.now_ms()
-        if not self._registry.is_current(ident):
-            self._revoke(journal, ident, "renewal with a superseded certificate", now)
-            context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{REVOKED} (a renewal came from a superseded certificate: it may be stolen)",
-            )
         try:
             public_key = check_csr(request.csr_der)
         except CertError as exc:
@@ -270,19 +271,33 @@ class NodeService(pb_grpc.NodeServicer):
                 "a renewal keeps the device's key (pair again to change it)",
             )
         der = self._tls.issue_device(public_key, ident.device_id, self._ttl_s, now)
-        from cryptography import x509
-
+        fingerprint = cert_sha256(der)
         expires = not_after_ms(x509.load_der_x509_certificate(der))
-        if not journal.devices.renew(
-            ident.device_id,
-            expected_cert_sha256=ident.cert_sha256,
-            new_cert_sha256=cert_sha256(der),
-            new_expires_ms=expires,
-            now_ms=now,
-        ):
-            # Raced: another renewal (from a copy of this certificate) or a revocation won.
+        if self._registry.is_current(ident):
+            done = journal.devices.renew(
+                ident.device_id,
+                expected_cert_sha256=ident.cert_sha256,
+                new_cert_sha256=fingerprint,
+                new_expires_ms=expires,
+                now_ms=now,
+            )
+        else:
+            # From the previous certificate: the retry of a renewal whose reply was lost
+            # (its result was never used), or else a copy of it — which revokes the device.
+            done = journal.devices.reissue(
+                ident.device_id,
+                caller_cert_sha256=ident.cert_sha256,
+                expected_cert_sha256=device.cert_sha256,
+                new_cert_sha256=fingerprint,
+                new_expires_ms=expires,
+                now_ms=now,
+            )
+        if not done:
             self._revoke(journal, ident, "renewal with a superseded certificate", now)
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, REVOKED)
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{REVOKED} (a renewal came from a superseded certificate: it may be stolen)",
+            )
         self._registry.refresh(journal, force=True)
         log.info("device certificate renewed", extra={"device_id": ident.device_id})
         return pb.RenewReply(certificate_der=der, expires_at_unix_ms=expires)
