@@ -106,3 +106,14 @@ def test_a_busy_port_leaves_the_daemon_up_with_that_endpoint_null(tmp_path: Path
         blocker.close()
         d.close()
     wait_until(lambda: not d.status().running, timeout=10)
+
+
+def test_a_second_daemon_cannot_share_a_listener_port(daemon: Daemon, tmp_path: Path) -> None:
+    # gRPC's SO_REUSEPORT default would let both bind, and split connections between them
+    _, taken = parse_address(daemon.status().endpoints["node"] or "")
+    other = Daemon(tmp_path / "other")
+    other.home.config.write_text(f"[rpc]\npairing_port = 0\nnode_port = {taken}\n")
+    try:
+        assert other.start().endpoints["node"] is None
+    finally:
+        other.close()

@@ -151,11 +151,6 @@ def test_a_world_writable_node_home_is_refused_by_every_command(
     assert proc.returncode == 1 and "writable by other users" in proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with node_port = 0, a restarted node_rpc binds a new random port: every "
-    "paired node (which stored the old port) is cut off for good",
-)
 def test_node_rpc_restart_keeps_the_node_port(daemon: Daemon) -> None:
     before = daemon.status().endpoints["node"]
     st = daemon.status().process("node_rpc")

@@ -80,6 +80,7 @@ from palyrad.journal.state import (
     STATE_DEFINITIONS_HASH_MEMO,
     STATE_DEVICES_CHANGED,
     STATE_LISTENED_EVENTS,
+    STATE_LISTENER_PORTS,
     STATE_PAIRING_CHANGED,
     DaemonState,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "STATE_DEFINITIONS_HASH_MEMO",
     "STATE_DEVICES_CHANGED",
     "STATE_LISTENED_EVENTS",
+    "STATE_LISTENER_PORTS",
     "STATE_PAIRING_CHANGED",
     "ApprovalRequest",
     "Delivery",

@@ -40,9 +40,13 @@ from routines.timefmt import format_rfc3339
 log = logging.getLogger("palyrad.node_api")
 
 MAX_STREAMS_PER_DEVICE = 4
+# Each stream holds one of the node listener's worker threads (service.NODE_WORKERS): the
+# cap leaves workers for unary calls (acks, renewals, run-now) however many devices watch.
+MAX_STREAMS = 48
 MAX_CHANNELS = 32
 MAX_ACK_IDS = 1000
 MAX_PING_BYTES = 1024
+BATCH = 100  # deliveries read per query
 STREAM_CHECK_S = 0.25  # a stream re-checks its device (and the outbox) at least this often
 HEARTBEAT_MS = 15_000
 TOUCH_EVERY_MS = 10_000  # last_seen is written at most this often per device
@@ -321,6 +325,11 @@ class NodeService(pb_grpc.NodeServicer):
                 f"channels: at most {MAX_CHANNELS} names of letters, digits and _.:-",
             )
         with self._lock:
+            if sum(self._streams.values()) >= MAX_STREAMS:
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"the daemon serves at most {MAX_STREAMS} watch streams at once",
+                )
             if self._streams.get(ident.device_id, 0) >= MAX_STREAMS_PER_DEVICE:
                 context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -364,8 +373,16 @@ class NodeService(pb_grpc.NodeServicer):
             if not self._registry.still_valid(ident, now):
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, REVOKED)
             sent = False
-            for item in journal.outbox.for_device(ident.device_id, channels, after, floor, 100):
-                after = item.outbox_id
+            # Every entry up to ``ceiling`` (read first: later entries only get higher ids)
+            # is either in this batch or not for us (acknowledged, another channel): the
+            # cursor moves past all of it, so an idle stream never re-reads acknowledged
+            # entries, however many the retention keeps.
+            ceiling = journal.outbox.max_id()
+            batch = journal.outbox.for_device(ident.device_id, channels, after, floor, BATCH)
+            if len(batch) < BATCH:
+                after = max(after, ceiling)
+            for item in batch:
+                after = max(after, item.outbox_id)
                 sent = True
                 yield pb.WatchMessage(
                     delivery=pb.Delivery(

@@ -13,6 +13,7 @@ health endpoint, rather than being restarted into the same busy port until it is
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -24,12 +25,12 @@ import orjson
 
 from palyra_proto import palyra_node_pb2_grpc as pb_grpc
 from palyra_proto.pairing import format_address
-from palyrad.journal import Journal
+from palyrad.journal import STATE_LISTENER_PORTS, Journal
 from palyrad.ops.nodes import SOCKET_NAME
 from palyrad.runtime.request_socket import ControlServer
 from palyrad.services.context import ServiceContext
 from palyrad.services.node_rpc.control import ControlHandler
-from palyrad.services.node_rpc.node_api import DeliveryHub, NodeService
+from palyrad.services.node_rpc.node_api import MAX_STREAMS, DeliveryHub, NodeService
 from palyrad.services.node_rpc.pairing import PairingService
 from palyrad.services.node_rpc.registry import DeviceRegistry
 from palyrad.services.node_rpc.tls import ServerTLS, server_names
@@ -41,6 +42,7 @@ HOUSEKEEPING_MS = 60_000
 PAIRING_MESSAGE_BYTES = 64 * 1024
 NODE_MESSAGE_BYTES = 1024 * 1024
 DAY_MS = 86_400_000
+NODE_WORKERS = MAX_STREAMS + 16  # watch streams hold a worker each; unary calls get the rest
 
 
 class ThreadJournals:
@@ -85,24 +87,34 @@ def _serve_health(ctx: ServiceContext) -> ThreadingHTTPServer:
 
 
 def _bind(
-    server: grpc.Server, hosts: tuple[str, ...], port: int, creds: grpc.ServerCredentials
+    server: grpc.Server,
+    hosts: tuple[str, ...],
+    port: int,
+    creds: grpc.ServerCredentials,
+    remembered: int | None = None,
 ) -> int | None:
-    """Bind ``port`` (0: any free one, then the same one on every further host) on each
-    listen address; the bound port, or None when nothing could be bound."""
+    """Bind ``port`` on each listen address — for port 0 the one this daemon chose before
+    if it is still free (a paired node stored it: a restart must not move the listener),
+    else any free one — then the same port on every further host. The bound port, or None
+    when nothing could be bound."""
     bound: int | None = None
     for host in hosts:
-        want = bound if bound is not None else port
-        try:
-            got = server.add_secure_port(format_address(host, want), creds)
-        except RuntimeError as exc:  # grpc raises RuntimeError when it cannot bind
-            log.error(
-                "listener cannot bind", extra={"address": f"{host}:{want}", "error": str(exc)}
-            )
-            continue
-        if got == 0:
-            log.error("listener cannot bind", extra={"address": f"{host}:{want}"})
-            continue
-        bound = got
+        wants = [bound] if bound is not None else [port]
+        if bound is None and port == 0 and remembered:
+            wants = [remembered, 0]
+        for want in wants:
+            try:
+                got = server.add_secure_port(format_address(host, want), creds)
+            except RuntimeError as exc:  # grpc raises RuntimeError when it cannot bind
+                log.warning("listener cannot bind", extra={"address": f"{host}:{want}",
+                                                            "error": str(exc)})  # fmt: skip
+                continue
+            if got:
+                bound = got
+                break
+            log.warning("listener cannot bind", extra={"address": f"{host}:{want}"})
+        if bound is None:
+            log.error("listener not up", extra={"host": host, "port": port})
     return bound
 
 
@@ -119,6 +131,9 @@ def run_node_rpc(ctx: ServiceContext) -> None:
     journal.devices.clear_watches()
     hub = DeliveryHub()
     ports: dict[str, int | None] = {"pairing": None, "node": None}
+    remembered: dict[str, int] = {}
+    with contextlib.suppress(ValueError, TypeError):
+        remembered = dict(orjson.loads(journal.state.get(STATE_LISTENER_PORTS) or "{}"))
 
     pairing = PairingService(
         journals, ctx.clock, tls, registry, cfg.device_cert_ttl_s, lambda: ports["node"]
@@ -135,26 +150,41 @@ def run_node_rpc(ctx: ServiceContext) -> None:
             ("grpc.max_receive_message_length", PAIRING_MESSAGE_BYTES),
             ("grpc.max_send_message_length", PAIRING_MESSAGE_BYTES),
             ("grpc.max_concurrent_streams", 4),
+            ("grpc.so_reuseport", 0),  # see the node server below
         ],
     )
     pb_grpc.add_PairingServicer_to_server(pairing, pairing_server)
     ports["pairing"] = _bind(
-        pairing_server, cfg.rpc_listen, cfg.pairing_port, tls.credentials(client_auth=False)
+        pairing_server,
+        cfg.rpc_listen,
+        cfg.pairing_port,
+        tls.credentials(client_auth=False),
+        remembered.get("pairing"),
     )
     node_server = grpc.server(
-        ThreadPoolExecutor(max_workers=48, thread_name_prefix="node"),
-        maximum_concurrent_rpcs=128,
+        ThreadPoolExecutor(max_workers=NODE_WORKERS, thread_name_prefix="node"),
+        maximum_concurrent_rpcs=4 * NODE_WORKERS,
         options=[
             ("grpc.max_receive_message_length", NODE_MESSAGE_BYTES),
             ("grpc.max_send_message_length", NODE_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            # gRPC sets SO_REUSEPORT by default: a second daemon (another home) could then
+            # bind the same port and the kernel would split connections between the two.
+            ("grpc.so_reuseport", 0),
         ],
     )
     pb_grpc.add_NodeServicer_to_server(node, node_server)
     ports["node"] = _bind(
-        node_server, cfg.rpc_listen, cfg.node_port, tls.credentials(client_auth=True)
+        node_server,
+        cfg.rpc_listen,
+        cfg.node_port,
+        tls.credentials(client_auth=True),
+        remembered.get("node"),
     )
+    chosen = {k: v for k, v in ports.items() if v is not None}
+    if chosen != remembered:
+        journal.state.set(STATE_LISTENER_PORTS, orjson.dumps(chosen).decode(), now)
     pairing_server.start()
     node_server.start()
 
