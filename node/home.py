@@ -191,12 +191,13 @@ class NodeHome:
         self._check_private(st)
         return self
 
-    def _check_private(self, st: os.stat_result) -> None:
+    def _check_private(self, st: os.stat_result, path: Path | None = None) -> None:
+        where = self.root if path is None else path
         if st.st_mode & 0o022:
             raise NodeError(
-                f"the node home {self.root} is writable by other users "
+                f"the node home {where} is writable by other users "
                 f"(mode {stat.S_IMODE(st.st_mode):04o})",
-                f"chmod 700 {self.root}",
+                f"chmod 700 {where}",
             )
 
     @contextlib.contextmanager
@@ -225,6 +226,10 @@ class NodeHome:
             if directory is None:
                 return None
             try:
+                # Every command, not only pairing: in a home others can write, anyone could
+                # swap the identity link and point this device at their own daemon.
+                self._check_private(os.stat(self.root))
+                self._check_private(os.stat(directory), directory)
                 return self._read_dir(directory)
             except FileNotFoundError:
                 if attempt == _LOAD_ATTEMPTS - 1:

@@ -273,7 +273,7 @@ def list_cmd(as_json: bool, home: Home, journal: Journal) -> None:
     """Paired devices, active and revoked."""
     from palyrad.ops import nodes
 
-    items: list[dict[str, Any]] = nodes.devices(journal)
+    items: list[dict[str, Any]] = nodes.devices(journal, home)
     if as_json:
         emit_json({"devices": items})
         return

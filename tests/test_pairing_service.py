@@ -299,11 +299,14 @@ def test_a_lost_certificate_reply_is_reissued_for_the_same_key(rig: Rig) -> None
     assert device.prev_valid_until_ms == rig.clock.now_ms()
 
 
-def test_rate_limiter_per_source_and_total() -> None:
-    lim = RateLimiter(per_minute=60, burst=3, total_per_minute=120)
-    assert [lim.allow("a", 0) for _ in range(4)] == [True, True, True, False]
-    assert lim.allow("b", 0)  # another source has its own bucket
-    assert not lim.allow("a", 500) and lim.allow("a", 1_000)  # one a second refills
+def test_rate_limiter_per_source() -> None:
+    lim = RateLimiter(per_minute=60, burst=3)
+    assert [lim.allow("10.0.0.1", 0) for _ in range(4)] == [True, True, True, False]
+    assert lim.allow("10.0.0.2", 0)  # another source has its own bucket: no shared budget
+    assert not lim.allow("10.0.0.1", 500) and lim.allow("10.0.0.1", 1_000)  # 1/s refills
+    # an IPv6 host can use a whole /64: it counts as one source
+    assert [lim.allow(f"2001:db8::{i}", 0) for i in range(4)] == [True, True, True, False]
+    assert lim.allow("2001:db8:0:1::1", 0)
     assert peer_host("ipv4:10.0.0.2:5555") == "10.0.0.2"
     assert peer_host("ipv6:[::1]:5555") == "::1"
 
@@ -352,3 +355,13 @@ def test_registry_check_known_active_in_time_and_bound_to_its_device(tmp_path: P
     with pytest.raises(DeviceRefused, match="revoked"):
         reg.identify(pem2, T0)
     journal.close()
+
+
+def test_device_names_show_what_they_are() -> None:
+    from palyrad.services.node_rpc.pairing import clean_name
+
+    assert clean_name("laptop\u202egnp.exe") == "laptopgnp.exe"  # no right-to-left override
+    assert clean_name("a\x00b\u200b\u2028c\n  d") == "ab c d"
+    assert clean_name("Zoë’s Mac") == "Zoë’s Mac"
+    assert clean_name("\x07\ufeff") == "unnamed"
+    assert len(clean_name("x" * 10_000)) == 64

@@ -128,11 +128,6 @@ def _pair_node(d: Daemon, node_home: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="only pairing/renewal check the node home's modes; status/watch/run-now use a "
-    "world-writable home (whose identity link anyone could swap)",
-)
 def test_a_world_writable_node_home_is_refused_by_every_command(
     daemon: Daemon, tmp_path: Path
 ) -> None:

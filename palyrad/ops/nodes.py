@@ -313,9 +313,11 @@ def watched_channels(journal: Journal) -> dict[str, list[str]]:
     }
 
 
-def devices(journal: Journal) -> list[dict[str, Any]]:
-    """Every paired device, active and revoked, in pairing order."""
-    channels = watched_channels(journal)
+def devices(journal: Journal, home: Home | None = None) -> list[dict[str, Any]]:
+    """Every paired device, active and revoked, in pairing order. With ``home``, the open
+    watches count only while the daemon runs (a crash leaves its stream records behind;
+    node_rpc clears them at its next start)."""
+    channels = watched_channels(journal) if home is None or daemon_alive(home) else {}
     return [device_json(d, channels.get(d.device_id, [])) for d in journal.devices.all()]
 
 

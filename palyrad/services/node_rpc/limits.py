@@ -8,6 +8,7 @@ takes ``now_ms`` from the service's clock.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from dataclasses import dataclass
 
@@ -21,39 +22,44 @@ class _Bucket:
 
 
 class RateLimiter:
-    """``per_minute`` requests a minute per key (bursts up to ``burst``), and
-    ``total_per_minute`` across every key."""
+    """``per_minute`` requests a minute per source (bursts up to ``burst``).
 
-    def __init__(self, per_minute: float, burst: int, total_per_minute: float) -> None:
+    There is deliberately no budget shared by all sources: an attacker with a handful of
+    addresses could spend it and keep the real user from pairing. What a flood from many
+    sources can cost is bounded elsewhere: the pairing server's small worker pool and its
+    cap on concurrent calls. An IPv6 source counts by its /64, which one host can fill."""
+
+    def __init__(self, per_minute: float, burst: int) -> None:
         self._rate = per_minute / 60_000
         self._burst = float(burst)
-        self._total_rate = total_per_minute / 60_000
-        self._total_burst = max(float(burst), total_per_minute / 6)
         self._buckets: dict[str, _Bucket] = {}
-        self._total: _Bucket | None = None
         self._lock = threading.Lock()
-
-    @staticmethod
-    def _take(b: _Bucket, rate: float, burst: float, now_ms: int) -> bool:
-        b.tokens = min(burst, b.tokens + max(0, now_ms - b.at_ms) * rate)
-        b.at_ms = now_ms
-        if b.tokens < 1:
-            return False
-        b.tokens -= 1
-        return True
 
     def allow(self, key: str, now_ms: int) -> bool:
         """Whether one more request from ``key`` fits now (and consume it if so)."""
+        key = _source(key)
         with self._lock:
-            if self._total is None:
-                self._total = _Bucket(self._total_burst, now_ms)
             b = self._buckets.pop(key, None) or _Bucket(self._burst, now_ms)
             self._buckets[key] = b  # re-inserted: dict order is least recently used first
             if len(self._buckets) > MAX_TRACKED:
                 del self._buckets[next(iter(self._buckets))]
-            if not self._take(b, self._rate, self._burst, now_ms):
+            b.tokens = min(self._burst, b.tokens + max(0, now_ms - b.at_ms) * self._rate)
+            b.at_ms = now_ms
+            if b.tokens < 1:
                 return False
-            return self._take(self._total, self._total_rate, self._total_burst, now_ms)
+            b.tokens -= 1
+            return True
+
+
+def _source(address: str) -> str:
+    """The unit a limit counts: the address, or an IPv6 address's /64 network."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
 
 
 def peer_host(peer: str) -> str:

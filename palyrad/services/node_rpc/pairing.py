@@ -25,6 +25,7 @@ import hmac
 import logging
 import re
 import threading
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -97,9 +98,19 @@ class Handshake:
 
 
 def clean_name(name: str) -> str:
-    """A device name as the operator will read it: printable, one line, at most 64 chars."""
-    text = re.sub(r"[^\x20-\x7e\u00a0-\uffff]", "", name).strip()[:MAX_NAME_CHARS]
-    return text or "unnamed"
+    """A device name as the operator will read it: one line of visible text, at most 64
+    characters. Controls, format characters (a right-to-left override could make
+    ``laptop<RLO>gnp.exe`` read as something else in ``node pending``), line and paragraph
+    separators, private-use and surrogate code points are dropped."""
+    text = "".join(
+        " " if ch in "\t\r\n" or unicodedata.category(ch) in ("Zl", "Zp") else ch
+        for ch in name
+        if ch in "\t\r\n" or unicodedata.category(ch) not in _HIDDEN
+    )
+    return " ".join(text.split())[:MAX_NAME_CHARS] or "unnamed"
+
+
+_HIDDEN = frozenset({"Cc", "Cf", "Co", "Cs", "Cn"})
 
 
 class PairingService(pb_grpc.PairingServicer):
@@ -127,7 +138,7 @@ class PairingService(pb_grpc.PairingServicer):
         self._issued: dict[str, pb.AwaitReply] = {}
         # Generous enough for a person retyping a PIN; the PAKE itself caps guesses at 20 a
         # window. This bounds the CPU a flood can take (a SPAKE2 step and an ECDSA check each).
-        self._limiter = RateLimiter(per_minute=60, burst=30, total_per_minute=240)
+        self._limiter = RateLimiter(per_minute=60, burst=30)
 
     # -- windows (called from the main thread) --------------------------------------------
 
