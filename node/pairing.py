@@ -210,6 +210,29 @@ def _call(method: Any, request: Any, address: str, timeout_s: float = DEADLINE_S
         raise pairing_rpc_error(exc, address) from None
 
 
+SLOT_RETRY_S = 15.0  # another handshake holds the daemon's one slot: it ends within ~10 s
+
+
+def _pin_start(ctx: NodeContext, stub: PairingStub, pake: NodePake, address: str) -> Any:
+    """PinStart, retried for a while when another handshake holds the daemon's one slot
+    (someone else pairing, or someone holding it on purpose: each such hold costs them a
+    counted failure, so it cannot last)."""
+    deadline = time.monotonic() + SLOT_RETRY_S
+    noted = False
+    while True:
+        try:
+            return stub.PinStart(pb.PinStartRequest(pake_message=pake.message), timeout=DEADLINE_S)
+        except grpc.RpcError as exc:
+            code, details = status_of(exc)
+            busy = code is grpc.StatusCode.RESOURCE_EXHAUSTED and "in progress" in details
+            if not busy or time.monotonic() >= deadline:
+                raise pairing_rpc_error(exc, address) from None
+            if not noted:
+                ctx.note("note: another pairing handshake is in progress; retrying")
+                noted = True
+            time.sleep(1.0)
+
+
 def _await_certificate(
     ctx: NodeContext,
     stub: PairingStub,
@@ -217,14 +240,18 @@ def _await_certificate(
     request_id: str,
     await_secret: bytes,
     wait_s: int,
+    on_pending: Any = None,
 ) -> pb.AwaitReply:
-    """Wait (up to ``wait_s``) for the operator's decision; the ISSUED reply, or NodeError."""
+    """Wait (up to ``wait_s``) for the operator's decision; the ISSUED reply, or NodeError.
+    The first call does not wait, so ``on_pending`` (the "waiting for approval" note) is
+    called only when there is something to wait for (not for an auto-approved window)."""
     deadline = ctx.now_ms() + wait_s * 1000
     backoff_s = 0.25
     lost = False
+    first = True
     while True:
         remaining = max(0, deadline - ctx.now_ms())
-        slice_ms = min(remaining, AWAIT_SLICE_MS)
+        slice_ms = 0 if first else min(remaining, AWAIT_SLICE_MS)
         request = pb.AwaitRequest(
             request_id=request_id, await_secret=await_secret, wait_ms=slice_ms
         )
@@ -243,6 +270,12 @@ def _await_certificate(
             backoff_s = min(backoff_s * 2, 5.0)
             continue
         lost, backoff_s = False, 0.25
+        if first and reply.state == pb.AwaitReply.PENDING:
+            first = False
+            if on_pending is not None:
+                on_pending()
+            continue
+        first = False
         if reply.state == pb.AwaitReply.ISSUED:
             return reply
         if reply.state == pb.AwaitReply.REJECTED:
@@ -283,11 +316,18 @@ def _wait_and_store(
             f"someone may be intercepting the connection: reject request {request_id} "
             f"on the daemon (palyra node reject {request_id})",
         )
-    ctx.note(
-        f"note: waiting for approval: request {request_id}, key {ours[:16]}; "
-        f"on the daemon: palyra node approve {request_id}"
+    reply = _await_certificate(
+        ctx,
+        stub,
+        address,
+        request_id,
+        await_secret,
+        wait_s,
+        on_pending=lambda: ctx.note(
+            f"note: waiting for approval: request {request_id}, key {ours[:16]}; "
+            f"on the daemon: palyra node approve {request_id}"
+        ),
     )
-    reply = _await_certificate(ctx, stub, address, request_id, await_secret, wait_s)
     identity = _issued_identity(ctx, reply, key=key, ca=ca, name=name, host=host, tls_name=tls_name)
     with ctx.home.locked():
         ctx.home.store_identity(identity)
@@ -425,9 +465,7 @@ def pair_with_pin(
     pake = NodePake(pin)
     with closing(pairing_channel(host, port, cert_pem(ca), tls_name)) as channel:
         stub = PairingStub(channel)
-        start: pb.PinStartReply = _call(
-            stub.PinStart, pb.PinStartRequest(pake_message=pake.message), address
-        )
+        start = _pin_start(ctx, stub, pake, address)
         try:
             keys = pake.finish(start.pake_message)
         except PakeError:
