@@ -106,6 +106,10 @@ def status_cmd(as_json: bool) -> None:
             f"  heartbeat {p['last_heartbeat_at'] or '-'}"
             + (f"  next try {p['retry_at']}" if p["retry_at"] else "")
         )
+    listeners = data["endpoints"]
+    click.echo(
+        "  listeners     " + "  ".join(f"{name} {addr or '-'}" for name, addr in listeners.items())
+    )
     for p in data["processes"]:
         if p["state"] == "fatal":
             click.echo(
