@@ -111,19 +111,27 @@ def test_silent_policy_and_failure_channel_decide_what_is_delivered(
 
 
 def test_twenty_wrong_pins_close_the_window(daemon: Daemon, tmp_path: Path) -> None:
+    # The node's own pairing code (node.pairing), in-process: 20 attempts as 20 processes
+    # would spend 10 s on Python start-up. The last, right, attempt is the real command.
+    from node.context import NodeContext
+    from node.errors import NodeError
+    from node.home import NodeHome
+    from node.pairing import pair_with_pin
+    from routines.timefmt import now_ms
+
     out = palyra(daemon.root, "node", "pair-code", "--method", "pin", "--json")
     window = orjson.loads(out.stdout)
     host, port = parse_address(window["address"])
     right = window["code"]
     wrong = [f"{n:06d}" for n in range(271_828, 271_828 + 40) if f"{n:06d}" != right][:20]
+    ctx = NodeContext(NodeHome(tmp_path / "guess"), now_ms, lambda _: None)
     for pin in wrong:
-        proc = _node(tmp_path / "guess", "pair", "--host", host, "--port", str(port),
-                     "--pin", "-", stdin=pin)  # fmt: skip
-        assert proc.returncode == 1
-        assert "wrong PIN or code expired" in proc.stderr
+        with pytest.raises(NodeError, match="wrong PIN or code expired"):
+            pair_with_pin(ctx, host, port, pin, "guesser", 10)
     proc = _node(tmp_path / "right", "pair", "--host", host, "--port", str(port),
                  "--pin", "-", stdin=right)  # fmt: skip
     assert proc.returncode == 1  # the right PIN too: the window is closed
+    assert "wrong PIN or code expired" in proc.stderr
     windows = daemon.journal.pairing.windows(1)
     assert (windows[0].failures, windows[0].close_reason) == (20, "failures")
     assert windows[0].failure_peers == ("127.0.0.1",)
