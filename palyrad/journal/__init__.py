@@ -15,7 +15,8 @@ seam of ARCHITECTURE.md: typed records in and out, one transaction owner.
   ``runs`` (run records), ``leases`` (the executor's claim/start/heartbeat protocol),
   ``approvals``, ``events``, ``outbox`` (channel deliveries and each device's
   acknowledgements), ``heartbeats`` (service processes), ``devices`` (paired nodes and their
-  open watch streams), ``pairing`` (pairing windows and requests).
+  open watch streams), ``pairing`` (pairing windows and requests), ``incidents``
+  (self-healing incidents and their remediation attempts).
 
 Reading and writing::
 
@@ -52,6 +53,7 @@ from palyrad.journal.devices import Devices
 from palyrad.journal.errors import JournalError
 from palyrad.journal.events import Events
 from palyrad.journal.heartbeats import Heartbeats
+from palyrad.journal.incidents import Incidents, incident_to_json
 from palyrad.journal.leases import Leases
 from palyrad.journal.migrations import SCHEMA_VERSION
 from palyrad.journal.outbox import Outbox
@@ -62,11 +64,13 @@ from palyrad.journal.records import (
     Device,
     DeviceWatch,
     Event,
+    Incident,
     OutboxItem,
     PairingRequest,
     PairingWindow,
     PendingApproval,
     ProcessHeartbeat,
+    RemediationAttempt,
     RoutineAdvance,
     RoutineState,
     RunDecision,
@@ -79,6 +83,7 @@ from palyrad.journal.state import (
     STATE_DEFINITIONS_ERROR,
     STATE_DEFINITIONS_HASH_MEMO,
     STATE_DEVICES_CHANGED,
+    STATE_INCIDENTS_CHANGED,
     STATE_LISTENED_EVENTS,
     STATE_LISTENER_PORTS,
     STATE_PAIRING_CHANGED,
@@ -94,6 +99,7 @@ __all__ = [
     "STATE_DEFINITIONS_ERROR",
     "STATE_DEFINITIONS_HASH_MEMO",
     "STATE_DEVICES_CHANGED",
+    "STATE_INCIDENTS_CHANGED",
     "STATE_LISTENED_EVENTS",
     "STATE_LISTENER_PORTS",
     "STATE_PAIRING_CHANGED",
@@ -102,6 +108,8 @@ __all__ = [
     "Device",
     "DeviceWatch",
     "Event",
+    "Incident",
+    "Incidents",
     "Journal",
     "JournalConnection",
     "JournalError",
@@ -110,9 +118,11 @@ __all__ = [
     "PairingWindow",
     "PendingApproval",
     "ProcessHeartbeat",
+    "RemediationAttempt",
     "RoutineAdvance",
     "RoutineState",
     "RunDecision",
+    "incident_to_json",
     "open_journal",
 ]
 
@@ -134,6 +144,7 @@ class Journal(JournalConnection):
         self.heartbeats = Heartbeats(self)
         self.devices = Devices(self)
         self.pairing = Pairing(self)
+        self.incidents = Incidents(self)
 
 
 def open_journal(path: Path) -> Journal:

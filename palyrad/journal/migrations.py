@@ -224,4 +224,38 @@ MIGRATIONS += (
     """,
 )
 
+MIGRATIONS += (
+    # 5: self-healing incidents (SPEC §4.6, §6 "Self-healing") and their remediation attempts.
+    # At most one open incident per (domain, subject): the partial UNIQUE index says so, so
+    # two processes racing to open the same one cannot both insert. Resolved incidents stay
+    # (history for `palyra incidents list --all`) until pruned.
+    """
+    CREATE TABLE incidents (
+        incident_id TEXT PRIMARY KEY,
+        domain TEXT NOT NULL CHECK (domain IN ('run', 'task', 'process', 'node_stream',
+            'definitions', 'skills', 'disk', 'journal')),
+        subject TEXT NOT NULL,
+        severity TEXT NOT NULL CHECK (severity IN ('warning', 'critical')),
+        state TEXT NOT NULL CHECK (state IN ('open', 'resolved')),
+        summary TEXT NOT NULL,
+        opened_ms INTEGER NOT NULL,
+        resolved_ms INTEGER,
+        CHECK ((state = 'resolved') = (resolved_ms IS NOT NULL))
+    );
+    CREATE UNIQUE INDEX incidents_one_open ON incidents(domain, subject) WHERE state = 'open';
+    CREATE INDEX incidents_newest ON incidents(opened_ms DESC, incident_id DESC);
+    CREATE INDEX incidents_resolved ON incidents(resolved_ms) WHERE state = 'resolved';
+
+    CREATE TABLE incident_remediations (
+        incident_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'skipped')),
+        detail TEXT NOT NULL,
+        PRIMARY KEY (incident_id, seq)
+    ) WITHOUT ROWID;
+    """,
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -184,3 +184,31 @@ class PairingRequest:
     expires_ms: int
     state: str = "pending"
     decided_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemediationAttempt:
+    """One remediation attempt of an incident (``Incidents.record_attempt``): what was done
+    (``action``), when, its ``outcome`` (succeeded, failed or skipped) and a ``detail``."""
+
+    action: str
+    at_ms: int
+    outcome: str  # "succeeded" | "failed" | "skipped"
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """A self-healing incident (SPEC §6): at most one open per (``domain``, ``subject``).
+    ``severity``: warning or critical (it only escalates while open); ``state``: open or
+    resolved (then ``resolved_ms`` is set). ``remediations``: its attempts, in order."""
+
+    incident_id: str
+    domain: str
+    subject: str
+    severity: str  # "warning" | "critical"
+    state: str  # "open" | "resolved"
+    summary: str
+    opened_ms: int
+    resolved_ms: int | None = None
+    remediations: tuple[RemediationAttempt, ...] = ()
