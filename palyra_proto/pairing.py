@@ -36,8 +36,6 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, urlsplit
 
-from spake2 import SPAKE2_A, SPAKE2_B
-
 PROTOCOL_LABEL = b"palyra-pair-v1"
 ID_NODE = b"palyra-node"
 ID_DAEMON = b"palyrad"
@@ -161,10 +159,17 @@ class PakeError(ValueError):
 
 
 class _Pake:
-    _role: type
+    """One side of SPAKE2. The ``spake2`` package is imported here, not with the module:
+    it computes its group parameters at import (~50 ms), which every ``palyra-node``
+    command and node_rpc's start-up would pay for a PIN few of them use."""
+
+    _side = ""
 
     def __init__(self, pin: str) -> None:
-        self._spake = self._role(check_pin(pin).encode(), idA=ID_NODE, idB=ID_DAEMON)
+        import spake2
+
+        role = spake2.SPAKE2_A if self._side == "A" else spake2.SPAKE2_B
+        self._spake = role(check_pin(pin).encode(), idA=ID_NODE, idB=ID_DAEMON)
         self.message: bytes = self._spake.start()
 
     def finish(self, peer_message: bytes) -> ConfirmationKeys:
@@ -181,13 +186,13 @@ class _Pake:
 class NodePake(_Pake):
     """The node's side (SPAKE2 role A)."""
 
-    _role = SPAKE2_A
+    _side = "A"
 
 
 class DaemonPake(_Pake):
     """The daemon's side (SPAKE2 role B)."""
 
-    _role = SPAKE2_B
+    _side = "B"
 
 
 # --------------------------------------------------------------------------------------

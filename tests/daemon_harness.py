@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -139,3 +139,21 @@ class Daemon:
             self.stop()
         if self.status().running:
             self.kill_all()
+
+
+# Both node listeners on any free port: tests never collide with each other (or with a
+# daemon of the machine) on the default 7141/7142.
+RPC_ANY_PORTS = "[rpc]\npairing_port = 0\nnode_port = 0\n"
+
+
+@contextlib.contextmanager
+def started_with_listeners(root: Path) -> Iterator[Daemon]:
+    """A started daemon in ``root`` with both node listeners up on free ports; stopped and
+    closed afterwards (for module-scoped fixtures)."""
+    d = Daemon(root)
+    d.home.config.write_text(RPC_ANY_PORTS)
+    try:
+        d.start()
+        yield d
+    finally:
+        d.close()

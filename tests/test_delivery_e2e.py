@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from palyra_proto.pairing import parse_address
-from tests.daemon_harness import BIN, Daemon, palyra, routine, shell, wait_until
+from tests.daemon_harness import BIN, RPC_ANY_PORTS, Daemon, palyra, routine, shell, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     d = Daemon(tmp_path_factory.mktemp("delivery") / "home")
-    d.home.config.write_text("[rpc]\npairing_port = 0\nnode_port = 0\n")
+    d.home.config.write_text(RPC_ANY_PORTS)
     chan = {"mode": "channel", "channel": "ops"}
     d.write_definitions(
         [

@@ -27,7 +27,7 @@ from palyrad.ops import nodes
 from routines.durations import DurationError, format_duration_ms, parse_duration_ms
 from routines.errors import InvalidInput, PalyraError
 from routines.timefmt import now_ms, parse_rfc3339
-from tests.daemon_harness import Daemon
+from tests.daemon_harness import Daemon, started_with_listeners
 from tests.test_cli_offline import NOTE, Out, assert_error, run, run_bin
 
 pytestmark = pytest.mark.timeout(60)
@@ -402,14 +402,8 @@ def test_write_private_file_is_0600_whatever_the_umask(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    root = tmp_path_factory.mktemp("node-cli") / "home"
-    d = Daemon(root)
-    (root / "palyra.toml").write_text("[rpc]\npairing_port = 0\nnode_port = 0\n")
-    try:
-        d.start()
+    with started_with_listeners(tmp_path_factory.mktemp("node-cli") / "home") as d:
         yield d
-    finally:
-        d.close()
 
 
 def live_run(d: Daemon, *args: str) -> Out:

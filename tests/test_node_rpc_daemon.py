@@ -18,20 +18,15 @@ from cryptography import x509
 from certs.server_files import san_names
 from certs.verify import fetch_presented_chain
 from palyra_proto.pairing import parse_address
-from tests.daemon_harness import BIN, Daemon, palyra, wait_until
+from tests.daemon_harness import BIN, Daemon, palyra, started_with_listeners, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = Daemon(tmp_path_factory.mktemp("noderpc") / "home")
-    d.home.config.write_text("[rpc]\npairing_port = 0\nnode_port = 0\n")
-    try:
-        d.start()
+    with started_with_listeners(tmp_path_factory.mktemp("noderpc") / "home") as d:
         yield d
-    finally:
-        d.close()
 
 
 def _served_names(address: str) -> list[str]:

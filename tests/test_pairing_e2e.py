@@ -26,7 +26,7 @@ from node.context import NodeContext
 from node.errors import NodeError
 from node.home import NodeHome
 from routines.timefmt import now_ms
-from tests.daemon_harness import Daemon, palyra, routine, shell, wait_until
+from tests.daemon_harness import RPC_ANY_PORTS, Daemon, palyra, routine, shell, wait_until
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.timeout(120)
@@ -99,7 +99,7 @@ def free_port() -> int:
 @pytest.fixture
 def rpc_daemon(tmp_path: Path) -> Iterator[Daemon]:
     d = Daemon(tmp_path / "daemon")
-    (d.root / "palyra.toml").write_text("[rpc]\npairing_port = 0\nnode_port = 0\n")
+    (d.root / "palyra.toml").write_text(RPC_ANY_PORTS)
     try:
         yield d
     finally:

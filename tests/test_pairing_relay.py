@@ -32,7 +32,7 @@ from certs import cert_pem, create_authority, generate_private_key, issue_server
 from certs.keys import private_key_pem
 from palyra_proto.pairing import DaemonPake, NodePake, parse_address
 from palyrad.runtime.control_client import request
-from tests.daemon_harness import BIN, Daemon, wait_until
+from tests.daemon_harness import BIN, Daemon, started_with_listeners, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -134,13 +134,8 @@ class Relay:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = Daemon(tmp_path_factory.mktemp("relay") / "home")
-    d.home.config.write_text("[rpc]\npairing_port = 0\nnode_port = 0\n")
-    try:
-        d.start()
+    with started_with_listeners(tmp_path_factory.mktemp("relay") / "home") as d:
         yield d
-    finally:
-        d.close()
 
 
 def _open_pin_window(d: Daemon) -> tuple[str, str, tuple[str, int]]:

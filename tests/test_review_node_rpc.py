@@ -27,20 +27,15 @@ from certs.fingerprints import spki_sha256
 from palyra_proto import palyra_node_pb2 as pb
 from palyra_proto.pairing import NodePake, node_mac, transcript
 from palyra_proto.palyra_node_pb2_grpc import NodeStub, PairingStub
-from tests.daemon_harness import BIN, Daemon, palyra, wait_until
+from tests.daemon_harness import BIN, Daemon, palyra, started_with_listeners, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = Daemon(tmp_path_factory.mktemp("review") / "home")
-    d.home.config.write_text("[rpc]\npairing_port = 0\nnode_port = 0\n")
-    try:
-        d.start()
+    with started_with_listeners(tmp_path_factory.mktemp("review") / "home") as d:
         yield d
-    finally:
-        d.close()
 
 
 def _ca_pem(d: Daemon) -> bytes:

@@ -13,9 +13,7 @@ The JSON documents of the commands are built here; the CLI only prints them.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,35 +184,13 @@ def check_png_target(path: Path) -> None:
 
 
 def write_private_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` as a 0600 file, never readable by others for an instant:
-    a temporary made with O_EXCL and mode 0600 in the same directory, fsynced, then linked
-    to a new name (never clobbering something created meanwhile) or, when a regular file is
-    there, renamed over it in one step. What ``check_png_target`` refuses is refused here
-    too."""
+    """Write ``data`` to ``path`` as a 0600 file, never readable by others for an instant
+    (the definitions file's atomic writer: a 0600 temporary, fsynced, renamed over). What
+    ``check_png_target`` refuses is refused here too."""
+    from routines.definitions_file import atomic_write
+
     check_png_target(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(6)}")
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)  # whatever the umask did to os.open's mode
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if os.path.lexists(path):
-            os.replace(tmp, path)  # a regular file (checked above)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise PalyraError(
-                    f"--png: {path} was created by something else meanwhile", "try again"
-                ) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    atomic_write(path, data, keep_backup=False)
 
 
 # --- pending requests -------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
@@ -321,7 +322,7 @@ class PairingService(pb_grpc.PairingServicer):
     # -- both -----------------------------------------------------------------------------
 
     @staticmethod
-    def _check_csr(der: bytes, context: grpc.ServicerContext) -> object:
+    def _check_csr(der: bytes, context: grpc.ServicerContext) -> ec.EllipticCurvePublicKey:
         try:
             return check_csr(der)
         except CertError as exc:
@@ -334,16 +335,14 @@ class PairingService(pb_grpc.PairingServicer):
         name: str,
         method: str,
         peer: str,
-        public_key: object,
+        public_key: ec.EllipticCurvePublicKey,
         await_sha256: str,
         auto_approve: bool,
         now: int,
     ) -> PairingRequest:
         window = journal.pairing.get_window(window_id)
         expires = window.expires_ms if window is not None else now
-        der = public_key.public_bytes(  # type: ignore[attr-defined]
-            Encoding.DER, PublicFormat.SubjectPublicKeyInfo
-        )
+        der = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         req = PairingRequest(
             request_id=new_ulid(now),
             window_id=window_id,
@@ -351,7 +350,7 @@ class PairingService(pb_grpc.PairingServicer):
             device_name=clean_name(name),
             method=method,
             peer=peer,
-            public_key_sha256=spki_sha256(public_key),  # type: ignore[arg-type]
+            public_key_sha256=spki_sha256(public_key),
             public_key_der=der,
             await_secret_sha256=await_sha256,
             requested_ms=now,
