@@ -365,3 +365,26 @@ def test_device_names_show_what_they_are() -> None:
     assert clean_name("Zoë’s Mac") == "Zoë’s Mac"
     assert clean_name("\x07\ufeff") == "unnamed"
     assert len(clean_name("x" * 10_000)) == 64
+
+
+def test_a_token_is_spent_only_with_its_request_recorded(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a kill -9 between "consume the token" and "record the request" would leave:
+    # the failure lands between the two writes, and neither stays.
+    from palyrad.journal.pairing import Pairing
+
+    token = rig.open_qr()
+    csr = build_csr(generate_private_key(), "phone")
+    req = pb.TokenPairRequest(token=token, device_name="p", csr_der=csr,
+                              await_secret_sha256="ab" * 32)  # fmt: skip
+
+    def crash(self: Pairing, *_: object) -> None:
+        raise RuntimeError("killed between the two writes")
+
+    with monkeypatch.context() as m:
+        m.setattr(Pairing, "add_request", crash)
+        with pytest.raises(grpc.RpcError) as exc:
+            rig.stub.TokenPair(req)
+        assert _code(exc) == grpc.StatusCode.UNKNOWN
+    assert rig.stub.TokenPair(req).request_id  # the token was not spent

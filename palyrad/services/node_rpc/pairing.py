@@ -264,22 +264,25 @@ class PairingService(pb_grpc.PairingServicer):
             if window is not None and window.window_id == hs.window_id:
                 self._window = None
         journal = self._journal()
-        if not journal.pairing.use_window(hs.window_id, now):
-            context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"{WRONG_CODE} (the pairing window closed or expired)",
+        # Using the window and recording its request is one transaction: a crash between
+        # the two would leave a window spent on a request that does not exist.
+        with journal.transaction():
+            if not journal.pairing.use_window(hs.window_id, now):
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"{WRONG_CODE} (the pairing window closed or expired)",
+                )
+            req = self._new_request(
+                journal,
+                hs.window_id,
+                request.device_name,
+                "pin",
+                hs.peer,
+                public_key,
+                secret_sha256(hs.keys.await_secret),
+                auto,
+                now,
             )
-        req = self._new_request(
-            journal,
-            hs.window_id,
-            request.device_name,
-            "pin",
-            hs.peer,
-            public_key,
-            secret_sha256(hs.keys.await_secret),
-            auto,
-            now,
-        )
         return pb.PinConfirmReply(
             request_id=req.request_id,
             daemon_mac=daemon_mac(hs.keys, t, req.request_id),
@@ -300,23 +303,24 @@ class PairingService(pb_grpc.PairingServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "await_secret_sha256: 64 hex digits")
         public_key = self._check_csr(request.csr_der, context)
         journal = self._journal()
-        window = journal.pairing.consume_token(token_sha256(request.token), now)
-        if window is None:
-            context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"{WRONG_CODE} (the code was already used, expired or replaced)",
+        with journal.transaction():  # the token is spent only with its request recorded
+            window = journal.pairing.consume_token(token_sha256(request.token), now)
+            if window is None:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"{WRONG_CODE} (the code was already used, expired or replaced)",
+                )
+            req = self._new_request(
+                journal,
+                window.window_id,
+                request.device_name,
+                "qr",
+                peer,
+                public_key,
+                request.await_secret_sha256,
+                window.auto_approve,
+                now,
             )
-        req = self._new_request(
-            journal,
-            window.window_id,
-            request.device_name,
-            "qr",
-            peer,
-            public_key,
-            request.await_secret_sha256,
-            window.auto_approve,
-            now,
-        )
         return pb.TokenPairReply(request_id=req.request_id, public_key_sha256=req.public_key_sha256)
 
     # -- both -----------------------------------------------------------------------------
