@@ -8,7 +8,7 @@ its regexes compiled at import) is imported only when there is a file to parse.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,13 @@ class DaemonConfig:
     node_port: int = 7142
     device_cert_ttl_s: int = 30 * 24 * 3600
     delivery_retention_days: int = 7
+    # [self_healing] (SPEC §6, §7)
+    self_healing_mode: str = "auto"  # or "observe_only"
+    stale_task_ms: int = 120_000
+    process_silence_ms: int = 10_000
 
+
+SELF_HEALING_MODES = ("auto", "observe_only")
 
 _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("executor", "max_concurrent_runs"): ("max_concurrent_runs", int),
@@ -49,7 +55,10 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("executor", "heartbeat_interval_ms"): ("heartbeat_interval_ms", int),
     ("scheduler", "timezone"): ("scheduler_timezone", str),
     ("agent", "command"): ("agent_command", list),
+    ("self_healing", "mode"): ("self_healing_mode", str),
     ("self_healing", "stale_run_ms"): ("stale_run_ms", int),
+    ("self_healing", "stale_task_ms"): ("stale_task_ms", int),
+    ("self_healing", "process_silence_ms"): ("process_silence_ms", int),
     ("history", "max_runs_per_routine"): ("max_runs_per_routine", int),
     ("history", "max_age_days"): ("max_age_days", int),
     ("journal", "synchronous"): ("journal_synchronous", str),
@@ -122,6 +131,20 @@ def load_config(path: Path) -> DaemonConfig:
             raise ConfigError(f"{path}: [rpc] {key} must be 0-65535 (0 = any free port)")
     if cfg.device_cert_ttl_s < 30:
         raise ConfigError(f"{path}: [pki] device_cert_ttl_s must be at least 30 (seconds)")
+    mode = cfg.self_healing_mode.replace("-", "_")
+    if mode not in SELF_HEALING_MODES:
+        raise ConfigError(
+            f'{path}: [self_healing] mode must be "auto" or "observe_only" (got {mode!r})'
+        )
+    if mode != cfg.self_healing_mode:
+        cfg = replace(cfg, self_healing_mode=mode)
+    for key, floor in (
+        ("stale_run_ms", 1_000),
+        ("stale_task_ms", 1_000),
+        ("process_silence_ms", 2_000),
+    ):
+        if getattr(cfg, key) < floor:
+            raise ConfigError(f"{path}: [self_healing] {key} must be at least {floor}")
     if cfg.delivery_retention_days < 1:
         raise ConfigError(f"{path}: [delivery] retention_days must be at least 1")
     for host in (*cfg.rpc_listen, *((cfg.rpc_advertise_host,) if cfg.rpc_advertise_host else ())):

@@ -17,6 +17,9 @@ POKE_SCHEDULER = b"s"
 POKE_EXECUTOR = b"e"
 POKE_NODE_RPC = b"n"
 POKE_ALL = b"*"
+# Not a poke: asks the supervisor to start every ``fatal`` service now instead of after its
+# cool-down (``palyra doctor --repair``, the self-healing ``process`` remediation).
+RESTART_FATAL = b"R"
 
 SERVICE_FOR_BYTE = {
     POKE_SCHEDULER: "scheduler",
@@ -62,3 +65,10 @@ def poke_service(run_dir: Path, service: str) -> bool:
         return True
     byte = {v: k for k, v in SERVICE_FOR_BYTE.items()}.get(service, POKE_ALL)
     return poke_fifo(run_dir / "notify", byte)
+
+
+def request_fatal_restart(run_dir: Path) -> bool:
+    """Ask a running supervisor to restart its ``fatal`` services now (a safe repair: the
+    restart policy still applies, so a service that keeps crashing goes ``fatal`` again).
+    False when no daemon is reading ``run/notify``."""
+    return poke_fifo(run_dir / "notify", RESTART_FATAL)

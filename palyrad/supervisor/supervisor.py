@@ -29,7 +29,7 @@ from palyrad.domain.runs import new_token
 from palyrad.runtime.config import DaemonConfig
 from palyrad.runtime.daemon_log import rotate_if_needed
 from palyrad.runtime.home import Home
-from palyrad.runtime.notify import POKE_ALL, SERVICE_FOR_BYTE, ensure_fifo
+from palyrad.runtime.notify import POKE_ALL, RESTART_FATAL, SERVICE_FOR_BYTE, ensure_fifo
 from palyrad.runtime.status import DaemonStatus, ProcessStatus, write_status
 from palyrad.runtime.stop_request import take_stop_request
 from palyrad.services.registry import SERVICE_NAMES, child_main
@@ -255,10 +255,21 @@ class Supervisor:
                 b = bytes([byte])
                 if b == POKE_ALL:
                     targets.update(SERVICE_NAMES)
+                elif b == RESTART_FATAL:
+                    self._restart_fatal_now()
                 elif b in SERVICE_FOR_BYTE:
                     targets.add(SERVICE_FOR_BYTE[b])
         if targets:
             self._poke(sorted(targets))
+
+    def _restart_fatal_now(self) -> None:
+        """End the cool-down of every ``fatal`` service: the main loop starts it at once."""
+        now = time.monotonic()
+        for slot in self.slots.values():
+            if slot.state == ServiceState.FATAL:
+                log.warning("restarting a fatal service on request", extra={"service": slot.name})
+                slot.next_start_at = now
+                slot.next_start_at_ms = time.time_ns() // 1_000_000
 
     # --- main loop -----------------------------------------------------------------------
 

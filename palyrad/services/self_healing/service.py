@@ -11,31 +11,19 @@ import contextlib
 import logging
 import os
 
-from palyrad.domain.runs import RunStatus, retry_follow_up
-from palyrad.runtime.process_groups import kill_orphan_run, run_process_table
+from palyrad.ops.stuck_runs import release_runs, stuck_runs
 from palyrad.services.context import ServiceContext
-from routines.kinds import ErrorKind
 
 log = logging.getLogger("palyrad.self_healing")
 
 
 def sweep_stale_runs(ctx: ServiceContext, now: int) -> int:
     """Fail and kill runs with a stale heartbeat; returns how many were remediated."""
-    journal = ctx.journal
-    stale = journal.leases.stale_running(now - ctx.config.stale_run_ms)
-    table = run_process_table() if stale else {}
-    for run in stale:
-        killed = kill_orphan_run(run.run_id, run.pid, run.started_at_ms, table=table)
-        journal.runs.finish(
-            run.run_id,
-            status=RunStatus.FAILED,
-            finished_ms=now,
-            error_kind=ErrorKind.HEARTBEAT_LOST,
-            error_message=f"no heartbeat for {ctx.config.stale_run_ms} ms"
-            + ("; its process group was killed" if killed else ""),
-            follow_up=retry_follow_up(run, RunStatus.FAILED, now),
+    stale = stuck_runs(ctx.journal, now, ctx.config.stale_run_ms)
+    for released in release_runs(ctx.journal, stale, now, ctx.config.stale_run_ms):
+        log.warning(
+            "stuck run failed", extra={"run_id": released.run_id, "killed": released.killed}
         )
-        log.warning("stuck run failed", extra={"run_id": run.run_id, "killed": killed})
     if stale:
         ctx.poke("executor", "scheduler")
     return len(stale)
