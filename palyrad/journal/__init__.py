@@ -131,9 +131,19 @@ class Journal(JournalConnection):
     """A connection to the journal, with every domain's queries as an attribute."""
 
     def __init__(
-        self, path: Path, *, synchronous: str = "NORMAL", autocheckpoint_pages: int | None = None
+        self,
+        path: Path,
+        *,
+        synchronous: str = "NORMAL",
+        autocheckpoint_pages: int | None = None,
+        readonly: bool = False,
     ) -> None:
-        super().__init__(path, synchronous=synchronous, autocheckpoint_pages=autocheckpoint_pages)
+        super().__init__(
+            path,
+            synchronous=synchronous,
+            autocheckpoint_pages=autocheckpoint_pages,
+            readonly=readonly,
+        )
         self.state = DaemonState(self)
         self.routines = Routines(self)
         self.runs = Runs(self)

@@ -30,10 +30,29 @@ class JournalConnection:
     """One SQLite connection (one per thread) and the transactions on it."""
 
     def __init__(
-        self, path: Path, *, synchronous: str = "NORMAL", autocheckpoint_pages: int | None = None
+        self,
+        path: Path,
+        *,
+        synchronous: str = "NORMAL",
+        autocheckpoint_pages: int | None = None,
+        readonly: bool = False,
     ) -> None:
         self.path = path
+        self.readonly = readonly
         try:
+            if readonly:
+                # ``palyra doctor`` without --repair changes nothing: no journal is created,
+                # no migration runs, no mode changes (a missing file raises here).
+                self.db = sqlite3.connect(
+                    path.resolve().as_uri() + "?mode=ro",
+                    uri=True,
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                    isolation_level=None,
+                )
+                self.db.row_factory = sqlite3.Row
+                self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                self.write = Write(self.db)
+                return
             self.db = sqlite3.connect(
                 str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
             )
