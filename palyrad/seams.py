@@ -97,10 +97,40 @@ class Check(Protocol):
     def repair(self) -> str | None: ...
 
 
-class Remediation(Protocol):
-    """The safe fix of one incident domain; idempotent, so a retry after a crash is safe.
-    Returns what it did, for the incident's remediation log."""
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One failing condition a self-healing detector sees now: the incident it opens (or
+    keeps open) is (``domain``, ``subject``). ``remediable`` False: record, never act (a
+    condition someone else is already fixing, e.g. a service the supervisor is restarting)."""
+
+    domain: str
+    subject: str
+    severity: str  # "warning" | "critical"
+    summary: str
+    remediable: bool = True
+
+
+class Detector(Protocol):
+    """The failing conditions of one incident domain, now. Every open incident of the domain
+    whose subject is not among them has cleared and is resolved. ``open_subjects`` are the
+    domain's open incidents (a detector may keep one open while its fix is under way)."""
 
     domain: str
 
-    def apply(self, subject: str, clock: Clock) -> str: ...
+    def detect(self, now_ms: int, open_subjects: frozenset[str]) -> list[Finding]: ...
+
+
+class RemediationFailed(Exception):
+    """A remediation could not do its work; the message goes to the attempt's detail."""
+
+
+class Remediation(Protocol):
+    """The safe fix of one incident domain, run only in ``auto`` mode; idempotent, so a retry
+    after a crash (or a second sweep before the first took effect) is safe. Returns what it
+    did, for the incident's remediation log; raises ``RemediationFailed`` when it could not
+    (the attempt is recorded ``failed``; repeated failures escalate the incident)."""
+
+    domain: str
+    action: str  # the attempt's ``action`` (e.g. "fail_run", "restart_process")
+
+    def apply(self, finding: Finding, now_ms: int) -> str: ...
