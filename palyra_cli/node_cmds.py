@@ -26,6 +26,7 @@ from palyra_cli.common import (
     note,
     with_journal,
 )
+from palyra_cli.tables import clip, short_time, table
 
 if TYPE_CHECKING:
     from palyrad.journal import Journal
@@ -176,24 +177,6 @@ def pair_code_cmd(
 # --- requests -------------------------------------------------------------------------------
 
 
-def _short_time(text: str | None) -> str:
-    """An RFC 3339 time without its milliseconds (tables are for people)."""
-    if not text:
-        return "-"
-    head, dot, tail = text.partition(".")
-    return head + tail[3:] if dot else text
-
-
-def _table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    for row in [header, *rows]:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 @node_group.command("pending")
 @json_option
 @home_option
@@ -212,16 +195,16 @@ def pending_cmd(as_json: bool, home: Home, journal: Journal) -> None:
         return
     n = nodes.KEY_PREFIX_HEX
     click.echo(f"compare KEY with the {n} hex digits palyra-node pair printed on the device:")
-    _table(
+    table(
         ["REQUEST ID", "KEY", "DEVICE", "METHOD", "PEER", "EXPIRES"],
         [
             [
                 r["request_id"],
                 r["public_key_sha256"][:n],
-                _clip(r["device_name"], 24),
+                clip(r["device_name"], 24),
                 r["method"],
                 r["peer"],
-                _short_time(r["expires_at"]),
+                short_time(r["expires_at"]),
             ]
             for r in items
         ],
@@ -280,16 +263,16 @@ def list_cmd(as_json: bool, home: Home, journal: Journal) -> None:
     if not items:
         click.echo("no paired devices (pair one: palyra node pair-code)")
         return
-    _table(
+    table(
         ["DEVICE ID", "NAME", "STATE", "PAIRED", "LAST SEEN", "CERT EXPIRES", "CHANNELS"],
         [
             [
                 d["device_id"],
-                _clip(d["name"], 24),
+                clip(d["name"], 24),
                 d["state"],
-                _short_time(d["paired_at"]),
-                _short_time(d["last_seen_at"]),
-                _short_time(d["cert_expires_at"]),
+                short_time(d["paired_at"]),
+                short_time(d["last_seen_at"]),
+                short_time(d["cert_expires_at"]),
                 ",".join(d["channels"]) or "-",
             ]
             for d in items

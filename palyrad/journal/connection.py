@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -22,6 +23,24 @@ from palyrad.journal.errors import JournalError, journal_unavailable
 from palyrad.journal.migrations import MIGRATIONS, SCHEMA_VERSION
 
 BUSY_TIMEOUT_MS = 10_000
+
+# Who hears about a failed write (disk full, I/O error, a lock held past the busy timeout):
+# the daemon's services register one so the self-healing process can open a ``journal``
+# incident (SPEC §6). Called with the exception; a hook must not raise or block.
+_write_failure_hooks: list[Callable[[BaseException], None]] = []
+
+
+def on_write_failure(hook: Callable[[BaseException], None]) -> None:
+    """Call ``hook(exc)`` whenever a write transaction on any connection of this process
+    fails inside SQLite (begin, a statement, or commit)."""
+    _write_failure_hooks.append(hook)
+
+
+def _report_write_failure(exc: BaseException) -> None:
+    for hook in _write_failure_hooks:
+        with contextlib.suppress(Exception):
+            hook(exc)
+
 
 J = TypeVar("J")
 
@@ -169,7 +188,11 @@ class Write:
 
     def __enter__(self) -> sqlite3.Connection:
         if not self._depth:
-            _begin_immediate(self._db)
+            try:
+                _begin_immediate(self._db)
+            except sqlite3.Error as exc:
+                _report_write_failure(exc)
+                raise
         self._depth += 1
         return self._db
 
@@ -180,8 +203,24 @@ class Write:
         tb: TracebackType | None,
     ) -> None:
         self._depth -= 1
-        if not self._depth:
+        if self._depth:
+            return
+        if exc is not None and isinstance(exc, sqlite3.Error) and not _is_constraint(exc):
+            _report_write_failure(exc)
+        try:
             self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        except sqlite3.Error as failed:
+            _report_write_failure(failed)
+            if exc_type is None:
+                raise
+            # A failed ROLLBACK (SQLite may have rolled back on its own, e.g. on a full disk)
+            # must not hide the error that caused it: that one propagates.
+
+
+def _is_constraint(exc: sqlite3.Error) -> bool:
+    """A uniqueness or CHECK violation is the schema doing its job (e.g. the one-run-per-tick
+    rule refusing a duplicate), not a journal that cannot be written."""
+    return isinstance(exc, sqlite3.IntegrityError)
 
 
 class Transaction(Generic[J]):

@@ -50,6 +50,15 @@ def process_start_ms(pid: int) -> int | None:
     return int((boot + int(fields[19]) / _CLK_TCK) * 1000)
 
 
+def parent_pid(pid: int) -> int | None:
+    """``pid``'s parent, from /proc; None when it is gone or there is no /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)

@@ -27,6 +27,9 @@ class ProcessStatus:
     last_heartbeat_ms: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
     retry_at_ms: int | None = None  # restarting or fatal: when the supervisor tries again
+    # The service's last failed journal write ({"at_ms", "error"}), for the self-healing
+    # ``journal`` incident and doctor; None when none failed since the daemon started.
+    journal_error: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,7 @@ def write_status(home: Home, status: DaemonStatus) -> None:
                 "last_heartbeat_ms": p.last_heartbeat_ms,
                 "info": p.info,
                 "retry_at_ms": p.retry_at_ms,
+                "journal_error": p.journal_error,
             }
             for p in status.processes
         ],
@@ -148,6 +152,7 @@ def read_status(home: Home) -> DaemonStatus:
                 last_heartbeat_ms=p.get("last_heartbeat_ms"),
                 info=p.get("info") or {},
                 retry_at_ms=p.get("retry_at_ms"),
+                journal_error=p.get("journal_error"),
             )
             for p in raw.get("processes", [])
         ),

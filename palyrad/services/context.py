@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from palyrad.journal import Journal, ProcessHeartbeat
+from palyrad.journal.connection import on_write_failure
 from palyrad.runtime.clock import SYSTEM_CLOCK
 from palyrad.runtime.config import DaemonConfig, load_config
 from palyrad.runtime.daemon_log import setup_logging
@@ -40,7 +41,20 @@ def _drain(fd: int) -> None:
 
 
 HEARTBEAT_INTERVAL_S = 1.0
-JOURNAL_HEARTBEAT_EVERY = 5  # journal a heartbeat every 5th pipe heartbeat
+# A main loop busy this long (not back in ``wait``) is wedged, not working: its journal
+# heartbeat says "stalled" so self-healing restarts it. Generous, because legitimate work
+# (loading 100 000 routines) takes seconds; a SIGSTOPped or dead process is caught sooner,
+# by its heartbeat going silent.
+STALL_FLOOR_S = 60.0
+JOURNAL_ERROR_REPORT_S = 1.0  # at most one journal-failure report per second to the supervisor
+
+
+def journal_heartbeat_every(process_silence_ms: int) -> int:
+    """Pipe heartbeats per journal heartbeat: about four journal beats per silence window
+    (2 s at the default 10 s), at most every 5 s, never more than once a second."""
+    return max(1, min(5, process_silence_ms // 4000))
+
+
 # The scheduler and executor checkpoint the WAL only past ~40 MB (a safety net); normally
 # the self-healing process checkpoints every second, off the hot path.
 HOT_LOOP_AUTOCHECKPOINT_PAGES = 10_000
@@ -85,6 +99,10 @@ class ServiceContext:
         self._fifo_fd: int | None = None
         self._send_lock = threading.Lock()
         self._journal: Journal | None = None
+        # Main-loop liveness for the heartbeat thread: when the loop last left ``wait`` (None
+        # while it is waiting, or before its first wait: nothing to judge yet).
+        self._busy_since: float | None = None
+        self._journal_error_sent = 0.0
 
     @property
     def journal(self) -> Journal:
@@ -156,6 +174,13 @@ class ServiceContext:
         wakes a millisecond late. So the selector waits until 1-2 ms before the deadline and
         the rest is slept at the clock's full resolution.
         """
+        self._busy_since = None
+        try:
+            return self._wait(timeout_s)
+        finally:
+            self._busy_since = time.monotonic()
+
+    def _wait(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
             left = deadline - time.monotonic()
@@ -213,32 +238,56 @@ class ServiceContext:
         else:
             log.info("palyra.toml reloaded", extra={"service": self.name})
 
+    def loop_state(self) -> str:
+        """``running``, or ``stalled`` when the main loop has been busy (out of ``wait``)
+        longer than ``STALL_FLOOR_S`` or three silence windows, whichever is longer."""
+        since = self._busy_since
+        limit = max(STALL_FLOOR_S, 3 * self.config.process_silence_ms / 1000)
+        if since is not None and time.monotonic() - since > limit:
+            return "stalled"
+        return "running"
+
     def _heartbeat(self) -> None:
         """Heartbeats to the supervisor every second and to the journal every few (for
-        status, doctor and self-healing), from this thread's own connection."""
+        status, doctor and self-healing), from this thread's own connection. The first
+        journal beat is at once, so the row names this process (not its predecessor) from
+        the start."""
         journal: Journal | None = None
         beats = 0
-        while not self.stop_event.wait(HEARTBEAT_INTERVAL_S):
+        while True:
+            if beats % journal_heartbeat_every(self.config.process_silence_ms) == 0:
+                try:
+                    journal = journal or self.open_journal()
+                    journal.heartbeats.beat(
+                        ProcessHeartbeat(
+                            self.name,
+                            os.getpid(),
+                            self.instance,
+                            self.loop_state(),
+                            self.restarts,
+                            self.clock.now_ms(),
+                        )
+                    )
+                except Exception:  # a busy journal must never kill the heartbeat thread
+                    log.warning("could not journal heartbeat", exc_info=True)
+            if self.stop_event.wait(HEARTBEAT_INTERVAL_S):
+                return
             self.send(("heartbeat",))
             beats += 1
-            if beats % JOURNAL_HEARTBEAT_EVERY:
-                continue
-            try:
-                journal = journal or self.open_journal()
-                journal.heartbeats.beat(
-                    ProcessHeartbeat(
-                        self.name,
-                        os.getpid(),
-                        self.instance,
-                        "running",
-                        self.restarts,
-                        self.clock.now_ms(),
-                    )
-                )
-            except Exception:  # a busy journal must never kill the heartbeat thread
-                log.warning("could not journal heartbeat", exc_info=True)
+
+    def _journal_write_failed(self, exc: BaseException) -> None:
+        """A journal write of this process failed: tell the supervisor (at most once a
+        second), which keeps the last failure per service in run/status.json for the
+        self-healing ``journal`` incident and doctor. Never raises, never blocks long."""
+        now = time.monotonic()
+        if now - self._journal_error_sent < JOURNAL_ERROR_REPORT_S:
+            return
+        self._journal_error_sent = now
+        detail = f"{type(exc).__name__}: {exc}"[:300]
+        self.send(("journal_error", {"at_ms": self.clock.now_ms(), "error": detail}))
 
     def start_threads(self) -> None:
+        on_write_failure(self._journal_write_failed)
         threading.Thread(target=self._reader, name="pipe-reader", daemon=True).start()
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         self.listen_fifo()

@@ -102,6 +102,7 @@ class Slot:
     last_heartbeat: float = 0.0
     last_heartbeat_ms: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    journal_error: dict[str, Any] | None = None  # the last failed journal write it reported
 
 
 class Supervisor:
@@ -232,6 +233,11 @@ class Supervisor:
         elif kind == "poke":
             targets = msg[1] if len(msg) > 1 else SERVICE_NAMES
             self._poke(targets, exclude=slot.name)
+        elif kind == "journal_error" and len(msg) > 1 and isinstance(msg[1], dict):
+            at, error = msg[1].get("at_ms"), msg[1].get("error")
+            if isinstance(at, int) and isinstance(error, str):
+                slot.journal_error = {"at_ms": at, "error": error[:300]}
+                self._status_dirty = True
 
     def _poke(self, targets: Any, exclude: str | None = None) -> None:
         for name in targets:
@@ -377,6 +383,7 @@ class Supervisor:
                     restarts=s.restarts,
                     last_heartbeat_ms=s.last_heartbeat_ms,
                     info=s.info,
+                    journal_error=s.journal_error,
                 )
                 for s in self.slots.values()
             ),

@@ -1,8 +1,14 @@
-"""The self-healing service. At this stage: the run-heartbeat sweep.
+"""The self-healing service: heartbeats and conditions → incidents → safe remediations.
 
-A run whose executor stopped heartbeating for ``stale_run_ms`` is failed as
-``heartbeat_lost`` and its process group killed — within ``stale_run_ms`` plus one sweep,
-never the half hour the system we learned from left crashed runs "running".
+Every sweep (about once a second) runs ``IncidentEngine.sweep`` over the detectors of
+``registry`` (stuck runs, silent or fatal services, refused definitions, low disk, failed
+journal writes): incidents open and resolve with their conditions, and in ``auto`` mode the
+safe fixes run (fail a stuck run and kill its process group; SIGKILL a silent service so the
+supervisor restarts it). A stuck run is failed within ``stale_run_ms`` plus one sweep, never
+the half hour the system we learned from left crashed runs "running".
+
+It also checkpoints the WAL (off the scheduler's and executor's hot paths) and prunes run
+history and old resolved incidents.
 """
 
 from __future__ import annotations
@@ -11,22 +17,11 @@ import contextlib
 import logging
 import os
 
-from palyrad.ops.stuck_runs import release_runs, stuck_runs
 from palyrad.services.context import ServiceContext
+from palyrad.services.self_healing.engine import IncidentEngine
+from palyrad.services.self_healing.registry import detectors, remediations
 
 log = logging.getLogger("palyrad.self_healing")
-
-
-def sweep_stale_runs(ctx: ServiceContext, now: int) -> int:
-    """Fail and kill runs with a stale heartbeat; returns how many were remediated."""
-    stale = stuck_runs(ctx.journal, now, ctx.config.stale_run_ms)
-    for released in release_runs(ctx.journal, stale, now, ctx.config.stale_run_ms):
-        log.warning(
-            "stuck run failed", extra={"run_id": released.run_id, "killed": released.killed}
-        )
-    if stale:
-        ctx.poke("executor", "scheduler")
-    return len(stale)
 
 
 PRUNE_INTERVAL_MS = 10 * 60_000
@@ -43,26 +38,44 @@ def prune_history(ctx: ServiceContext, now: int) -> int:
         with contextlib.suppress(OSError):
             os.unlink(path)
     ctx.journal.events.prune(now - DAY_MS)
+    ctx.journal.incidents.prune(now - cfg.max_age_days * DAY_MS)
     if logs:
         log.info("pruned run history", extra={"runs": len(logs)})
     return len(logs)
 
 
+def build_engine(ctx: ServiceContext) -> IncidentEngine:
+    return IncidentEngine(
+        ctx.journal,
+        detectors(ctx),
+        remediations(ctx),
+        mode=lambda: ctx.config.self_healing_mode,
+        on_event=lambda: ctx.poke("scheduler"),  # incident.* events for system_event routines
+    )
+
+
 def run_self_healing(ctx: ServiceContext) -> None:
-    """The self-healing loop: checkpoint, sweep stale runs, prune; "now" from ``ctx.clock``."""
+    """The self-healing loop: checkpoint, sweep, prune; "now" from ``ctx.clock``."""
     interval_s = min(CHECKPOINT_INTERVAL_MS / 1000, ctx.config.stale_run_ms / 4000)
+    engine = build_engine(ctx)
     ctx.ready()
     next_prune = ctx.clock.now_ms() + 30_000  # not at start-up: let the daemon settle first
     next_checkpoint = 0
     while not ctx.stopping:
         now = ctx.clock.now_ms()
-        if now >= next_checkpoint:
-            # Checkpoints (the only fsyncs in WAL + synchronous=NORMAL) happen here, so the
-            # scheduler and executor never wait on the disk in their loops.
-            ctx.journal.checkpoint()
-            next_checkpoint = now + CHECKPOINT_INTERVAL_MS
-        sweep_stale_runs(ctx, now)
-        if now >= next_prune:
-            prune_history(ctx, now)
-            next_prune = now + PRUNE_INTERVAL_MS
+        try:
+            if now >= next_checkpoint:
+                # Checkpoints (the only fsyncs in WAL + synchronous=NORMAL) happen here, so
+                # the scheduler and executor never wait on the disk in their loops.
+                ctx.journal.checkpoint()
+                next_checkpoint = now + CHECKPOINT_INTERVAL_MS
+            engine.sweep(now)
+            if now >= next_prune:
+                prune_history(ctx, now)
+                next_prune = now + PRUNE_INTERVAL_MS
+        except Exception:
+            # A journal that cannot be written (disk full, I/O error) must not kill the one
+            # process that reports it: the failure reached the supervisor through the write
+            # hook, and the next sweep that can write opens the ``journal`` incident.
+            log.exception("self-healing sweep failed; trying again")
         ctx.wait(interval_s)

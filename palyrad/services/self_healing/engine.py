@@ -1,0 +1,204 @@
+"""Findings → incidents → remediations: the self-healing process's one decision loop.
+
+Each sweep asks every detector for the failing conditions of its domain *now*. A finding
+opens the incident of its (domain, subject), or keeps it open (the journal allows one open
+incident per pair); an open incident whose subject is no longer found has cleared and is
+resolved. Opening and resolving emit ``incident.opened`` / ``incident.resolved`` in the same
+transaction, so a ``system_event`` routine can notify the operator and a crash between the
+two writes cannot lose the event.
+
+In ``auto`` mode a remediable finding gets its domain's remediation, recorded as an attempt
+(succeeded / failed with the detail). Remediations are rate-limited per incident: never two
+within ``ATTEMPT_SPACING_MS`` (the fix may still be taking effect: a killed service is being
+restarted), and at most ``MAX_ATTEMPTS`` in ``ATTEMPT_WINDOW_MS``; past that the incident is
+raised to ``critical`` with one ``skipped`` attempt saying so, and nothing more is tried
+until it resolves — a fix that does not work never loops. ``observe_only`` records incidents
+and acts on nothing.
+
+A detector that raises loses its sweep only: its domain's open incidents are neither
+refreshed nor resolved, and the other domains go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from palyrad.domain.runs import new_ulid
+from palyrad.journal import Journal, incident_to_json
+from palyrad.journal.records import Incident
+from palyrad.seams import Detector, Finding, Remediation, RemediationFailed
+
+log = logging.getLogger("palyrad.self_healing")
+
+ATTEMPT_SPACING_MS = 5_000
+ATTEMPT_WINDOW_MS = 10 * 60_000
+MAX_ATTEMPTS = 3
+INCIDENT_OPENED = "incident.opened"
+INCIDENT_RESOLVED = "incident.resolved"
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did (for logs and tests)."""
+
+    opened: list[Incident] = field(default_factory=list)
+    resolved: list[Incident] = field(default_factory=list)
+    attempts: list[tuple[str, str, str]] = field(default_factory=list)  # (subject, outcome, detail)
+    failed_domains: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.opened or self.resolved or self.attempts)
+
+
+class IncidentEngine:
+    """Reconciles detectors' findings with the journal's incidents and remediates."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        detectors: Iterable[Detector],
+        remediations: Mapping[str, Remediation],
+        *,
+        mode: Callable[[], str],
+        on_event: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.journal = journal
+        self.detectors = list(detectors)
+        self.remediations = dict(remediations)
+        self.mode = mode  # read each sweep: SIGHUP may switch auto <-> observe_only
+        self.on_event = on_event  # an incident event was emitted: wake the scheduler
+
+    def sweep(self, now_ms: int) -> SweepReport:
+        report = SweepReport()
+        open_by_domain: dict[str, dict[str, Incident]] = {}
+        for incident in self.journal.incidents.open_incidents():
+            open_by_domain.setdefault(incident.domain, {})[incident.subject] = incident
+        for detector in self.detectors:
+            current = open_by_domain.get(detector.domain, {})
+            try:
+                findings = detector.detect(now_ms, frozenset(current))
+            except Exception:
+                log.exception("self-healing detector failed", extra={"domain": detector.domain})
+                report.failed_domains.append(detector.domain)
+                continue
+            seen: set[str] = set()
+            for finding in findings:
+                if finding.domain != detector.domain or finding.subject in seen:
+                    continue  # one finding per subject; a detector reports its own domain
+                seen.add(finding.subject)
+                incident = self._open(finding, now_ms, report)
+                if finding.remediable and self.mode() == "auto":
+                    self._remediate(incident, finding, now_ms, report)
+            for subject in current.keys() - seen:
+                self._resolve(detector.domain, subject, now_ms, report)
+        if report.opened or report.resolved:
+            self.on_event()
+        return report
+
+    # --- incidents ---------------------------------------------------------------------------
+
+    def _open(self, finding: Finding, now_ms: int, report: SweepReport) -> Incident:
+        with self.journal.transaction():
+            incident, opened = self.journal.incidents.open(
+                new_ulid(now_ms),
+                finding.domain,
+                finding.subject,
+                finding.severity,
+                finding.summary,
+                now_ms,
+            )
+            if opened:
+                self._emit(INCIDENT_OPENED, incident, now_ms)
+        if opened:
+            report.opened.append(incident)
+            log.warning(
+                "incident opened",
+                extra={
+                    "incident_id": incident.incident_id,
+                    "domain": incident.domain,
+                    "subject": incident.subject,
+                    "summary": incident.summary,
+                },
+            )
+        return incident
+
+    def _resolve(self, domain: str, subject: str, now_ms: int, report: SweepReport) -> None:
+        with self.journal.transaction():
+            incident = self.journal.incidents.resolve(domain, subject, now_ms)
+            if incident is not None:
+                self._emit(INCIDENT_RESOLVED, incident, now_ms)
+        if incident is not None:
+            report.resolved.append(incident)
+            log.info(
+                "incident resolved",
+                extra={"incident_id": incident.incident_id, "domain": domain, "subject": subject},
+            )
+
+    def _emit(self, name: str, incident: Incident, now_ms: int) -> None:
+        payload = orjson.dumps(incident_to_json(incident)).decode()
+        self.journal.events.emit(name, payload, now_ms)
+
+    # --- remediation -------------------------------------------------------------------------
+
+    def _remediate(
+        self, incident: Incident, finding: Finding, now_ms: int, report: SweepReport
+    ) -> None:
+        remediation = self.remediations.get(finding.domain)
+        if remediation is None:
+            return
+        last = incident.remediations[-1] if incident.remediations else None
+        if last is not None and last.outcome == "skipped":
+            return  # escalated already: an operator's turn
+        if last is not None and now_ms - last.at_ms < ATTEMPT_SPACING_MS:
+            return  # the last fix may still be taking effect
+        recent = sum(1 for a in incident.remediations if a.at_ms >= now_ms - ATTEMPT_WINDOW_MS)
+        if recent >= MAX_ATTEMPTS:
+            detail = (
+                f"{recent} attempts in {ATTEMPT_WINDOW_MS // 60_000} min did not clear it;"
+                " escalated to critical, no further automatic attempts"
+            )
+            with self.journal.transaction():
+                self.journal.incidents.open(
+                    incident.incident_id,
+                    finding.domain,
+                    finding.subject,
+                    "critical",
+                    finding.summary + " (automatic remediation gave up)",
+                    now_ms,
+                )
+                self.journal.incidents.record_attempt(
+                    incident.incident_id, remediation.action, "skipped", detail, now_ms
+                )
+            report.attempts.append((finding.subject, "skipped", detail))
+            log.error(
+                "remediation gave up",
+                extra={"domain": finding.domain, "subject": finding.subject},
+            )
+            return
+        try:
+            detail = remediation.apply(finding, now_ms)
+            outcome = "succeeded"
+        except RemediationFailed as exc:
+            detail, outcome = str(exc), "failed"
+        except Exception as exc:  # a broken remediation is a failed attempt, not a crash
+            log.exception("remediation crashed", extra={"domain": finding.domain})
+            detail, outcome = f"remediation crashed: {type(exc).__name__}: {exc}", "failed"
+        self.journal.incidents.record_attempt(
+            incident.incident_id, remediation.action, outcome, detail[:500], now_ms
+        )
+        report.attempts.append((finding.subject, outcome, detail))
+        log.warning(
+            "remediation attempted",
+            extra={
+                "domain": finding.domain,
+                "subject": finding.subject,
+                "action": remediation.action,
+                "outcome": outcome,
+                "detail": detail,
+            },
+        )
