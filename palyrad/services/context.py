@@ -46,6 +46,7 @@ HEARTBEAT_INTERVAL_S = 1.0
 # (loading 100 000 routines) takes seconds; a SIGSTOPped or dead process is caught sooner,
 # by its heartbeat going silent.
 STALL_FLOOR_S = 60.0
+STALL_SILENCES = 3  # ... or this many silence windows, when that is longer
 JOURNAL_ERROR_REPORT_S = 1.0  # at most one journal-failure report per second to the supervisor
 
 
@@ -242,7 +243,7 @@ class ServiceContext:
         """``running``, or ``stalled`` when the main loop has been busy (out of ``wait``)
         longer than ``STALL_FLOOR_S`` or three silence windows, whichever is longer."""
         since = self._busy_since
-        limit = max(STALL_FLOOR_S, 3 * self.config.process_silence_ms / 1000)
+        limit = max(STALL_FLOOR_S, STALL_SILENCES * self.config.process_silence_ms / 1000)
         if since is not None and time.monotonic() - since > limit:
             return "stalled"
         return "running"
