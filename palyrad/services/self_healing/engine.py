@@ -55,6 +55,14 @@ class SweepReport:
         return bool(self.opened or self.resolved or self.attempts)
 
 
+def _unchanged(incident: Incident, finding: Finding) -> bool:
+    """Whether reporting ``finding`` again would change nothing (same summary, and no
+    escalation: severity never goes down while open)."""
+    return incident.summary == finding.summary and (
+        finding.severity != "critical" or incident.severity == "critical"
+    )
+
+
 class IncidentEngine:
     """Reconciles detectors' findings with the journal's incidents and remediates."""
 
@@ -91,7 +99,11 @@ class IncidentEngine:
                 if finding.domain != detector.domain or finding.subject in seen:
                     continue  # one finding per subject; a detector reports its own domain
                 seen.add(finding.subject)
-                incident = self._open(finding, now_ms, report)
+                known = current.get(finding.subject)
+                if known is not None and _unchanged(known, finding):
+                    incident = known  # nothing to write: a long incident costs no writes
+                else:
+                    incident = self._open(finding, now_ms, report)
                 if finding.remediable and self.mode() == "auto":
                     self._remediate(incident, finding, now_ms, report)
             for subject in current.keys() - seen:
@@ -168,7 +180,7 @@ class IncidentEngine:
                     finding.domain,
                     finding.subject,
                     "critical",
-                    finding.summary + " (automatic remediation gave up)",
+                    finding.summary,  # the skipped attempt below says why it is critical
                     now_ms,
                 )
                 self.journal.incidents.record_attempt(
