@@ -150,8 +150,10 @@ def load_config(path: Path) -> DaemonConfig:
     ):
         if getattr(cfg, key) < floor:
             raise ConfigError(f"{path}: [self_healing] {key} must be at least {floor}")
-    if cfg.stream_heartbeat_ms < 1_000:
-        raise ConfigError(f"{path}: [rpc] stream_heartbeat_ms must be at least 1000")
+    if not 1_000 <= cfg.stream_heartbeat_ms <= 30_000:
+        # palyra-node takes 60 s without any message for a dead link: at most 30 s keeps
+        # two heartbeats inside that.
+        raise ConfigError(f"{path}: [rpc] stream_heartbeat_ms must be 1000-30000")
     if cfg.delivery_retention_days < 1:
         raise ConfigError(f"{path}: [delivery] retention_days must be at least 1")
     for host in (*cfg.rpc_listen, *((cfg.rpc_advertise_host,) if cfg.rpc_advertise_host else ())):

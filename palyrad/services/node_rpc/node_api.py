@@ -88,22 +88,26 @@ class StreamProgress:
     domain: its last progress (``heartbeat_ms``) and its ack lag (``unacked_since_ms``).
 
     ``beat`` is called after every message the stream got out and on every pass of its loop;
-    it writes at most once per ``every_ms`` (a third of ``[rpc] stream_heartbeat_ms``: 48
-    streams cost ~10 small writes per second at the default), on the stream's own journal
-    connection. A stream blocked in a send or wedged in its loop stops calling it, so its
-    heartbeat ages.
+    it writes at most once per a third of ``[rpc] stream_heartbeat_ms`` (48 streams cost
+    ~10 small writes per second at the default), on the stream's own journal connection.
+    The key is read at every beat: after a SIGHUP that shortens it, open streams beat at the
+    new pace at once, as self-healing's bound (3 × the key) shrinks. A stream blocked in a
+    send or wedged in its loop stops calling it, so its heartbeat ages.
 
-    That does not catch a node that keeps its connection but stopped reading (SIGSTOPped,
-    suspended, its output pipe full): the kernel and HTTP/2 flow-control windows buffer
-    what we send, the sends succeed and the stream keeps beating — for hours, at a
-    heartbeat message a minute. What such a node never does is acknowledge. So the stream
-    remembers what it sent and when (ids in sending order, which is outbox order), and
-    each write also records when it sent the oldest delivery the device still owes an
-    ack for. Recording it here is cheap (no extra write, one indexed lookup of at most
-    ``ACK_CHECK_BATCH`` ids per beat while something is owed, nothing when idle) and
-    exact: it is the time this stream sent the entry, which the journal alone cannot tell
-    (an entry created long before the stream opened was sent when it opened, and deriving
-    that for every stream on every sweep would walk each device's acknowledged history).
+    That does not catch a node that keeps its connection but does not take what it is sent.
+    SIGSTOPped or suspended, its kernel and the HTTP/2 windows buffer our small messages, so
+    the sends succeed and the stream keeps beating (gRPC's keepalive ends the connection
+    after ~50 s, silently, and only because nobody answers its pings). A node whose main
+    loop is stuck — its stdout pipe full, say — is worse: its gRPC threads answer pings and
+    keep reading into its queue, so nothing below the application ever notices. What
+    neither does is acknowledge. So the stream remembers what it sent and when (ids in
+    sending order, which is outbox order), and each write also records when it sent the
+    oldest delivery the device still owes an ack for. Recording it here is cheap (no extra
+    write, one indexed lookup of at most ``ACK_CHECK_BATCH`` ids per beat while something is
+    owed, nothing when idle) and exact: it is the time this stream sent the entry, which the
+    journal alone cannot tell (an entry created long before the stream opened was sent when
+    it opened, and deriving that for every stream on every sweep would walk each device's
+    acknowledged history).
     """
 
     def __init__(
@@ -112,14 +116,14 @@ class StreamProgress:
         clock: Clock,
         stream_id: str,
         device_id: str,
-        every_ms: int,
+        heartbeat_ms: Callable[[], int],
         opened_ms: int,
     ) -> None:
         self._journal = journal
         self._clock = clock
         self._stream_id = stream_id
         self._device_id = device_id
-        self._every_ms = every_ms
+        self._heartbeat_ms = heartbeat_ms
         self._written_ms = opened_ms  # open_watch journaled the first heartbeat
         self._sent: deque[tuple[int, int]] = deque()  # (outbox id, sent at), oldest first
         self.tracked = True  # False once the stream's row is gone: the stream should end
@@ -130,9 +134,9 @@ class StreamProgress:
         self.beat()
 
     def beat(self) -> None:
-        """Journal the stream's progress if the last write is ``every_ms`` old."""
+        """Journal the stream's progress if the last write is a third of the heartbeat old."""
         now = self._clock.now_ms()
-        if now - self._written_ms < self._every_ms:
+        if now - self._written_ms < self._heartbeat_ms() // 3:
             return
         self._written_ms = now
         self.tracked = self._journal.devices.watch_heartbeat(
@@ -165,7 +169,7 @@ class NodeService(pb_grpc.NodeServicer):
         hub: DeliveryHub,
         device_ttl_s: int,
         stopping: Callable[[], bool],
-        stream_heartbeat_ms: int = 15_000,
+        stream_heartbeat_ms: Callable[[], int] = lambda: 15_000,
     ) -> None:
         self._home = home
         self._journal = journal
@@ -428,7 +432,7 @@ class NodeService(pb_grpc.NodeServicer):
                 self._clock,
                 stream_id,
                 ident.device_id,
-                max(1, self._heartbeat_ms // 3),
+                self._heartbeat_ms,
                 opened,
             )
             yield from self._stream(
@@ -528,7 +532,7 @@ class NodeService(pb_grpc.NodeServicer):
             if sent:
                 last_sent = now
                 continue
-            if now - last_sent >= self._heartbeat_ms:
+            if now - last_sent >= self._heartbeat_ms():
                 last_sent = now
                 yield pb.WatchMessage(heartbeat=pb.Heartbeat(at_unix_ms=now))
             seq = self._hub.wait(seq, STREAM_CHECK_S)

@@ -142,7 +142,7 @@ def run_node_rpc(ctx: ServiceContext) -> None:
     )
     node = NodeService(
         ctx.home, journals, ctx.clock, tls, registry, hub, cfg.device_cert_ttl_s,
-        lambda: ctx.stopping, cfg.stream_heartbeat_ms,
+        lambda: ctx.stopping, lambda: ctx.config.stream_heartbeat_ms,
     )  # fmt: skip
 
     pairing_server = grpc.server(
