@@ -442,3 +442,30 @@ def test_a_thread_blocked_in_a_send_stops_beating_and_the_close_frees_it(
     # nothing was acknowledged: the next stream of the device gets all of it again
     assert d.journal.outbox.unacknowledged(device_id, ids) == set(ids)
     d.journal.outbox.ack(device_id, ids, now())  # leave nothing owed for other tests
+
+
+def test_a_node_stuck_on_a_full_stdout_pipe_is_found_by_its_ack_lag(
+    paired: tuple[Daemon, Path, str],
+) -> None:
+    d, home, device_id = paired
+    op = Operator(d)
+    wait_until(lambda: _stream_of(op, device_id) is None)  # another test's node has gone
+    # Nobody reads the node's stdout: once the pipe is full its main loop blocks in a print
+    # and stops acknowledging, while its gRPC threads still read and answer keepalive pings.
+    watch = node_bg(home, "watch", "--channel", "pipe", "--json")
+    try:
+        stream = wait_until(lambda: _stream_of(op, device_id), timeout=20)
+        ids = [_deliver(d, "pipe", f"pipe-{i}", "y" * 40_000) for i in range(4)]  # > 64 KiB
+        with self_healing_context(d) as ctx:
+            (finding,) = wait_until(
+                lambda: NodeStreamDetector(ctx).detect(now(), frozenset()), timeout=15
+            )
+            assert finding.subject == stream.stream_id
+            assert "unacknowledged" in finding.summary  # the stream itself kept beating
+            CloseStreamRemediation(ctx).apply(finding, now())
+            wait_until(lambda: d.journal.devices.watch(stream.stream_id) is None, timeout=5)
+        assert d.journal.outbox.unacknowledged(device_id, ids)  # still owed: sent again later
+    finally:
+        watch.kill()
+        watch.communicate(timeout=20)
+    d.journal.outbox.ack(device_id, ids, now())  # leave nothing owed for other tests

@@ -95,19 +95,18 @@ class StreamProgress:
     send or wedged in its loop stops calling it, so its heartbeat ages.
 
     That does not catch a node that keeps its connection but does not take what it is sent.
-    SIGSTOPped or suspended, its kernel and the HTTP/2 windows buffer our small messages, so
-    the sends succeed and the stream keeps beating (gRPC's keepalive ends the connection
-    after ~50 s, silently, and only because nobody answers its pings). A node whose main
-    loop is stuck — its stdout pipe full, say — is worse: its gRPC threads answer pings and
-    keep reading into its queue, so nothing below the application ever notices. What
-    neither does is acknowledge. So the stream remembers what it sent and when (ids in
-    sending order, which is outbox order), and each write also records when it sent the
-    oldest delivery the device still owes an ack for. Recording it here is cheap (no extra
-    write, one indexed lookup of at most ``ACK_CHECK_BATCH`` ids per beat while something is
-    owed, nothing when idle) and exact: it is the time this stream sent the entry, which the
-    journal alone cannot tell (an entry created long before the stream opened was sent when
-    it opened, and deriving that for every stream on every sweep would walk each device's
-    acknowledged history).
+    SIGSTOPped or suspended, its kernel and the HTTP/2 windows buffer our small messages, so the
+    sends succeed and the stream keeps beating (gRPC's keepalive ends the connection eventually
+    — after 90 s in a measurement — silently, because nobody answers its pings). A node whose
+    main loop is stuck — its stdout pipe full, say — is worse: its gRPC threads answer pings and
+    keep reading into its queue, so nothing below the application ever notices. What neither
+    does is acknowledge. So the stream remembers what it sent and when (ids in sending order,
+    which is outbox order), and each write also records when it sent the oldest delivery the
+    device still owes an ack for. Recording it here is cheap (no extra write, one indexed lookup
+    of at most ``ACK_CHECK_BATCH`` ids per beat while something is owed, nothing when idle) and
+    exact: it is the time this stream sent the entry, which the journal alone cannot tell (an
+    entry created long before the stream opened was sent when it opened, and deriving that for
+    every stream on every sweep would walk each device's acknowledged history).
     """
 
     def __init__(
