@@ -90,6 +90,14 @@ def test_nothing_is_lost_while_away_or_when_killed_mid_stream(
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     later = _run(daemon, "ok")
+    # the run's end and its delivery are two writes (finalize, then deliver): wait for the
+    # entry itself, or a loaded machine reads the outbox in between
+    wait_until(
+        lambda: any(
+            o.run_id == later
+            for o in daemon.journal.outbox.for_device(device_id, ["ops"], 0, 0, 100)
+        )
+    )
     owed = daemon.journal.outbox.for_device(device_id, ["ops"], 0, 0, 100)
     owed_runs = [orjson.loads(o.payload)["run_id"] for o in owed]
     assert owed_runs in ([*away, later], [*away[1:], later])  # away[0] acked or not

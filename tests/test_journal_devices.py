@@ -271,8 +271,8 @@ def test_watches(journal: Journal) -> None:
     journal.devices.open_watch("s2", "dev1", ["*"], 20)
     journal.devices.open_watch("s1", "dev1", ["a", "b"], 10)
     assert journal.devices.watches() == [
-        DeviceWatch("s1", "dev1", ("a", "b"), 10),
-        DeviceWatch("s2", "dev1", ("*",), 20),
+        DeviceWatch("s1", "dev1", ("a", "b"), 10, 10),
+        DeviceWatch("s2", "dev1", ("*",), 20, 20),
     ]
     journal.devices.close_watch("s1")
     journal.devices.close_watch("unknown")
@@ -646,7 +646,7 @@ def test_outbox_prune_drops_old_entries_and_their_acks(journal: Journal) -> None
     [
         Delivery(1, "c", "r", "run", "{}", 1),
         Device("d", "n", "active", "pk", "c", 1, 1, 0),
-        DeviceWatch("s", "d", ("*",), 1),
+        DeviceWatch("s", "d", ("*",), 1, 1),
         PairingWindow("w", "pin", None, False, None, 1, 2),
         PairingRequest("q", "w", "d", "n", "pin", "p", "pk", b"", "s", 1, 2),
     ],

@@ -221,17 +221,38 @@ class Devices(Domain):
             return True
 
     # --- open watch streams ----------------------------------------------------------------
+    #
+    # node_rpc writes a row per open ``Watch`` stream and removes it when the stream ends
+    # (and every row when it starts). While the stream runs it journals its progress
+    # (``watch_heartbeat``, a few times per stale bound, on the stream's own connection);
+    # self-healing reads ``stale_watches`` and asks for a close (``request_close``), which
+    # node_rpc's main loop carries out (``close_requested``).
 
     def open_watch(
         self, stream_id: str, device_id: str, channels: Sequence[str], now_ms: int
     ) -> None:
         """Record an open ``watch`` stream (``["*"]`` for every channel), replacing a row of
-        the same stream id."""
+        the same stream id; its opening is its first heartbeat."""
         with self._write() as db:
             db.execute(
-                "INSERT OR REPLACE INTO device_watches VALUES (?, ?, ?, ?)",
-                (stream_id, device_id, json.dumps(list(channels)), now_ms),
+                "INSERT OR REPLACE INTO device_watches"
+                " (stream_id, device_id, channels, opened_ms, heartbeat_ms)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (stream_id, device_id, json.dumps(list(channels)), now_ms, now_ms),
             )
+
+    def watch_heartbeat(
+        self, stream_id: str, now_ms: int, unacked_since_ms: int | None = None
+    ) -> bool:
+        """Record the stream's progress at ``now_ms`` and when it sent the oldest delivery
+        still unacknowledged (None: none). False when the stream has no row (closed)."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE device_watches SET heartbeat_ms = ?, unacked_since_ms = ?"
+                " WHERE stream_id = ?",
+                (now_ms, unacked_since_ms, stream_id),
+            )
+            return bool(cur.rowcount)
 
     def close_watch(self, stream_id: str) -> None:
         """Forget a stream that ended."""
@@ -245,8 +266,49 @@ class Devices(Domain):
 
     def watches(self) -> list[DeviceWatch]:
         """Every open stream, oldest first."""
-        rows = self._db.execute(
-            "SELECT stream_id, device_id, channels, opened_ms FROM device_watches"
-            " ORDER BY opened_ms, stream_id"
+        return self._watches("", ())
+
+    def watch(self, stream_id: str) -> DeviceWatch | None:
+        """One open stream, or None when it is closed (or never was)."""
+        found = self._watches(" WHERE stream_id = ?", (stream_id,))
+        return found[0] if found else None
+
+    def stale_watches(self, older_than_ms: int) -> list[DeviceWatch]:
+        """The open streams that stopped making progress, oldest first: no heartbeat since
+        before ``older_than_ms`` (the serving thread is blocked in a send or its loop is
+        wedged), or a delivery sent on the stream before ``older_than_ms`` that the device
+        has still not acknowledged (the node keeps its connection but does not read or
+        ack: its kernel buffers what is sent, so the stream itself stays busy)."""
+        return self._watches(
+            " WHERE heartbeat_ms < ? OR unacked_since_ms < ?", (older_than_ms, older_than_ms)
         )
-        return [DeviceWatch(r[0], r[1], tuple(json.loads(r[2])), r[3]) for r in rows]
+
+    def request_close(self, stream_id: str, now_ms: int) -> bool:
+        """Ask node_rpc to close the stream (it cancels the call; the stream's end removes
+        the row). A repeated request keeps the first one's time. False when there is no
+        such open stream."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE device_watches SET close_requested_ms = COALESCE(close_requested_ms, ?)"
+                " WHERE stream_id = ?",
+                (now_ms, stream_id),
+            )
+            return bool(cur.rowcount)
+
+    def close_requested(self) -> list[str]:
+        """The stream ids whose close was requested and that are still open."""
+        rows = self._db.execute(
+            "SELECT stream_id FROM device_watches WHERE close_requested_ms IS NOT NULL"
+            " ORDER BY close_requested_ms, stream_id"
+        )
+        return [r[0] for r in rows]
+
+    def _watches(self, where: str, args: tuple[object, ...]) -> list[DeviceWatch]:
+        rows = self._db.execute(
+            "SELECT stream_id, device_id, channels, opened_ms, heartbeat_ms, unacked_since_ms,"
+            f" close_requested_ms FROM device_watches{where} ORDER BY opened_ms, stream_id",
+            args,
+        )
+        return [
+            DeviceWatch(r[0], r[1], tuple(json.loads(r[2])), r[3], r[4], r[5], r[6]) for r in rows
+        ]

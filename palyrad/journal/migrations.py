@@ -258,4 +258,20 @@ MIGRATIONS += (
     """,
 )
 
+MIGRATIONS += (
+    # 6: node-stream health (SPEC §6 "Self-healing", domain node_stream). Each open watch
+    # stream journals its progress (heartbeat_ms, a few times per stale bound) and, in the
+    # same write, when it sent the oldest delivery the device has not acknowledged yet
+    # (unacked_since_ms, NULL when it owes nothing): a node that keeps its TCP connection
+    # but stopped reading (SIGSTOP) lets sends succeed into kernel buffers, so ack lag is
+    # the only sign of it. close_requested_ms: self-healing asked node_rpc to close the
+    # stream. Rows written before this migration take their opening time as a heartbeat.
+    """
+    ALTER TABLE device_watches ADD COLUMN heartbeat_ms INTEGER;
+    ALTER TABLE device_watches ADD COLUMN close_requested_ms INTEGER;
+    ALTER TABLE device_watches ADD COLUMN unacked_since_ms INTEGER;
+    UPDATE device_watches SET heartbeat_ms = opened_ms WHERE heartbeat_ms IS NULL
+    """,
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -138,6 +138,19 @@ class Outbox(Domain):
                     )
             return new
 
+    def unacknowledged(self, device_id: str, outbox_ids: Sequence[int]) -> set[int]:
+        """Which of ``outbox_ids`` the device still owes an acknowledgement for: entries
+        still in the outbox (a pruned one is owed nothing) that it has not acknowledged.
+        A watch stream asks this about what it sent, to journal its ack lag."""
+        if not outbox_ids:
+            return set()
+        marks = ", ".join("?" * len(outbox_ids))
+        rows = self._db.execute(
+            f"SELECT o.outbox_id FROM outbox AS o WHERE o.outbox_id IN ({marks}) AND {_NOT_ACKED}",
+            [*outbox_ids, device_id],
+        )
+        return {int(r[0]) for r in rows}
+
     def prune(self, older_than_ms: int) -> int:
         """Delete the entries created before ``older_than_ms`` and their acknowledgements;
         returns how many entries went."""

@@ -135,12 +135,20 @@ class Device:
 
 @dataclass(frozen=True, slots=True)
 class DeviceWatch:
-    """An open ``watch`` stream of a device; ``channels`` is ``("*",)`` for every channel."""
+    """An open ``watch`` stream of a device; ``channels`` is ``("*",)`` for every channel.
+
+    ``heartbeat_ms``: the stream's last journaled progress (its opening, at first).
+    ``unacked_since_ms``: when the stream sent the oldest delivery the device had not
+    acknowledged at that heartbeat (None: it owed nothing). ``close_requested_ms``:
+    self-healing asked node_rpc to close the stream (None: nobody did)."""
 
     stream_id: str
     device_id: str
     channels: tuple[str, ...]
     opened_ms: int
+    heartbeat_ms: int
+    unacked_since_ms: int | None = None
+    close_requested_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,10 @@ class DaemonConfig:
     node_port: int = 7142
     device_cert_ttl_s: int = 30 * 24 * 3600
     delivery_retention_days: int = 7
+    # A watch stream sends the node a heartbeat message after this long without any other
+    # message, and journals its own progress every third of it; self-healing calls a stream
+    # stale after 3 x this (docs/pairing.md "Stream health", an addition to SPEC §7).
+    stream_heartbeat_ms: int = 15_000
     # [self_healing] (SPEC §6, §7)
     self_healing_mode: str = "auto"  # or "observe_only"
     stale_task_ms: int = 120_000
@@ -69,6 +73,7 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("rpc", "advertise_host"): ("rpc_advertise_host", str),
     ("rpc", "pairing_port"): ("pairing_port", int),
     ("rpc", "node_port"): ("node_port", int),
+    ("rpc", "stream_heartbeat_ms"): ("stream_heartbeat_ms", int),
     ("pki", "device_cert_ttl_s"): ("device_cert_ttl_s", int),
     ("delivery", "retention_days"): ("delivery_retention_days", int),
     ("daemon", "stop_timeout_ms"): ("stop_timeout_ms", int),
@@ -145,6 +150,10 @@ def load_config(path: Path) -> DaemonConfig:
     ):
         if getattr(cfg, key) < floor:
             raise ConfigError(f"{path}: [self_healing] {key} must be at least {floor}")
+    if not 1_000 <= cfg.stream_heartbeat_ms <= 30_000:
+        # palyra-node takes 60 s without any message for a dead link: at most 30 s keeps
+        # two heartbeats inside that.
+        raise ConfigError(f"{path}: [rpc] stream_heartbeat_ms must be 1000-30000")
     if cfg.delivery_retention_days < 1:
         raise ConfigError(f"{path}: [delivery] retention_days must be at least 1")
     for host in (*cfg.rpc_listen, *((cfg.rpc_advertise_host,) if cfg.rpc_advertise_host else ())):

@@ -8,14 +8,20 @@ is the same call ``palyra`` makes, with the same checks, JSON and errors.
 ``Watch`` streams a device's channel deliveries, oldest unacknowledged first, then new ones
 as the executor queues them (it pokes us; the hub wakes the streams). Each stream re-checks
 its device at least every 250 ms, so a revocation ends it within a second.
+
+Stream health (SPEC §6, domain ``node_stream``): each stream journals its progress
+(``StreamProgress``) and node_rpc's main loop closes the streams self-healing found stale
+(``close_requested``): it cancels their calls, which also frees a thread blocked in a send.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, NoReturn
@@ -48,7 +54,7 @@ MAX_ACK_IDS = 1000
 MAX_PING_BYTES = 1024
 BATCH = 100  # deliveries read per query
 STREAM_CHECK_S = 0.25  # a stream re-checks its device (and the outbox) at least this often
-HEARTBEAT_MS = 15_000
+ACK_CHECK_BATCH = 100  # sent ids looked up per query when a stream journals its ack lag
 TOUCH_EVERY_MS = 10_000  # last_seen is written at most this often per device
 _CHANNEL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
@@ -77,6 +83,78 @@ class DeliveryHub:
             return self._seq
 
 
+class StreamProgress:
+    """What one watch stream journals about itself, for self-healing's ``node_stream``
+    domain: its last progress (``heartbeat_ms``) and its ack lag (``unacked_since_ms``).
+
+    ``beat`` is called after every message the stream got out and on every pass of its loop;
+    it writes at most once per a third of ``[rpc] stream_heartbeat_ms`` (48 streams cost
+    ~10 small writes per second at the default), on the stream's own journal connection.
+    The key is read at every beat: after a SIGHUP that shortens it, open streams beat at the
+    new pace at once, as self-healing's bound (3 × the key) shrinks. A stream blocked in a
+    send or wedged in its loop stops calling it, so its heartbeat ages.
+
+    That does not catch a node that keeps its connection but does not take what it is sent.
+    SIGSTOPped or suspended, its kernel and the HTTP/2 windows buffer our small messages, so the
+    sends succeed and the stream keeps beating (gRPC's keepalive ends the connection eventually
+    — after 90 s in a measurement — silently, because nobody answers its pings). A node whose
+    main loop is stuck — its stdout pipe full, say — is worse: its gRPC threads answer pings and
+    keep reading into its queue, so nothing below the application ever notices. What neither
+    does is acknowledge. So the stream remembers what it sent and when (ids in sending order,
+    which is outbox order), and each write also records when it sent the oldest delivery the
+    device still owes an ack for. Recording it here is cheap (no extra write, one indexed lookup
+    of at most ``ACK_CHECK_BATCH`` ids per beat while something is owed, nothing when idle) and
+    exact: it is the time this stream sent the entry, which the journal alone cannot tell (an
+    entry created long before the stream opened was sent when it opened, and deriving that for
+    every stream on every sweep would walk each device's acknowledged history).
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        clock: Clock,
+        stream_id: str,
+        device_id: str,
+        heartbeat_ms: Callable[[], int],
+        opened_ms: int,
+    ) -> None:
+        self._journal = journal
+        self._clock = clock
+        self._stream_id = stream_id
+        self._device_id = device_id
+        self._heartbeat_ms = heartbeat_ms
+        self._written_ms = opened_ms  # open_watch journaled the first heartbeat
+        self._sent: deque[tuple[int, int]] = deque()  # (outbox id, sent at), oldest first
+        self.tracked = True  # False once the stream's row is gone: the stream should end
+
+    def sent(self, outbox_id: int) -> None:
+        """A delivery left on this stream (the send completed)."""
+        self._sent.append((outbox_id, self._clock.now_ms()))
+        self.beat()
+
+    def beat(self) -> None:
+        """Journal the stream's progress if the last write is a third of the heartbeat old."""
+        now = self._clock.now_ms()
+        if now - self._written_ms < self._heartbeat_ms() // 3:
+            return
+        self._written_ms = now
+        self.tracked = self._journal.devices.watch_heartbeat(
+            self._stream_id, now, self._oldest_unacked()
+        )
+
+    def _oldest_unacked(self) -> int | None:
+        """When the oldest delivery the device still owes an ack for was sent; forgets the
+        acknowledged (or pruned) ones in front of it."""
+        while self._sent:
+            ids = [i for i, _ in itertools.islice(self._sent, ACK_CHECK_BATCH)]
+            owed = self._journal.outbox.unacknowledged(self._device_id, ids)
+            for _ in ids:
+                if self._sent[0][0] in owed:
+                    return self._sent[0][1]
+                self._sent.popleft()
+        return None
+
+
 class NodeService(pb_grpc.NodeServicer):
     """The ``Node`` gRPC service."""
 
@@ -90,6 +168,7 @@ class NodeService(pb_grpc.NodeServicer):
         hub: DeliveryHub,
         device_ttl_s: int,
         stopping: Callable[[], bool],
+        stream_heartbeat_ms: Callable[[], int] = lambda: 15_000,
     ) -> None:
         self._home = home
         self._journal = journal
@@ -99,7 +178,11 @@ class NodeService(pb_grpc.NodeServicer):
         self._hub = hub
         self._ttl_s = device_ttl_s
         self._stopping = stopping
+        self._heartbeat_ms = stream_heartbeat_ms
         self._streams: dict[str, int] = {}
+        # The calls of this process's open streams, for close requests (``close_requested``).
+        self._calls: dict[str, grpc.ServicerContext] = {}
+        self._cancelled: set[str] = set()
         self._lock = threading.Lock()
         self._touched: dict[str, int] = {}
         self._used: set[str] = set()  # current certificates known to have been used
@@ -324,6 +407,7 @@ class NodeService(pb_grpc.NodeServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"channels: at most {MAX_CHANNELS} names of letters, digits and _.:-",
             )
+        journal = self._journal()
         with self._lock:
             if sum(self._streams.values()) >= MAX_STREAMS:
                 context.abort(
@@ -336,20 +420,55 @@ class NodeService(pb_grpc.NodeServicer):
                     f"at most {MAX_STREAMS_PER_DEVICE} open watch streams per device",
                 )
             self._streams[ident.device_id] = self._streams.get(ident.device_id, 0) + 1
-        stream_id = new_ulid(self._clock.now_ms())
-        journal = self._journal()
+            stream_id = new_ulid(self._clock.now_ms())
+            # Known before its row exists: a close request always finds the call.
+            self._calls[stream_id] = context
         try:
-            journal.devices.open_watch(
-                stream_id, ident.device_id, channels or ["*"], self._clock.now_ms()
+            opened = self._clock.now_ms()
+            journal.devices.open_watch(stream_id, ident.device_id, channels or ["*"], opened)
+            progress = StreamProgress(
+                journal,
+                self._clock,
+                stream_id,
+                ident.device_id,
+                self._heartbeat_ms,
+                opened,
             )
-            yield from self._stream(journal, ident, channels or None, request.events, context)
+            yield from self._stream(
+                journal, ident, channels or None, request.events, context, progress
+            )
         finally:
             with self._lock:
                 self._streams[ident.device_id] -= 1
+                self._calls.pop(stream_id, None)
+                self._cancelled.discard(stream_id)
             try:
                 journal.devices.close_watch(stream_id)
             except Exception:  # the journal may be gone at shutdown; the next start clears
                 log.debug("closing a watch record failed", exc_info=True)
+
+    def close_requested(self, journal: Journal) -> int:
+        """Carry out self-healing's close requests (node_rpc's main loop, every pass):
+        cancel the call of each such stream this process serves — that also wakes a thread
+        blocked in a send, and the stream's ``finally`` removes its row, which clears the
+        condition — and delete the row of one it does not serve (a stream whose end could
+        not remove its row). Returns how many requests were pending."""
+        requested = journal.devices.close_requested()
+        for stream_id in requested:
+            with self._lock:
+                call = self._calls.get(stream_id)
+                first = stream_id not in self._cancelled
+                if call is not None:
+                    self._cancelled.add(stream_id)
+            if call is None:
+                journal.devices.close_watch(stream_id)
+                log.info("forgot a watch stream this process does not serve",
+                         extra={"stream_id": stream_id})  # fmt: skip
+                continue
+            if first:
+                log.warning("closing a stale watch stream", extra={"stream_id": stream_id})
+            call.cancel()  # idempotent; repeated while the stream has not ended
+        return len(requested)
 
     def _stream(
         self,
@@ -358,6 +477,7 @@ class NodeService(pb_grpc.NodeServicer):
         channels: list[str] | None,
         events: bool,
         context: grpc.ServicerContext,
+        progress: StreamProgress,
     ) -> Iterator[pb.WatchMessage]:
         device = journal.devices.get(ident.device_id)
         floor = device.delivery_floor if device is not None else 0
@@ -369,6 +489,9 @@ class NodeService(pb_grpc.NodeServicer):
         # first delivery, which may be hours away.
         yield pb.WatchMessage(heartbeat=pb.Heartbeat(at_unix_ms=last_sent))
         while context.is_active() and not self._stopping():
+            progress.beat()  # every pass: a wedged loop or a blocked send stops the beats
+            if not progress.tracked:
+                return  # the journal no longer knows this stream: the node reconnects
             now = self._clock.now_ms()
             if not self._registry.still_valid(ident, now):
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, REVOKED)
@@ -392,6 +515,7 @@ class NodeService(pb_grpc.NodeServicer):
                         run_json=item.payload,
                     )
                 )
+                progress.sent(item.outbox_id)
             if events:
                 for ev in journal.events.since(event_after, 100):
                     event_after = ev.event_id
@@ -403,10 +527,11 @@ class NodeService(pb_grpc.NodeServicer):
                             at=format_rfc3339(ev.created_ms, always_ms=True),
                         )
                     )
+                    progress.beat()
             if sent:
                 last_sent = now
                 continue
-            if now - last_sent >= HEARTBEAT_MS:
+            if now - last_sent >= self._heartbeat_ms():
                 last_sent = now
                 yield pb.WatchMessage(heartbeat=pb.Heartbeat(at_unix_ms=now))
             seq = self._hub.wait(seq, STREAM_CHECK_S)

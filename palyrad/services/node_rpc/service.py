@@ -3,8 +3,10 @@
 Threads: gRPC's worker pools serve the two listeners (each worker with its own journal
 connection, ``ThreadJournals``); the main thread owns the request socket for ``pair-code``,
 refreshes the device registry (every 200 ms and on every poke), fails silent pairing
-handshakes, wakes watch streams and pairing waits on pokes, renews the server certificate
-when it is due and prunes old deliveries.
+handshakes, wakes watch streams and pairing waits on pokes, closes the watch streams
+self-healing found stale (every pass: one read of a table of at most 48 rows; a poke from
+the remediation makes it immediate), renews the server certificate when it is due and prunes
+old deliveries.
 
 A listener that cannot bind (its port in use) is logged and reported as ``null`` in
 ``daemon status --json`` → ``endpoints``; the process stays up for the other one and the
@@ -140,7 +142,7 @@ def run_node_rpc(ctx: ServiceContext) -> None:
     )
     node = NodeService(
         ctx.home, journals, ctx.clock, tls, registry, hub, cfg.device_cert_ttl_s,
-        lambda: ctx.stopping,
+        lambda: ctx.stopping, lambda: ctx.config.stream_heartbeat_ms,
     )  # fmt: skip
 
     pairing_server = grpc.server(
@@ -216,6 +218,7 @@ def run_node_rpc(ctx: ServiceContext) -> None:
             if registry.refresh(journal):
                 hub.notify()  # a revocation: streams re-check now
             pairing.sweep(now)
+            _close_requested(node, journal)
             if now >= housekeeping_at:
                 housekeeping_at = now + HOUSEKEEPING_MS
                 _housekeeping(ctx, journal, tls, now)
@@ -232,6 +235,15 @@ def run_node_rpc(ctx: ServiceContext) -> None:
             control.close()
         health.shutdown()
         health.server_close()
+
+
+def _close_requested(node: NodeService, journal: Journal) -> None:
+    """Self-healing's close requests for stale streams; a failure is logged and retried on
+    the next pass (the request stays in the journal)."""
+    try:
+        node.close_requested(journal)
+    except Exception:
+        log.exception("closing requested watch streams failed")
 
 
 def _housekeeping(ctx: ServiceContext, journal: Journal, tls: ServerTLS, now: int) -> None:

@@ -14,6 +14,10 @@ from palyrad.services.self_healing.conditions import (
     DiskDetector,
     JournalDetector,
 )
+from palyrad.services.self_healing.node_streams import (
+    CloseStreamRemediation,
+    NodeStreamDetector,
+)
 from palyrad.services.self_healing.processes import ProcessDetector, RestartProcess
 from palyrad.services.self_healing.runs import FailStuckRun, StuckRunDetector
 
@@ -25,9 +29,14 @@ def detectors(ctx: ServiceContext) -> list[Detector]:
         DefinitionsDetector(ctx),
         DiskDetector(ctx),
         JournalDetector(ctx),
+        NodeStreamDetector(ctx),
     ]
 
 
 def remediations(ctx: ServiceContext) -> dict[str, Remediation]:
-    found: list[Remediation] = [FailStuckRun(ctx), RestartProcess(ctx)]
+    found: list[Remediation] = [
+        FailStuckRun(ctx),
+        RestartProcess(ctx),
+        CloseStreamRemediation(ctx),
+    ]
     return {r.domain: r for r in found}
