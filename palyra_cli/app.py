@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "events": "palyra_cli.trigger_cmds:events_group",
     "hooks": "palyra_cli.trigger_cmds:hooks_group",
     "node": "palyra_cli.node_cmds:node_group",
+    "doctor": "palyra_cli.doctor_cmds:doctor_cmd",
 }
 
 
