@@ -65,7 +65,7 @@ def judge_dir(path: Path, *, protected: bool, uid: int | None = None) -> DirFind
     uid = os.geteuid() if uid is None else uid
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     if not stat.S_ISDIR(st.st_mode):
         return DirFinding(path, "is not a directory", refused=protected, chmod_fixes=False)

@@ -21,7 +21,7 @@ def daemon_alive(home: Home) -> bool:
     """True while some process holds the pid-file lock (i.e. a supervisor is alive)."""
     try:
         fd = os.open(home.pid_file, os.O_RDONLY)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no pid file (or no run/ folder)
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -40,7 +40,7 @@ def remove_stale_pid_file(home: Home) -> bool:
     locked is removed, so a daemon starting meanwhile keeps its own."""
     try:
         fd = os.open(home.pid_file, os.O_RDONLY)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no pid file (or no run/ folder)
         return False
     try:
         try:

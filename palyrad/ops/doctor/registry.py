@@ -38,3 +38,8 @@ CHECKS: tuple[Check[DoctorContext], ...] = (
 )
 
 CHECK_IDS: tuple[str, ...] = tuple(c.check_id for c in CHECKS)
+
+# Repairs run in the registry's order except these, which run after every other repair: a
+# service restarted before the files it reads were fixed (certs/ modes, key files) would
+# only crash on them again.
+REPAIR_LAST: tuple[str, ...] = ("processes",)

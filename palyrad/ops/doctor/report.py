@@ -97,7 +97,8 @@ class DoctorReport:
             parts.append(f"{failures} failure{'s' if failures != 1 else ''}")
         repairable = sum(1 for c in self.checks if c.repairable and c.status is not CheckStatus.OK)
         tail = f" ({repairable} repairable: palyra doctor --repair)" if repairable else ""
-        return f"{len(self.checks)} checks: " + ", ".join(parts) + tail
+        n = len(self.checks)
+        return f"{n} check{'s' if n != 1 else ''}: " + ", ".join(parts) + tail
 
     def to_json(self) -> dict[str, Any]:
         """``{"ok", "checks": [{"id", "status", "message", "hint", ...}]}`` (SPEC §4.3)."""

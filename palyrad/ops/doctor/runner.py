@@ -1,9 +1,9 @@
-"""Running the checks: each in the registry's order, none able to take the others down,
-and — with ``repair`` — each one's safe fix applied right after it found something, then
-looked at again so the report shows the state after the repair.
+"""Running the checks: each in the registry's order, none able to take the others down.
 
-Order matters for repairs: ``home`` fixes the folders' modes before ``processes`` restarts
-a service that crashed on them.
+With ``repair``: every check looks first; then each one that found something repairable
+applies its safe fix (in the registry's order, service restarts last: ``REPAIR_LAST``);
+then, if anything was repaired, every check looks again, so the report shows the state
+after the repairs (a restarted node_rpc also makes ``rpc`` ok) with what each repair did.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from palyrad.ops.doctor.context import DoctorContext
-from palyrad.ops.doctor.registry import CHECK_IDS, CHECKS
+from palyrad.ops.doctor.registry import CHECK_IDS, CHECKS, REPAIR_LAST
 from palyrad.ops.doctor.report import CheckResult, CheckStatus, DoctorReport, fail
 from palyrad.runtime.clock import SYSTEM_CLOCK
 from palyrad.runtime.home import Home
@@ -41,24 +41,45 @@ def run_doctor(
     selected = [c for c in checks if not only or c.check_id in only]
     ctx = DoctorContext(home, clock=clock or SYSTEM_CLOCK, repair=repair, deep="journal" in only)
     try:
-        return DoctorReport(tuple(run_check(c, ctx) for c in selected))
+        found = [_look(c, ctx) for c in selected]
+        if not repair:
+            return DoctorReport(tuple(found))
+        repaired = _repair(selected, found, ctx)
+        if not repaired:
+            return DoctorReport(tuple(found))
+        ctx.forget_status()
+        return DoctorReport(
+            tuple(
+                replace(_look(c, ctx), repaired=tuple(repaired[c.check_id]))
+                if c.check_id in repaired
+                else _look(c, ctx)
+                for c in selected
+            )
+        )
     finally:
         ctx.close()
 
 
-def run_check(check: Check[DoctorContext], ctx: DoctorContext) -> CheckResult:
-    """One check, its repair when asked for and possible, and the look after it."""
-    found = _look(check, ctx)
-    if not (ctx.repair and found.repairable and found.status is not CheckStatus.OK):
-        return found
-    try:
-        done = check.repair(ctx)
-    except Exception as exc:  # a failed repair is reported, never fatal to the run
-        hint = f" ({exc.hint})" if isinstance(exc, PalyraError) and exc.hint else ""
-        return replace(found, repaired=(f"repair failed: {exc}{hint}",))
-    if not done:
-        return found
-    return replace(_look(check, ctx), repaired=tuple(done))
+def _repair(
+    checks: Sequence[Check[DoctorContext]], found: Sequence[CheckResult], ctx: DoctorContext
+) -> dict[str, list[str]]:
+    """Apply the repairs of what was found, services last; what each one did, by id."""
+    todo = [
+        c
+        for c, r in zip(checks, found, strict=True)
+        if r.repairable and r.status is not CheckStatus.OK
+    ]
+    todo.sort(key=lambda c: c.check_id in REPAIR_LAST)  # stable: otherwise registry order
+    done: dict[str, list[str]] = {}
+    for check in todo:
+        try:
+            said = check.repair(ctx)
+        except Exception as exc:  # a failed repair is reported, never fatal to the run
+            hint = f" ({exc.hint})" if isinstance(exc, PalyraError) and exc.hint else ""
+            said = [f"repair failed: {exc}{hint}"]
+        if said:
+            done[check.check_id] = said
+    return done
 
 
 def _look(check: Check[DoctorContext], ctx: DoctorContext) -> CheckResult:
@@ -73,4 +94,4 @@ def _look(check: Check[DoctorContext], ctx: DoctorContext) -> CheckResult:
         )
 
 
-__all__ = ["CHECK_IDS", "run_check", "run_doctor"]
+__all__ = ["CHECK_IDS", "run_doctor"]

@@ -127,8 +127,9 @@ class AgentRunnerCheck(DoctorCheck):
                 self.check_id,
                 f"{who} but no [agent] command in palyra.toml: their runs fail"
                 " agent_runner_not_configured",
-                f'add to {ctx.home.config}: [agent] then command = ["your-agent", "--arg"]'
-                " (the prompt arrives on its stdin), then: palyra daemon restart",
+                f"add an [agent] section to {ctx.home.config} with"
+                ' command = ["your-agent", "--arg"] (it gets the prompt on stdin), then:'
+                " palyra daemon restart",
             )
         program = command[0]
         found = shutil.which(os.path.expanduser(program))
