@@ -128,7 +128,6 @@ class DefinitionsCheck(DoctorCheck):
     def run(self, ctx: DoctorContext) -> CheckResult:
         defs = ctx.definitions
         path = str(defs.path)
-        validate_hint = f"fix it, then run: palyra routines validate --home {ctx.home.root}"
         if defs.missing:
             if ctx.home.last_good_definitions.exists():
                 return fail(
@@ -140,14 +139,15 @@ class DefinitionsCheck(DoctorCheck):
             return ok(self.check_id, f"no routines yet ({path} does not exist)")
         if defs.data is None:
             line = format_issue(path, defs.issue) if defs.issue else f"{path}: cannot read"
-            return fail(self.check_id, line, validate_hint)
+            return fail(self.check_id, line, "fix it, then run: palyra routines validate")
         refused = _state_json(ctx, STATE_DEFINITIONS_ERROR)
         if refused is not None and refused.get("file_hash") == defs.digest:
             errors = [str(e) for e in refused.get("errors") or []]
             first = errors[0] if errors else f"{path} is invalid"
+            runs = "it runs" if ctx.running else "at its next start it runs"
             return fail(
                 self.check_id,
-                f"palyrad refused to apply {path} ({plural(len(errors), 'error')}; it runs"
+                f"palyrad refused to apply {path} ({plural(len(errors), 'error')}; {runs}"
                 f" the last good definitions): {first}",
                 f"fix {_position(first, path)}, then run: palyra routines validate",
                 details=errors[:SHOWN_ERRORS],
