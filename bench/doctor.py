@@ -14,7 +14,9 @@ so the journal holds the applied definitions' hash and every routine's state; th
 many with it stopped (the applied-hash shortcut still answers: the journal keeps the state).
 A first, cold call (lazy imports: cryptography, the validator) is reported apart. Per-check
 times come from the same rounds. Also reported: ``palyra doctor --json`` end to end (a fresh
-process, Python start included), as the operator runs it.
+process, Python start included), as the operator runs it. Last, outside the budget: the
+same with an edit the daemon has not applied (one byte appended), where doctor validates
+the 10 000 routines itself.
 
     .venv/bin/python bench/doctor.py [--routines N] [--runs N] [--rounds N] [--out FILE]
 """
@@ -207,6 +209,10 @@ def main() -> None:
         stopped = timed_rounds(home, args.rounds)
         stopped_cli = cli_rounds(root, args.rounds)
         file_mb = home.definitions.stat().st_size / 2**20
+        # An edit the daemon has not applied: no shortcut, doctor validates every routine.
+        with open(home.definitions, "ab") as f:
+            f.write(b"\n")
+        edited = timed_rounds(home, args.rounds)
     figures = {
         "routines": args.routines,
         "runs": args.runs,
@@ -218,6 +224,7 @@ def main() -> None:
         "stopped": stopped,
         "cli_running": running_cli,
         "cli_stopped": stopped_cli,
+        "stopped_unapplied_edit": edited,
         "budget_s": BUDGET_S,
         "load_average_after": os.getloadavg()[0],
     }
@@ -238,6 +245,12 @@ def main() -> None:
         )
         if r["not_ok"]:
             print("  not ok: " + "; ".join(r["not_ok"]))
+    print(
+        f"daemon stopped, an edit it has not applied (validated in full; outside the budget,"
+        f" which is for a healthy home): median {edited['median_s'] * 1000:.0f} ms, worst"
+        f" {edited['worst_s'] * 1000:.0f} ms; definitions check median"
+        f" {edited['per_check_median_ms']['definitions']:.0f} ms"
+    )
     print(f"raw figures: {args.out}")
 
 
