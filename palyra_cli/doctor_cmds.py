@@ -27,7 +27,7 @@ MARKS = {"ok": "✓", "warn": "!", "fail": "✗"}
 )
 @home_option
 def doctor_cmd(as_json: bool, repair: bool, only: tuple[str, ...]) -> None:
-    """Check the home, daemon, journal, certificates and machine; exit 1 on a failure."""
+    """What is wrong with the home and daemon, and how to fix it; exit 1 if a check fails."""
     from palyrad.ops.doctor import run_doctor
 
     home = get_home(create=False)
