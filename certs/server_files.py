@@ -136,6 +136,22 @@ def _check_directory(directory: Path) -> None:
         )
 
 
+def lost_ca_key(directory: Path) -> CertError | None:
+    """The error for a CA certificate without its key (never papered over with a new CA:
+    every paired device trusts the old one), or None. Shared with ``palyra doctor``.
+
+    The certificate is looked at first: the key is always written before it, so a
+    certificate without a key is a lost key, not a race with a process creating both."""
+    key_path, cert_path = directory / CA_KEY, directory / CA_CERT
+    if os.path.lexists(cert_path) and not os.path.lexists(key_path):
+        return CertError(
+            f"CA key missing: {cert_path} exists but {key_path} does not",
+            f"restore {key_path} from a backup, or move {directory} aside to start a new CA; "
+            "paired devices must pair again",
+        )
+    return None
+
+
 def _load_or_create_key(path: Path) -> ec.EllipticCurvePrivateKey:
     if os.path.lexists(path):
         return load_private_key(path)
@@ -149,14 +165,9 @@ def _load_or_create_key(path: Path) -> ec.EllipticCurvePrivateKey:
 
 def _load_or_create_ca(directory: Path, now_ms: int) -> CertificateAuthority:
     key_path, cert_path = directory / CA_KEY, directory / CA_CERT
-    # The certificate is looked at first: the key is always written before it, so a
-    # certificate without a key is a lost key, not a race with a process creating both.
-    if os.path.lexists(cert_path) and not os.path.lexists(key_path):
-        raise CertError(
-            f"CA key missing: {cert_path} exists but {key_path} does not",
-            f"restore {key_path} from a backup, or move {directory} aside to start a new CA; "
-            "paired devices must pair again",
-        )
+    lost = lost_ca_key(directory)
+    if lost is not None:
+        raise lost
     key = _load_or_create_key(key_path)
     if os.path.lexists(cert_path):
         cert = load_certificate(cert_path)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from palyrad.domain.runs import Run
@@ -70,31 +70,45 @@ class TaskHandler(Protocol):
     def run(self, payload: Mapping[str, Any], clock: Clock) -> str | None: ...
 
 
-class Severity(StrEnum):
+class CheckStatus(StrEnum):
+    """A doctor finding's verdict: ``fail`` makes ``palyra doctor`` exit 1, ``warn`` does not."""
+
     OK = "ok"
-    WARNING = "warning"
-    ERROR = "error"
+    WARN = "warn"
+    FAIL = "fail"
 
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """One doctor finding: what is wrong and the concrete fix (a command or a file:line)."""
+    """One doctor finding: what was found and, unless it is ok, the concrete fix (a command
+    to run or a file:line:col to edit). ``repairable``: ``Check.repair`` can fix it safely;
+    ``repaired``: what a repair did (filled in by the runner); ``details``: more lines of
+    the same finding (the first validation errors), shown below the message."""
 
     check_id: str
-    severity: Severity
-    summary: str
+    status: CheckStatus
+    message: str
     hint: str | None = None
     repairable: bool = False
+    repaired: tuple[str, ...] = ()
+    details: tuple[str, ...] = ()
 
 
-class Check(Protocol):
-    """One ``palyra doctor`` check id: fast, read-only unless ``repair`` is called."""
+C_contra = TypeVar("C_contra", contravariant=True)
+
+
+class Check(Protocol[C_contra]):
+    """One ``palyra doctor`` check id. ``run`` only looks (it never changes anything, and
+    whatever it raises becomes a ``fail`` of its id); ``repair`` applies the safe, reversible
+    fix of what ``run`` found and says what it did (``[]``: nothing to do). The context
+    type is the doctor's (``palyrad.ops.doctor.context.DoctorContext``): computed once,
+    shared by every check."""
 
     check_id: str
 
-    def run(self, clock: Clock) -> CheckResult: ...
+    def run(self, ctx: C_contra) -> CheckResult: ...
 
-    def repair(self) -> str | None: ...
+    def repair(self, ctx: C_contra) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)

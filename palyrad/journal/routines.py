@@ -85,6 +85,16 @@ class Routines(Domain):
         )
         return [_state_row(r) for r in rows]
 
+    def count_due(self, now_ms: int) -> int:
+        """How many enabled routines have their next fire at or before ``now_ms`` (doctor's
+        overdue count: ``due`` with a cutoff in the past, counted on the same index)."""
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM routine_state WHERE enabled = 1 AND next_fire_ms IS NOT NULL"
+            " AND next_fire_ms <= ?",
+            (now_ms,),
+        ).fetchone()
+        return int(row[0])
+
     def earliest_fire_ms(self, after: int | None = None) -> int | None:
         """The earliest next fire of an enabled routine (later than ``after``, if given)."""
         row = self._db.execute(

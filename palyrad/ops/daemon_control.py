@@ -29,12 +29,16 @@ class DaemonControlError(PalyraError, RuntimeError):
 
 
 def preflight(home: Home) -> DaemonConfig:
-    """Check what a start needs before anything changes: palyra.toml parses and the journal
-    opens (and migrates). ``daemon restart`` runs it before stopping a healthy daemon, and
-    palyrad itself before it takes the lock and spawns services that could only crash-loop.
-    Raises ``ConfigError`` (exit 2) or ``JournalError`` naming the file and the fix."""
+    """Check what a start needs before anything changes: no other user can write to the home
+    (or its certs/, skills/, routines/: SPEC §1), palyra.toml parses and the journal opens
+    (and migrates). ``daemon restart`` runs it before stopping a healthy daemon, and palyrad
+    itself before it takes the lock and spawns services that could only crash-loop.
+    Raises ``UnsafeHome``, ``ConfigError`` (exit 2) or ``JournalError`` naming the file and
+    the fix."""
     from palyrad.journal import Journal
+    from palyrad.runtime.home_safety import refuse_unsafe_home
 
+    refuse_unsafe_home(home)  # the same judgement palyra doctor's ``home`` check reports
     config = load_config(home.config)
     Journal(home.journal).close()  # JournalError: names the file and the fix
     return config

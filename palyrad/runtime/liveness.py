@@ -21,7 +21,7 @@ def daemon_alive(home: Home) -> bool:
     """True while some process holds the pid-file lock (i.e. a supervisor is alive)."""
     try:
         fd = os.open(home.pid_file, os.O_RDONLY)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no pid file (or no run/ folder)
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -32,3 +32,27 @@ def daemon_alive(home: Home) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def remove_stale_pid_file(home: Home) -> bool:
+    """Delete ``run/palyrad.pid`` when no daemon holds its lock (a crash left it); True when
+    it was removed. The lock is held while the file is unlinked, and only the file that was
+    locked is removed, so a daemon starting meanwhile keeps its own."""
+    try:
+        fd = os.open(home.pid_file, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):  # no pid file (or no run/ folder)
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a daemon holds it: not stale
+        try:
+            same = os.stat(home.pid_file).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+        if same:
+            os.unlink(home.pid_file)
+        return same
+    finally:
+        os.close(fd)  # closing releases the lock

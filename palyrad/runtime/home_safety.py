@@ -1,0 +1,120 @@
+"""Who may write to the home: one judgement for the daemon's start and for ``palyra doctor``.
+
+SPEC §1: the daemon refuses to start on a home (or its ``certs/``, ``skills/``,
+``routines/``) that another user can write to — whoever can write there can swap the
+definitions it runs, the skills it executes or the CA it trusts. ``preflight`` raises the
+first such finding (``refuse_unsafe_home``); doctor reports every finding, including the
+ones that are only advice (the other folders, other users reading the home), and
+``palyra doctor --repair`` fixes the modes with ``chmod 700``. An owner that is not the
+current user is refused too but never "repaired": a chown is not ours to decide.
+
+Apart from ``runtime.home`` because ``palyra routines run-now`` imports that module on its
+100 ms budget and never needs this one.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from palyrad.runtime.home import Home
+from routines.errors import PalyraError
+
+# Relative to the home ("" is the home itself). Others writing to these: the daemon refuses.
+PROTECTED_DIRS = ("", "certs", "skills", "routines")
+# Created 0700 by the daemon too; others writing here is fixed by doctor --repair, not refused.
+PRIVATE_DIRS = ("run", "logs", "runs")
+# Every folder the daemon creates at start (``Home.ensure``), in the order doctor lists them.
+HOME_DIRS = ("routines", "skills", "certs", "runs", "run", "logs")
+
+
+class UnsafeHome(PalyraError, RuntimeError):
+    """The home (or a protected folder in it) can be changed by another user (exit 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DirFinding:
+    """What is wrong with one folder of the home.
+
+    ``refused``: the daemon will not start because of it; ``chmod_fixes``: ``chmod 700``
+    is the (safe, reversible) fix — false for a wrong owner or a file where a folder belongs.
+    """
+
+    path: Path
+    problem: str
+    refused: bool
+    chmod_fixes: bool
+
+    @property
+    def fix(self) -> str:
+        """The command (or action) that fixes it."""
+        if self.chmod_fixes:
+            return f"chmod 700 {self.path}"
+        if "owned by" in self.problem:
+            return f"sudo chown {_user_name()} {self.path}, or use a home of your own"
+        return f"move {self.path} aside (the daemon creates the folder)"
+
+
+def judge_dir(path: Path, *, protected: bool, uid: int | None = None) -> DirFinding | None:
+    """The problem with the existing folder ``path`` (None when it is fine or missing).
+
+    Others writing to it is refused for a protected folder; others reading it is advice
+    (the journal, logs and run output live in the home)."""
+    uid = os.geteuid() if uid is None else uid
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return DirFinding(path, "is not a directory", refused=protected, chmod_fixes=False)
+    if st.st_uid != uid:
+        return DirFinding(
+            path, f"is owned by uid {st.st_uid}, not by you (uid {uid})", protected, False
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        who = "group and other users" if mode & 0o022 == 0o022 else _who(mode, 0o020)
+        return DirFinding(path, f"can be written by {who} (mode {mode:04o})", protected, True)
+    if mode & 0o004:
+        return DirFinding(path, f"can be read by other users (mode {mode:04o})", False, True)
+    return None
+
+
+def _user_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def _who(mode: int, group_bit: int) -> str:
+    return "its group" if mode & group_bit else "other users"
+
+
+def home_findings(home: Home) -> list[DirFinding]:
+    """Every folder problem of ``home`` (the home first, then its folders in ``HOME_DIRS``
+    order); folders that do not exist are not findings here."""
+    uid = os.geteuid()
+    found = []
+    for rel in ("", *HOME_DIRS):
+        path = home.root / rel if rel else home.root
+        finding = judge_dir(path, protected=rel in PROTECTED_DIRS, uid=uid)
+        if finding is not None:
+            found.append(finding)
+    return found
+
+
+def refuse_unsafe_home(home: Home) -> None:
+    """Raise ``UnsafeHome`` for the first folder the daemon must not start on (SPEC §1)."""
+    for finding in home_findings(home):
+        if finding.refused:
+            raise UnsafeHome(
+                f"{finding.path} {finding.problem}: another user could change what palyrad runs",
+                f"{finding.fix}, or run: palyra doctor --repair"
+                if finding.chmod_fixes
+                else finding.fix,
+            )
