@@ -15,6 +15,7 @@ from palyrad.ops.doctor.check import DoctorCheck, listed, plural
 from palyrad.ops.doctor.context import DoctorContext
 from palyrad.ops.doctor.definitions_facts import WatchedPath
 from palyrad.ops.doctor.report import CheckResult, CheckStatus, fail, ok, warn
+from palyrad.runtime.disk import DiskSpace
 
 MIN_WATCHES = 8192
 MIN_INSTANCES = 16  # the usual default is 128; the daemon itself needs one or two
@@ -143,17 +144,16 @@ class AgentRunnerCheck(DoctorCheck):
         return ok(self.check_id, f"{who} run by {found}")
 
 
-FAIL_FRACTION, FAIL_BYTES = 0.05, 500 * 1000**2
 WARN_FRACTION, WARN_BYTES = 0.10, 1000**3
 
 
 def disk_status(free: int, total: int) -> CheckStatus:
-    """SPEC §6's disk incident threshold (under 5 % or 500 MB free) fails; under 10 % or
-    1 GB warns."""
-    fraction = free / total if total else 1.0
-    if fraction < FAIL_FRACTION or free < FAIL_BYTES:
+    """SPEC §6's disk incident threshold (``palyrad.runtime.disk``: under 5 % or 500 MB
+    free, the one rule self-healing uses too) fails; under 10 % or 1 GB warns."""
+    space = DiskSpace(free, total)
+    if space.low():
         return CheckStatus.FAIL
-    if fraction < WARN_FRACTION or free < WARN_BYTES:
+    if space.low(WARN_FRACTION, WARN_BYTES):
         return CheckStatus.WARN
     return CheckStatus.OK
 
