@@ -288,8 +288,17 @@ def write_processes(home: Home, *procs: ProcessStatus) -> None:
     write_status(home, DaemonStatus(True, os.getpid(), "instance-1", T0 - MIN, tuple(procs)))
 
 
-def beat(ctx: ServiceContext, name: str, pid: int, at_ms: int, state: str = "running") -> None:
-    ctx.journal.heartbeats.beat(ProcessHeartbeat(name, pid, "instance-1", state, 0, at_ms))
+def beat(
+    ctx: ServiceContext,
+    name: str,
+    pid: int,
+    at_ms: int,
+    state: str = "running",
+    *,
+    instance: str = "instance-1",
+    restarts: int = 0,
+) -> None:
+    ctx.journal.heartbeats.beat(ProcessHeartbeat(name, pid, instance, state, restarts, at_ms))
 
 
 @pytest.mark.usefixtures("supervisor_lock")
@@ -346,8 +355,22 @@ def test_process_detector_never_condemns_a_successor_by_its_predecessor(
     assert not f.remediable and "restarting" in f.summary
     # Once it beats under its own pid, a fresh beat clears it.
     write_processes(ctx.home, proc_status("scheduler", 201, restarts=1))
-    beat(ctx, "scheduler", 201, T0 - 100)
+    beat(ctx, "scheduler", 201, T0 - 100, restarts=1)
     assert ProcessDetector(ctx).detect(T0, frozenset({"scheduler"})) == []
+
+
+@pytest.mark.usefixtures("supervisor_lock")
+def test_process_detector_a_recycled_pid_is_not_the_same_process(ctx: ServiceContext) -> None:
+    """A beat names its process by (pid, daemon instance, restart count): a successor that
+    got its predecessor's pid back — from an earlier daemon, or an earlier restart — and has
+    not beaten yet is not judged by the old row (SIGKILLing a service that just started)."""
+    write_processes(ctx.home, proc_status("scheduler", 101, restarts=2))
+    beat(ctx, "scheduler", 101, T0 - 30_000, instance="earlier-daemon", restarts=2)
+    assert ProcessDetector(ctx).detect(T0, frozenset()) == []
+    beat(ctx, "scheduler", 101, T0 - 30_000, restarts=1)
+    assert ProcessDetector(ctx).detect(T0, frozenset()) == []
+    beat(ctx, "scheduler", 101, T0 - 30_000, restarts=2)  # this very process: silent
+    assert [f.subject for f in ProcessDetector(ctx).detect(T0, frozenset())] == ["scheduler"]
 
 
 def test_process_detector_sees_nothing_when_no_supervisor_lives(ctx: ServiceContext) -> None:
