@@ -501,10 +501,11 @@ class TestObserveOnly:
 
             def later_sweep() -> Incident | None:
                 cur = observer.journal.incidents.get(inc.incident_id)
-                ok = cur is not None and silence_s(cur.summary, age) >= first + 3
+                ok = cur is not None and silence_s(cur.summary, age) >= first + 2
                 return cur if ok else None
 
-            still = wait_until(later_sweep, 20)  # a few sweeps saw it and did nothing
+            # Sweeps go every 0.5 s (stale_run_ms / 4): a few more saw it and did nothing.
+            still = wait_until(later_sweep, 20)
             assert still.state == "open" and still.remediations == ()
             assert proc_state(before["pid"]) == "T"  # still stopped, not killed
             now = service(observer, "scheduler")
