@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 
@@ -39,6 +39,7 @@ ATTEMPT_WINDOW_MS = 10 * 60_000
 MAX_ATTEMPTS = 3
 INCIDENT_OPENED = "incident.opened"
 INCIDENT_RESOLVED = "incident.resolved"
+GAVE_UP = " (automatic remediation gave up)"
 
 
 @dataclass
@@ -99,9 +100,12 @@ class IncidentEngine:
                 if finding.domain != detector.domain or finding.subject in seen:
                     continue  # one finding per subject; a detector reports its own domain
                 seen.add(finding.subject)
-                known = current.get(finding.subject)
-                if known is not None and _unchanged(known, finding):
-                    incident = known  # nothing to write: a long incident costs no writes
+                prior = current.get(finding.subject)
+                if prior is not None and _escalated(prior):
+                    # A refreshed summary keeps saying that the fixes gave up.
+                    finding = replace(finding, summary=finding.summary + GAVE_UP)
+                if prior is not None and _unchanged(prior, finding):
+                    incident = prior  # nothing to write: a long incident costs no writes
                 else:
                     incident = self._open(finding, now_ms, report)
                 if finding.remediable and self.mode() == "auto":
@@ -163,9 +167,9 @@ class IncidentEngine:
         remediation = self.remediations.get(finding.domain)
         if remediation is None:
             return
-        last = incident.remediations[-1] if incident.remediations else None
-        if last is not None and last.outcome == "skipped":
+        if _escalated(incident):
             return  # escalated already: an operator's turn
+        last = incident.remediations[-1] if incident.remediations else None
         if last is not None and now_ms - last.at_ms < ATTEMPT_SPACING_MS:
             return  # the last fix may still be taking effect
         recent = sum(1 for a in incident.remediations if a.at_ms >= now_ms - ATTEMPT_WINDOW_MS)
@@ -180,7 +184,7 @@ class IncidentEngine:
                     finding.domain,
                     finding.subject,
                     "critical",
-                    finding.summary,  # the skipped attempt below says why it is critical
+                    finding.summary + GAVE_UP,
                     now_ms,
                 )
                 self.journal.incidents.record_attempt(
@@ -214,3 +218,8 @@ class IncidentEngine:
                 "detail": detail,
             },
         )
+
+
+def _escalated(incident: Incident) -> bool:
+    """The automatic fixes gave up on ``incident`` (its last attempt is the ``skipped`` one)."""
+    return bool(incident.remediations) and incident.remediations[-1].outcome == "skipped"

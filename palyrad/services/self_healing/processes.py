@@ -66,7 +66,14 @@ class ProcessDetector:
                 )
                 continue
             beat = beats.get(name)
-            current = beat is not None and proc.pid is not None and beat.pid == proc.pid
+            # (pid, daemon instance, restart count) name this very process: a pid recycled
+            # from an earlier daemon or an earlier restart is not it.
+            current = (
+                beat is not None
+                and proc.pid is not None
+                and (beat.pid, beat.instance, beat.restarts)
+                == (proc.pid, status.instance, proc.restarts)
+            )
             if proc.state != "running" or not current:
                 if name in open_subjects:  # being restarted, or not beating yet
                     findings.append(
