@@ -146,5 +146,8 @@ class Remediation(Protocol):
 
     domain: str
     action: str  # the attempt's ``action`` (e.g. "fail_run", "restart_process")
+    # Needs no journal write to act (a service restart): it may run while the journal is
+    # locked, e.g. by the frozen service it restarts; its attempt is recorded afterwards.
+    journal_free: bool
 
     def apply(self, finding: Finding, now_ms: int) -> str: ...

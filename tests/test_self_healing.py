@@ -74,9 +74,17 @@ class FakeFix:
     """A remediation that fails (``RemediationFailed``) unless told otherwise; remembers
     when it was applied."""
 
-    def __init__(self, domain: str, action: str = "fix", *, error: Exception | None = None):
+    def __init__(
+        self,
+        domain: str,
+        action: str = "fix",
+        *,
+        error: Exception | None = None,
+        journal_free: bool = False,
+    ):
         self.domain = domain
         self.action = action
+        self.journal_free = journal_free
         self.error: Exception | None = error or RemediationFailed("still broken")
         self.calls: list[int] = []
 
@@ -102,6 +110,69 @@ def finding(domain: str = "process", subject: str = "scheduler", **kw: Any) -> F
 
 def events(journal: Journal) -> list[tuple[str, dict[str, Any]]]:
     return [(e.name, orjson.loads(e.payload or "null")) for e in journal.events.since(0, 1000)]
+
+
+# --- the engine: resolution in the fixing sweep, and fixes while the journal is locked ---------
+
+
+def test_a_fix_that_clears_its_condition_resolves_in_the_same_sweep(journal: Journal) -> None:
+    det = FakeDetector("run")
+    det.findings = [finding("run", "r1")]
+    fix = FakeFix("run", "fail_run")
+    fix.error = None  # it works
+    original = fix.apply
+
+    def apply_and_clear(f: Finding, now_ms: int) -> str:
+        det.findings = []  # e.g. the stuck run is failed: no longer found
+        return original(f, now_ms)
+
+    fix.apply = apply_and_clear  # type: ignore[method-assign]
+    engine = IncidentEngine(journal, [det], {"run": fix}, mode=lambda: "auto")
+    report = engine.sweep(T0)
+    assert [i.subject for i in report.opened] == ["r1"]
+    assert [i.subject for i in report.resolved] == ["r1"]
+    (incident,) = journal.incidents.all()
+    assert incident.state == "resolved" and incident.resolved_ms == T0
+    assert [(a.action, a.outcome) for a in incident.remediations] == [("fail_run", "succeeded")]
+    assert [name for name, _ in events(journal)] == ["incident.opened", "incident.resolved"]
+
+
+def test_a_journal_free_fix_runs_while_the_journal_is_locked_and_is_recorded_after(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.sqlite3"
+    journal = Journal(path, busy_timeout_ms=50)
+    det = FakeDetector("process")
+    det.findings = [finding("process", "scheduler")]
+    restart = FakeFix("process", "restart_process", journal_free=True)
+    stale = FakeFix("run", "fail_run")  # needs the journal: never run blind
+    restart.error = stale.error = None
+    run_det = FakeDetector("run")
+    run_det.findings = [finding("run", "r1")]
+    engine = IncidentEngine(
+        journal, [det, run_det], {"process": restart, "run": stale}, mode=lambda: "auto"
+    )
+    frozen = sqlite3.connect(str(path), isolation_level=None)  # a service frozen mid-write
+    try:
+        frozen.execute("BEGIN IMMEDIATE")
+        report = engine.sweep(T0)
+        assert restart.calls == [T0] and stale.calls == []
+        assert sorted(report.failed_domains) == ["process", "run"]
+        engine.sweep(T0 + 1_000)  # still locked: spaced like journaled attempts
+        assert restart.calls == [T0]
+        assert journal.incidents.all() == []
+    finally:
+        frozen.execute("ROLLBACK")
+        frozen.close()
+    det.findings = []  # the restart worked: the service beats again
+    report = engine.sweep(T0 + 6_000)
+    process = next(i for i in journal.incidents.all() if i.domain == "process")
+    assert process.opened_ms == T0 and process.state == "resolved"
+    (attempt,) = process.remediations
+    assert (attempt.action, attempt.outcome, attempt.at_ms) == ("restart_process", "succeeded", T0)
+    assert "journal could not be written" in attempt.detail
+    assert stale.calls == [T0 + 6_000]  # the run's fix waited for a writable journal
+    journal.close()
 
 
 # --- the engine: rate limit and escalation -----------------------------------------------------

@@ -137,12 +137,14 @@ class Journal(JournalConnection):
         synchronous: str = "NORMAL",
         autocheckpoint_pages: int | None = None,
         readonly: bool = False,
+        busy_timeout_ms: int | None = None,
     ) -> None:
         super().__init__(
             path,
             synchronous=synchronous,
             autocheckpoint_pages=autocheckpoint_pages,
             readonly=readonly,
+            busy_timeout_ms=busy_timeout_ms,
         )
         self.state = DaemonState(self)
         self.routines = Routines(self)

@@ -55,9 +55,14 @@ class JournalConnection:
         synchronous: str = "NORMAL",
         autocheckpoint_pages: int | None = None,
         readonly: bool = False,
+        busy_timeout_ms: int | None = None,
     ) -> None:
         self.path = path
         self.readonly = readonly
+        # How long a write waits for another writer's lock before it fails (the default
+        # for everyone but the self-healing process, which must not wait behind the very
+        # service it is about to kill).
+        self.busy_timeout_ms = BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
         try:
             if readonly:
                 # ``palyra doctor`` without --repair changes nothing: no journal is created,
@@ -70,14 +75,14 @@ class JournalConnection:
                 )
                 self.db.row_factory = sqlite3.Row
                 self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                self.write = Write(self.db)
+                self.write = Write(self.db, self.busy_timeout_ms)
                 return
             self.db = sqlite3.connect(
                 str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
             )
             self._configure(synchronous, autocheckpoint_pages)
             # ``with journal.write() as db:``, re-entrant (see Write); the domains share it.
-            self.write = Write(self.db)
+            self.write = Write(self.db, self.busy_timeout_ms)
             self.migrate()
         except JournalError:
             raise
@@ -177,11 +182,12 @@ class Write:
     holds the sqlite3 connection but not the journal: no reference cycle, so a journal
     dropped without ``close()`` still closes its connection at once."""
 
-    __slots__ = ("_db", "_depth")
+    __slots__ = ("_db", "_depth", "_timeout_ms")
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self._db = db
         self._depth = 0  # open blocks
+        self._timeout_ms = timeout_ms
 
     def __call__(self) -> Self:
         return self
@@ -189,7 +195,7 @@ class Write:
     def __enter__(self) -> sqlite3.Connection:
         if not self._depth:
             try:
-                _begin_immediate(self._db)
+                _begin_immediate(self._db, self._timeout_ms)
             except sqlite3.Error as exc:
                 _report_write_failure(exc)
                 raise
@@ -246,7 +252,7 @@ class Transaction(Generic[J]):
         self._write.__exit__(exc_type, exc, tb)
 
 
-def _begin_immediate(db: sqlite3.Connection) -> None:
+def _begin_immediate(db: sqlite3.Connection, timeout_ms: int) -> None:
     """Take the write lock, waiting for another writer in steps of 0.1-2 ms.
 
     SQLite's own busy handler sleeps 1, 2, 5, 10, 15 ms ... between attempts, so meeting
@@ -257,7 +263,7 @@ def _begin_immediate(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA busy_timeout = 0")
     try:
         delay = 0.0001
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        deadline = time.monotonic() + timeout_ms / 1000
         while True:
             try:
                 db.execute("BEGIN IMMEDIATE")

@@ -59,6 +59,7 @@ def journal_heartbeat_every(process_silence_ms: int) -> int:
 # The scheduler and executor checkpoint the WAL only past ~40 MB (a safety net); normally
 # the self-healing process checkpoints every second, off the hot path.
 HOT_LOOP_AUTOCHECKPOINT_PAGES = 10_000
+SELF_HEALING_BUSY_TIMEOUT_MS = 2_000
 
 
 class ServiceContext:
@@ -114,6 +115,11 @@ class ServiceContext:
                 synchronous=self.config.journal_synchronous,
                 autocheckpoint_pages=HOT_LOOP_AUTOCHECKPOINT_PAGES
                 if self.name in ("scheduler", "executor")
+                else None,
+                # Self-healing must not wait 10 s behind a service frozen inside a write:
+                # that service is what it is about to kill (see self_healing/engine.py).
+                busy_timeout_ms=SELF_HEALING_BUSY_TIMEOUT_MS
+                if self.name == "self_healing"
                 else None,
             )
         return self._journal

@@ -22,6 +22,7 @@ refreshed nor resolved, and the other domains go on.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -81,40 +82,79 @@ class IncidentEngine:
         self.remediations = dict(remediations)
         self.mode = mode  # read each sweep: SIGHUP may switch auto <-> observe_only
         self.on_event = on_event  # an incident event was emitted: wake the scheduler
+        # Attempts made while the journal could not be written, waiting to be recorded,
+        # and their times per (domain, subject) for the rate limit.
+        self._blind: list[tuple[Finding, str, str, str, int]] = []
+        self._blind_times: dict[tuple[str, str], list[int]] = {}
 
     def sweep(self, now_ms: int) -> SweepReport:
         report = SweepReport()
+        try:
+            self._record_blind_attempts(report)
+        except sqlite3.Error:
+            log.warning("journal still not writable; blind attempts wait", exc_info=True)
         open_by_domain: dict[str, dict[str, Incident]] = {}
         for incident in self.journal.incidents.open_incidents():
             open_by_domain.setdefault(incident.domain, {})[incident.subject] = incident
         for detector in self.detectors:
-            current = open_by_domain.get(detector.domain, {})
             try:
-                findings = detector.detect(now_ms, frozenset(current))
+                self._sweep_domain(
+                    detector, open_by_domain.get(detector.domain, {}), now_ms, report
+                )
             except Exception:
-                log.exception("self-healing detector failed", extra={"domain": detector.domain})
+                # A detector's bug, or a write that failed (the journal is locked or full):
+                # this domain waits for the next sweep, the others go on.
+                log.exception(
+                    "self-healing sweep of a domain failed", extra={"domain": detector.domain}
+                )
                 report.failed_domains.append(detector.domain)
-                continue
-            seen: set[str] = set()
-            for finding in findings:
-                if finding.domain != detector.domain or finding.subject in seen:
-                    continue  # one finding per subject; a detector reports its own domain
-                seen.add(finding.subject)
-                prior = current.get(finding.subject)
-                if prior is not None and _escalated(prior):
-                    # A refreshed summary keeps saying that the fixes gave up.
-                    finding = replace(finding, summary=finding.summary + GAVE_UP)
+        if report.opened or report.resolved:
+            self.on_event()
+        return report
+
+    def _findings(
+        self, detector: Detector, now_ms: int, current: Mapping[str, Incident]
+    ) -> list[Finding]:
+        """The detector's findings: its own domain only, one per subject."""
+        found: dict[str, Finding] = {}
+        for finding in detector.detect(now_ms, frozenset(current)):
+            if finding.domain == detector.domain:
+                found.setdefault(finding.subject, finding)
+        return list(found.values())
+
+    def _sweep_domain(
+        self,
+        detector: Detector,
+        current: Mapping[str, Incident],
+        now_ms: int,
+        report: SweepReport,
+    ) -> None:
+        findings = self._findings(detector, now_ms, current)
+        fixed = False
+        for finding in findings:
+            prior = current.get(finding.subject)
+            if prior is not None and _escalated(prior):
+                # A refreshed summary keeps saying that the fixes gave up.
+                finding = replace(finding, summary=finding.summary + GAVE_UP)
+            try:
                 if prior is not None and _unchanged(prior, finding):
                     incident = prior  # nothing to write: a long incident costs no writes
                 else:
                     incident = self._open(finding, now_ms, report)
-                if finding.remediable and self.mode() == "auto":
-                    self._remediate(incident, finding, now_ms, report)
-            for subject in current.keys() - seen:
-                self._resolve(detector.domain, subject, now_ms, report)
-        if report.opened or report.resolved:
-            self.on_event()
-        return report
+            except sqlite3.OperationalError:
+                # The journal is locked — perhaps by the very service this finding is about,
+                # frozen inside a write — or failing. A fix that needs no journal still runs.
+                self._remediate_blind(finding, now_ms, report)
+                raise
+            if finding.remediable and self.mode() == "auto":
+                fixed |= self._remediate(incident, finding, now_ms, report) == "succeeded"
+        still = {f.subject for f in findings}
+        if fixed:
+            # A fix that clears its condition at once (a stuck run failed, a stream closed)
+            # resolves its incident in this sweep, not the next.
+            still = {f.subject for f in self._findings(detector, now_ms, current)}
+        for subject in (current.keys() | {f.subject for f in findings}) - still:
+            self._resolve(detector.domain, subject, now_ms, report)
 
     # --- incidents ---------------------------------------------------------------------------
 
@@ -161,17 +201,29 @@ class IncidentEngine:
 
     # --- remediation -------------------------------------------------------------------------
 
+    def _apply(self, remediation: Remediation, finding: Finding, now_ms: int) -> tuple[str, str]:
+        """Run a remediation: (outcome, detail); it never raises."""
+        try:
+            return "succeeded", remediation.apply(finding, now_ms)
+        except RemediationFailed as exc:
+            return "failed", str(exc)
+        except Exception as exc:  # a broken remediation is a failed attempt, not a crash
+            log.exception("remediation crashed", extra={"domain": finding.domain})
+            return "failed", f"remediation crashed: {type(exc).__name__}: {exc}"
+
     def _remediate(
         self, incident: Incident, finding: Finding, now_ms: int, report: SweepReport
-    ) -> None:
+    ) -> str | None:
+        """Apply the domain's remediation within the rate limits; its outcome, or None when
+        none was attempted."""
         remediation = self.remediations.get(finding.domain)
         if remediation is None:
-            return
+            return None
         if _escalated(incident):
-            return  # escalated already: an operator's turn
+            return None  # escalated already: an operator's turn
         last = incident.remediations[-1] if incident.remediations else None
         if last is not None and now_ms - last.at_ms < ATTEMPT_SPACING_MS:
-            return  # the last fix may still be taking effect
+            return None  # the last fix may still be taking effect
         recent = sum(1 for a in incident.remediations if a.at_ms >= now_ms - ATTEMPT_WINDOW_MS)
         if recent >= MAX_ATTEMPTS:
             detail = (
@@ -195,19 +247,18 @@ class IncidentEngine:
                 "remediation gave up",
                 extra={"domain": finding.domain, "subject": finding.subject},
             )
-            return
-        try:
-            detail = remediation.apply(finding, now_ms)
-            outcome = "succeeded"
-        except RemediationFailed as exc:
-            detail, outcome = str(exc), "failed"
-        except Exception as exc:  # a broken remediation is a failed attempt, not a crash
-            log.exception("remediation crashed", extra={"domain": finding.domain})
-            detail, outcome = f"remediation crashed: {type(exc).__name__}: {exc}", "failed"
+            return None
+        outcome, detail = self._apply(remediation, finding, now_ms)
         self.journal.incidents.record_attempt(
             incident.incident_id, remediation.action, outcome, detail[:500], now_ms
         )
+        self._log_attempt(remediation, finding, outcome, detail)
         report.attempts.append((finding.subject, outcome, detail))
+        return outcome
+
+    def _log_attempt(
+        self, remediation: Remediation, finding: Finding, outcome: str, detail: str
+    ) -> None:
         log.warning(
             "remediation attempted",
             extra={
@@ -218,6 +269,55 @@ class IncidentEngine:
                 "detail": detail,
             },
         )
+
+    # --- while the journal cannot be written -------------------------------------------------
+
+    def _remediate_blind(self, finding: Finding, now_ms: int, report: SweepReport) -> None:
+        """Apply a journal-free remediation (``journal_free``: a service restart) for a
+        finding whose incident could not be written, under the same spacing and limit as
+        journaled attempts (kept in memory), and keep the attempt to record later."""
+        remediation = self.remediations.get(finding.domain)
+        if (
+            remediation is None
+            or not remediation.journal_free
+            or not finding.remediable
+            or self.mode() != "auto"
+        ):
+            return
+        key = (finding.domain, finding.subject)
+        times = [t for t in self._blind_times.get(key, []) if now_ms - t < ATTEMPT_WINDOW_MS]
+        if len(times) >= MAX_ATTEMPTS or (times and now_ms - times[-1] < ATTEMPT_SPACING_MS):
+            return
+        outcome, detail = self._apply(remediation, finding, now_ms)
+        detail += " (while the journal could not be written; recorded afterwards)"
+        self._blind_times[key] = [*times, now_ms]
+        self._blind.append((finding, remediation.action, outcome, detail, now_ms))
+        self._log_attempt(remediation, finding, outcome, detail)
+        report.attempts.append((finding.subject, outcome, detail))
+
+    def _record_blind_attempts(self, report: SweepReport) -> None:
+        """Journal the incidents and attempts of blind remediations, as of when they were
+        made, once the journal takes writes again (the incident then resolves as usual if
+        its condition cleared). Raises while it still cannot write; nothing is lost."""
+        while self._blind:
+            finding, action, outcome, detail, at_ms = self._blind[0]
+            with self.journal.transaction():
+                incident, opened = self.journal.incidents.open(
+                    new_ulid(at_ms),
+                    finding.domain,
+                    finding.subject,
+                    finding.severity,
+                    finding.summary,
+                    at_ms,
+                )
+                if opened:
+                    self._emit(INCIDENT_OPENED, incident, at_ms)
+                self.journal.incidents.record_attempt(
+                    incident.incident_id, action, outcome, detail[:500], at_ms
+                )
+            if opened:
+                report.opened.append(incident)
+            self._blind.pop(0)
 
 
 def _escalated(incident: Incident) -> bool:

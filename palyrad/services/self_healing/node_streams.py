@@ -107,6 +107,7 @@ class CloseStreamRemediation:
 
     domain = DOMAIN
     action = "close_stream"
+    journal_free = False
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx

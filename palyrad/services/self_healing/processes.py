@@ -108,6 +108,7 @@ class RestartProcess:
 
     domain = "process"
     action = "restart_process"
+    journal_free = True
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx

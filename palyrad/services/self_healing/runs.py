@@ -39,6 +39,7 @@ class FailStuckRun:
 
     domain = "run"
     action = "fail_run"
+    journal_free = False
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx

@@ -44,6 +44,13 @@ def prune_history(ctx: ServiceContext, now: int) -> int:
     return len(logs)
 
 
+def sweep_interval_s(ctx: ServiceContext) -> float:
+    """A sweep at least every second, and four per stale-run or silence window (re-read
+    every time: SIGHUP may change them)."""
+    cfg = ctx.config
+    return min(CHECKPOINT_INTERVAL_MS, cfg.stale_run_ms / 4, cfg.process_silence_ms / 4) / 1000
+
+
 def build_engine(ctx: ServiceContext) -> IncidentEngine:
     return IncidentEngine(
         ctx.journal,
@@ -56,7 +63,6 @@ def build_engine(ctx: ServiceContext) -> IncidentEngine:
 
 def run_self_healing(ctx: ServiceContext) -> None:
     """The self-healing loop: checkpoint, sweep, prune; "now" from ``ctx.clock``."""
-    interval_s = min(CHECKPOINT_INTERVAL_MS / 1000, ctx.config.stale_run_ms / 4000)
     engine = build_engine(ctx)
     ctx.ready()
     next_prune = ctx.clock.now_ms() + 30_000  # not at start-up: let the daemon settle first
@@ -78,4 +84,4 @@ def run_self_healing(ctx: ServiceContext) -> None:
             # process that reports it: the failure reached the supervisor through the write
             # hook, and the next sweep that can write opens the ``journal`` incident.
             log.exception("self-healing sweep failed; trying again")
-        ctx.wait(interval_s)
+        ctx.wait(sweep_interval_s(ctx))
