@@ -491,6 +491,29 @@ def test_journal_states(tmp_path: Path) -> None:
     assert result.status is CheckStatus.WARN and result.message.startswith("not checked")
 
 
+def test_journal_write_failures_the_services_reported(tmp_path: Path) -> None:
+    import dataclasses
+
+    home = make_home(tmp_path)
+    Journal(home.journal).close()
+    now = now_ms()
+    procs = processes(now)
+    failure = {"at_ms": now - 5_000, "error": "OperationalError: database or disk is full"}
+    live = tuple(
+        dataclasses.replace(p, journal_error=failure) if p.name == "executor" else p for p in procs
+    )
+    with fake_daemon(home, live):
+        result = one(home, "journal", now=now)
+    assert result.status is CheckStatus.FAIL
+    assert "executor" in result.message and "disk is full" in result.message
+    assert result.hint and "disk" in result.hint
+    with fake_daemon(home, live):  # ten minutes later, no new failure: recovered, worth a look
+        result = one(home, "journal", now=now + 600_000)
+    assert result.status is CheckStatus.WARN and "since recovered" in result.message
+    with fake_daemon(home, procs):
+        assert one(home, "journal", now=now).status is CheckStatus.OK
+
+
 def test_a_large_wal_warns_and_repair_checkpoints_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

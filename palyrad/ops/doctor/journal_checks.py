@@ -40,6 +40,33 @@ def _size(n: int) -> str:
     return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n // 1024} KiB"
 
 
+# A failed write this recent is a live problem (fail); older ones, since the daemon started,
+# are worth a look (warn). The same minute keeps the self-healing ``journal`` incident open.
+WRITE_FAILURE_LIVE_MS = 60_000
+
+
+def _recent_write_failures(ctx: DoctorContext) -> CheckResult | None:
+    """The running daemon's services report failed journal writes to the supervisor (kept
+    per service in run/status.json): a full disk, an I/O error, a lock held too long."""
+    if not ctx.running:
+        return None
+    failures = sorted(
+        (p.journal_error["at_ms"], p.name, str(p.journal_error.get("error")))
+        for p in ctx.status.processes
+        if p.journal_error and isinstance(p.journal_error.get("at_ms"), int)
+    )
+    if not failures:
+        return None
+    at_ms, _name, error = failures[-1]
+    who = ", ".join(sorted({f[1] for f in failures}))
+    ago_s = max(0, ctx.now_ms - at_ms) // 1000
+    message = f"journal writes failed in {who}; the last {ago_s} s ago: {error}"
+    hint = "check free space (palyra doctor --only disk) and the journal's permissions"
+    if ctx.now_ms - at_ms <= WRITE_FAILURE_LIVE_MS:
+        return fail("journal", message, hint)
+    return warn("journal", message + " (since recovered)", hint)
+
+
 class JournalCheck(DoctorCheck):
     """The journal opens, is a database of this Palyra's schema, in WAL mode, intact, and
     its WAL is not oversized."""
@@ -102,6 +129,9 @@ class JournalCheck(DoctorCheck):
                     details=problems,
                 )
             checked = "ok"
+        failed = _recent_write_failures(ctx)
+        if failed is not None:
+            found.append(failed)
         wal = _wal_bytes(ctx)
         if wal > WAL_WARN_BYTES:
             found.append(
@@ -112,6 +142,14 @@ class JournalCheck(DoctorCheck):
                     "palyra doctor --repair (checkpoints and truncates it)",
                     repairable=True,
                 )
+            )
+        if any(f.status == "fail" for f in found):
+            first = next(f for f in found if f.status == "fail")
+            return fail(
+                self.check_id,
+                first.message,
+                first.hint or "palyra doctor",
+                details=[f.message for f in found if f is not first],
             )
         if found:
             first = found[0]
