@@ -23,6 +23,12 @@ _SQLITE_CANTOPEN = 14
 _SQLITE_NOTADB = 26
 
 
+# What a journal read or write raises when SQLite cannot do it (locked past the busy
+# timeout, disk full, I/O error): for the few callers that must go on without the journal
+# (the self-healing process) and so must not need ``import sqlite3`` themselves.
+JournalUnavailable = sqlite3.OperationalError
+
+
 class JournalError(PalyraError, RuntimeError):
     """The journal cannot be opened, migrated or used; the message names the file, the hint
     the fix (exit 1)."""

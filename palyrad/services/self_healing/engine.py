@@ -22,7 +22,6 @@ refreshed nor resolved, and the other domains go on.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -30,6 +29,7 @@ import orjson
 
 from palyrad.domain.runs import new_ulid
 from palyrad.journal import Journal, incident_to_json
+from palyrad.journal.errors import JournalUnavailable
 from palyrad.journal.records import Incident
 from palyrad.seams import Detector, Finding, Remediation, RemediationFailed
 
@@ -91,7 +91,7 @@ class IncidentEngine:
         report = SweepReport()
         try:
             self._record_blind_attempts(report)
-        except sqlite3.Error:
+        except JournalUnavailable:
             log.warning("journal still not writable; blind attempts wait", exc_info=True)
         open_by_domain: dict[str, dict[str, Incident]] = {}
         for incident in self.journal.incidents.open_incidents():
@@ -141,7 +141,7 @@ class IncidentEngine:
                     incident = prior  # nothing to write: a long incident costs no writes
                 else:
                     incident = self._open(finding, now_ms, report)
-            except sqlite3.OperationalError:
+            except JournalUnavailable:
                 # The journal is locked — perhaps by the very service this finding is about,
                 # frozen inside a write — or failing. A fix that needs no journal still runs.
                 self._remediate_blind(finding, now_ms, report)
