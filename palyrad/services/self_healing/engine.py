@@ -158,18 +158,24 @@ class IncidentEngine:
 
     # --- incidents ---------------------------------------------------------------------------
 
+    def _open_within(self, finding: Finding, at_ms: int) -> tuple[Incident, bool]:
+        """Open (or refresh) the finding's incident and emit ``incident.opened`` when it is
+        new, inside the caller's transaction."""
+        incident, opened = self.journal.incidents.open(
+            new_ulid(at_ms),
+            finding.domain,
+            finding.subject,
+            finding.severity,
+            finding.summary,
+            at_ms,
+        )
+        if opened:
+            self._emit(INCIDENT_OPENED, incident, at_ms)
+        return incident, opened
+
     def _open(self, finding: Finding, now_ms: int, report: SweepReport) -> Incident:
         with self.journal.transaction():
-            incident, opened = self.journal.incidents.open(
-                new_ulid(now_ms),
-                finding.domain,
-                finding.subject,
-                finding.severity,
-                finding.summary,
-                now_ms,
-            )
-            if opened:
-                self._emit(INCIDENT_OPENED, incident, now_ms)
+            incident, opened = self._open_within(finding, now_ms)
         if opened:
             report.opened.append(incident)
             log.warning(
@@ -302,16 +308,7 @@ class IncidentEngine:
         while self._blind:
             finding, action, outcome, detail, at_ms = self._blind[0]
             with self.journal.transaction():
-                incident, opened = self.journal.incidents.open(
-                    new_ulid(at_ms),
-                    finding.domain,
-                    finding.subject,
-                    finding.severity,
-                    finding.summary,
-                    at_ms,
-                )
-                if opened:
-                    self._emit(INCIDENT_OPENED, incident, at_ms)
+                incident, opened = self._open_within(finding, at_ms)
                 self.journal.incidents.record_attempt(
                     incident.incident_id, action, outcome, detail[:500], at_ms
                 )
