@@ -467,6 +467,31 @@ def test_silent_scheduler_is_restarted_and_its_routine_keeps_running(tmp_path: P
         assert all(r.run_id in written for r in runs)
         assert listed(d) == []
 
+        # Frozen while the journal's write lock is held (here by the test, as by a service
+        # frozen inside a write): no incident can be written, yet the frozen scheduler is
+        # restarted, and only it — the others' pipe heartbeats show they are alive.
+        others = {name: service(d, name)["pid"] for name in ("executor", "node_rpc")}
+        second = service(d, "scheduler")
+        t1 = now_ms()
+        with frozen(d, second["pid"]):
+            lock = sqlite3.connect(str(d.home.journal), isolation_level=None)
+            try:
+                lock.execute("BEGIN IMMEDIATE")
+                wait_until(lambda: proc_state(second["pid"]) is None, 20)
+                assert d.journal.incidents.all(5)[0].incident_id == inc.incident_id  # unwritten
+            finally:
+                lock.execute("ROLLBACK")
+                lock.close()
+        blind = wait_until(lambda: find_incident(d, "process", "scheduler", since_ms=t1), 20)
+        [attempt] = show(d, blind.incident_id)["remediations"]
+        assert attempt["outcome"] == "succeeded"
+        assert f"SIGKILL to scheduler (pid {second['pid']})" in attempt["detail"]
+        assert "journal could not be written" in attempt["detail"]
+        wait_until(lambda: incident_state(d, blind.incident_id, "resolved"), 30)
+        assert {name: service(d, name)["pid"] for name in others} == others
+        since = now_ms()
+        assert wait_until(lambda: succeeded(since, 1), 30)  # the routine runs on
+
 
 # --- observe_only: incidents are recorded, nothing is done -----------------------------------
 

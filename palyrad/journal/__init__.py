@@ -138,6 +138,7 @@ class Journal(JournalConnection):
         autocheckpoint_pages: int | None = None,
         readonly: bool = False,
         busy_timeout_ms: int | None = None,
+        report_write_failures: bool = True,
     ) -> None:
         super().__init__(
             path,
@@ -145,6 +146,7 @@ class Journal(JournalConnection):
             autocheckpoint_pages=autocheckpoint_pages,
             readonly=readonly,
             busy_timeout_ms=busy_timeout_ms,
+            report_write_failures=report_write_failures,
         )
         self.state = DaemonState(self)
         self.routines = Routines(self)

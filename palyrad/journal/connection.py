@@ -56,6 +56,7 @@ class JournalConnection:
         autocheckpoint_pages: int | None = None,
         readonly: bool = False,
         busy_timeout_ms: int | None = None,
+        report_write_failures: bool = True,
     ) -> None:
         self.path = path
         self.readonly = readonly
@@ -75,14 +76,14 @@ class JournalConnection:
                 )
                 self.db.row_factory = sqlite3.Row
                 self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                self.write = Write(self.db, self.busy_timeout_ms)
+                self.write = Write(self.db, self.busy_timeout_ms, report_write_failures)
                 return
             self.db = sqlite3.connect(
                 str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
             )
             self._configure(synchronous, autocheckpoint_pages)
             # ``with journal.write() as db:``, re-entrant (see Write); the domains share it.
-            self.write = Write(self.db, self.busy_timeout_ms)
+            self.write = Write(self.db, self.busy_timeout_ms, report_write_failures)
             self.migrate()
         except JournalError:
             raise
@@ -182,12 +183,15 @@ class Write:
     holds the sqlite3 connection but not the journal: no reference cycle, so a journal
     dropped without ``close()`` still closes its connection at once."""
 
-    __slots__ = ("_db", "_depth", "_timeout_ms")
+    __slots__ = ("_db", "_depth", "_report", "_timeout_ms")
 
-    def __init__(self, db: sqlite3.Connection, timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, timeout_ms: int = BUSY_TIMEOUT_MS, report: bool = True
+    ) -> None:
         self._db = db
         self._depth = 0  # open blocks
         self._timeout_ms = timeout_ms
+        self._report = report  # failures go to the write-failure hooks
 
     def __call__(self) -> Self:
         return self
@@ -197,7 +201,8 @@ class Write:
             try:
                 _begin_immediate(self._db, self._timeout_ms)
             except sqlite3.Error as exc:
-                _report_write_failure(exc)
+                if self._report:
+                    _report_write_failure(exc)
                 raise
         self._depth += 1
         return self._db
@@ -211,12 +216,13 @@ class Write:
         self._depth -= 1
         if self._depth:
             return
-        if exc is not None and isinstance(exc, sqlite3.Error) and not _is_constraint(exc):
+        if isinstance(exc, sqlite3.Error) and not _is_constraint(exc) and self._report:
             _report_write_failure(exc)
         try:
             self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        except sqlite3.Error as failed:
-            _report_write_failure(failed)
+        except sqlite3.Error as ended:
+            if self._report:
+                _report_write_failure(ended)
             if exc_type is None:
                 raise
             # A failed ROLLBACK (SQLite may have rolled back on its own, e.g. on a full disk)

@@ -60,6 +60,7 @@ def journal_heartbeat_every(process_silence_ms: int) -> int:
 # the self-healing process checkpoints every second, off the hot path.
 HOT_LOOP_AUTOCHECKPOINT_PAGES = 10_000
 SELF_HEALING_BUSY_TIMEOUT_MS = 2_000
+HEARTBEAT_BUSY_TIMEOUT_MS = 300
 
 
 class ServiceContext:
@@ -264,7 +265,15 @@ class ServiceContext:
         while True:
             if beats % journal_heartbeat_every(self.config.process_silence_ms) == 0:
                 try:
-                    journal = journal or self.open_journal()
+                    # Never more than a moment behind the write lock: the pipe heartbeats in
+                    # this same thread must keep coming while another service holds it (a
+                    # lock that busy is not this service's failure: not reported).
+                    journal = journal or Journal(
+                        self.home.journal,
+                        synchronous=self.config.journal_synchronous,
+                        busy_timeout_ms=HEARTBEAT_BUSY_TIMEOUT_MS,
+                        report_write_failures=False,
+                    )
                     journal.heartbeats.beat(
                         ProcessHeartbeat(
                             self.name,

@@ -9,8 +9,9 @@ previous process of that name never condemns its successor:
 
 - ``fatal`` (restarted too often; the supervisor waits a cool-down): critical. The fix asks
   the supervisor to start it now.
-- ``running`` and its heartbeat (from this very pid) is older than ``process_silence_ms``,
-  or says ``stalled``: the fix is SIGKILL, after checking the pid is still a child of our
+- ``running`` and both its journal heartbeat (from this very pid) and its pipe heartbeat to
+  the supervisor are older than ``process_silence_ms``, or its journal beat says
+  ``stalled``: the fix is SIGKILL, after checking the pid is still a child of our
   supervisor; the supervisor restarts it with its usual backoff.
 - ``restarting``/``starting`` while its incident is open: still open (the fix is under way),
   never remediated again. The incident resolves once the service runs and beats.
@@ -87,7 +88,10 @@ class ProcessDetector:
                     )
                 continue
             assert beat is not None
-            age_ms = now_ms - beat.heartbeat_ms
+            # Its last sign of life: the journal beat, or the supervisor's pipe heartbeat.
+            # The pipe one keeps coming while the journal is locked (by another service
+            # frozen inside a write), so only the frozen one reads as silent then.
+            age_ms = now_ms - max(beat.heartbeat_ms, proc.last_heartbeat_ms or 0)
             if age_ms > silence_ms:
                 summary = (
                     f"{name} (pid {proc.pid}) has been silent for {age_ms / 1000:.1f} s"
