@@ -444,6 +444,24 @@ def test_process_detector_a_recycled_pid_is_not_the_same_process(ctx: ServiceCon
     assert [f.subject for f in ProcessDetector(ctx).detect(T0, frozenset())] == ["scheduler"]
 
 
+@pytest.mark.usefixtures("supervisor_lock")
+def test_process_detector_a_late_journal_beat_with_a_live_pipe_is_not_silence(
+    ctx: ServiceContext,
+) -> None:
+    """While another writer holds the journal's write lock (an operator's sqlite3 shell, a
+    long transaction) or the disk is full, every service's journal beat goes stale — but its
+    pipe heartbeats to the supervisor go on. That is not a stopped or hung process: SIGKILLing
+    every service (and the executor's runs with it) would fix nothing."""
+    write_processes(
+        ctx.home,
+        proc_status("scheduler", 101, last_heartbeat_ms=T0 - 800),  # pipe: alive
+        proc_status("executor", 102, last_heartbeat_ms=T0 - 3_500),  # pipe: silent too
+    )
+    beat(ctx, "scheduler", 101, T0 - 20_000)
+    beat(ctx, "executor", 102, T0 - 20_000)
+    assert [f.subject for f in ProcessDetector(ctx).detect(T0, frozenset())] == ["executor"]
+
+
 def test_process_detector_sees_nothing_when_no_supervisor_lives(ctx: ServiceContext) -> None:
     write_processes(ctx.home, proc_status("scheduler", 101))  # left by a dead supervisor
     beat(ctx, "scheduler", 101, T0 - MIN)

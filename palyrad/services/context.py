@@ -254,11 +254,18 @@ class ServiceContext:
             return "stalled"
         return "running"
 
+    def _pipe_heartbeat(self) -> None:
+        """Heartbeats to the supervisor every second, from a thread that never touches the
+        journal: a journal beat that waits for the write lock (up to the busy timeout) or
+        fails must not silence the pipe, which is what tells self-healing (through
+        run/status.json) and the supervisor that this process is alive."""
+        while not self.stop_event.wait(HEARTBEAT_INTERVAL_S):
+            self.send(("heartbeat",))
+
     def _heartbeat(self) -> None:
-        """Heartbeats to the supervisor every second and to the journal every few (for
-        status, doctor and self-healing), from this thread's own connection. The first
-        journal beat is at once, so the row names this process (not its predecessor) from
-        the start."""
+        """Heartbeats to the journal every few seconds (for status, doctor and
+        self-healing), from this thread's own connection. The first journal beat is at
+        once, so the row names this process (not its predecessor) from the start."""
         journal: Journal | None = None
         beats = 0
         while True:
@@ -279,7 +286,6 @@ class ServiceContext:
                     log.warning("could not journal heartbeat", exc_info=True)
             if self.stop_event.wait(HEARTBEAT_INTERVAL_S):
                 return
-            self.send(("heartbeat",))
             beats += 1
 
     def _journal_write_failed(self, exc: BaseException) -> None:
@@ -297,6 +303,7 @@ class ServiceContext:
         on_write_failure(self._journal_write_failed)
         threading.Thread(target=self._reader, name="pipe-reader", daemon=True).start()
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self._pipe_heartbeat, name="pipe-heartbeat", daemon=True).start()
         self.listen_fifo()
 
 

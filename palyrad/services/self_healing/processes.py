@@ -9,9 +9,11 @@ previous process of that name never condemns its successor:
 
 - ``fatal`` (restarted too often; the supervisor waits a cool-down): critical. The fix asks
   the supervisor to start it now.
-- ``running`` and its heartbeat (from this very pid) is older than ``process_silence_ms``,
-  or says ``stalled``: the fix is SIGKILL, after checking the pid is still a child of our
-  supervisor; the supervisor restarts it with its usual backoff.
+- ``running`` and its heartbeat (from this very pid) is older than ``process_silence_ms``
+  and so is its last pipe heartbeat to the supervisor (a journal that cannot be written
+  delays the first, never the second), or its heartbeat says ``stalled``: the fix is
+  SIGKILL, after checking the pid is still a child of our supervisor; the supervisor
+  restarts it with its usual backoff.
 - ``restarting``/``starting`` while its incident is open: still open (the fix is under way),
   never remediated again. The incident resolves once the service runs and beats.
 
@@ -88,7 +90,15 @@ class ProcessDetector:
                 continue
             assert beat is not None
             age_ms = now_ms - beat.heartbeat_ms
-            if age_ms > silence_ms:
+            # Its pipe heartbeats (to the supervisor, as run/status.json records them) need
+            # no journal: a process that still sends them is alive and not stopped, and a
+            # journal beat that is late only means the journal cannot be written (locked by
+            # another writer, a full disk) — the ``journal`` incident's business. SIGKILLing
+            # every service for it would kill their runs and fix nothing.
+            pipe_fresh = (
+                proc.last_heartbeat_ms is not None and now_ms - proc.last_heartbeat_ms <= silence_ms
+            )
+            if age_ms > silence_ms and not pipe_fresh:
                 summary = (
                     f"{name} (pid {proc.pid}) has been silent for {age_ms / 1000:.1f} s"
                     f" (process_silence_ms {silence_ms}): stopped, hung or starved"
