@@ -326,6 +326,22 @@ def test_repair_fixes_modes_the_stale_pid_file_and_missing_folders(tmp_path: Pat
     assert f"  repaired: chmod 700 {home.skills_dir}" in text.splitlines()
 
 
+def test_a_fifo_at_the_pid_file_hangs_nothing(tmp_path: Path) -> None:
+    """A FIFO where run/palyrad.pid belongs (a careless ``mkfifo``, or another user in a home
+    others can write): opening it for its lock blocked for ever, so ``palyra doctor`` — and
+    every command that asks whether the daemon runs — hung. It is no daemon's pid file."""
+    home = make_home(tmp_path)
+    os.mkfifo(home.pid_file, 0o600)
+    proc = palyra(home.root, "doctor", "--json", "--only", "daemon", check=False, timeout=20)
+    doc = orjson.loads(proc.stdout)
+    assert doc["checks"][0]["status"] == "warn"
+    proc = palyra(home.root, "daemon", "status", "--json", check=False, timeout=20)
+    assert proc.returncode == 0 and orjson.loads(proc.stdout)["running"] is False
+    proc = palyra(home.root, "doctor", "--repair", "--only", "daemon", check=False, timeout=20)
+    assert proc.returncode == 0
+    assert stat.S_ISFIFO(os.lstat(home.pid_file).st_mode)  # not ours to delete
+
+
 def test_the_daemon_refuses_a_home_others_can_write_and_names_the_fix(tmp_path: Path) -> None:
     """The same judgement as the home check (SPEC §1), at the daemon's preflight."""
     from palyrad.ops.daemon_control import preflight
