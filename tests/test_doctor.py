@@ -342,6 +342,31 @@ def test_a_fifo_at_the_pid_file_hangs_nothing(tmp_path: Path) -> None:
     assert stat.S_ISFIFO(os.lstat(home.pid_file).st_mode)  # not ours to delete
 
 
+def test_repair_never_chmods_through_a_symlink_out_of_the_home(tmp_path: Path) -> None:
+    """A folder of the home that is a symlink (runs/ on a bigger disk; or one planted by
+    someone who could write to the home) is judged by its target, but --repair changed the
+    target — anywhere on the machine — while saying it changed the folder in the home."""
+    home = make_home(tmp_path)
+    outside = tmp_path / "shared"
+    outside.mkdir()
+    os.chmod(outside, 0o777)
+    os.rmdir(home.certs_dir)
+    os.symlink(outside, home.certs_dir)
+    result = one(home, "home")
+    assert result.status is CheckStatus.FAIL  # the daemon still refuses it
+    assert f"through the symlink to {outside}" in result.message
+    assert f"chmod 700 {outside}" in result.hint
+    proc = palyra(home.root, "doctor", "--repair", "--only", "home", "--json", check=False)
+    assert proc.returncode == 1
+    assert stat.S_IMODE(os.stat(outside).st_mode) == 0o777  # untouched
+    # A folder swapped for a symlink after doctor looked is refused, not followed.
+    from palyrad.runtime.home_safety import UnsafeHome, chmod_private_dir
+
+    with pytest.raises(UnsafeHome):
+        chmod_private_dir(home.certs_dir, follow=False)
+    assert stat.S_IMODE(os.stat(outside).st_mode) == 0o777
+
+
 def test_the_daemon_refuses_a_home_others_can_write_and_names_the_fix(tmp_path: Path) -> None:
     """The same judgement as the home check (SPEC §1), at the daemon's preflight."""
     from palyrad.ops.daemon_control import preflight
