@@ -266,6 +266,13 @@ class Crashing(DoctorCheck):
         raise RuntimeError("boom")
 
 
+def test_only_accepts_the_kebab_case_spelling(tmp_path: Path) -> None:
+    """SPEC conventions: the CLI also accepts the kebab-case spelling of snake_case ids."""
+    home = make_home(tmp_path)
+    proc = palyra(home.root, "doctor", "--json", "--only", "stuck-runs", "--only", "disk")
+    assert [c["id"] for c in orjson.loads(proc.stdout)["checks"]] == ["stuck_runs", "disk"]
+
+
 def test_a_crashing_check_is_a_failure_of_its_own_and_the_others_still_run(tmp_path: Path) -> None:
     home = make_home(tmp_path)
     report = run_doctor(home, checks=[Crashing(), DiskCheck()])
