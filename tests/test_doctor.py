@@ -621,6 +621,25 @@ def test_daemon_and_processes_with_a_live_supervisor(tmp_path: Path) -> None:
         assert "scheduler (pid 40000) silent for 60 s" in result.message
 
 
+def test_processes_reports_a_wedged_main_loop(tmp_path: Path) -> None:
+    """A service whose heartbeat thread lives on while its main loop is wedged journals
+    ``stalled``; doctor said "running and heartbeating" (for self_healing, judged by no one,
+    that was the only place it could show)."""
+    from palyrad.journal import ProcessHeartbeat
+
+    home = make_home(tmp_path)
+    now = now_ms()
+    procs = processes(now)
+    sh = next(p for p in procs if p.name == "self_healing")
+    j = Journal(home.journal)
+    j.heartbeats.beat(ProcessHeartbeat("self_healing", sh.pid or 0, "t", "stalled", 0, now))
+    j.close()
+    with fake_daemon(home, procs):
+        result = one(home, "processes", now=now)
+    assert result.status is CheckStatus.FAIL
+    assert "self_healing (pid 40002): its main loop is wedged" in result.message
+
+
 def test_rpc_reachability(tmp_path: Path) -> None:
     home = make_home(tmp_path)
     now = now_ms()

@@ -109,3 +109,29 @@ def test_pipe_heartbeats_go_on_while_the_journal_is_locked(tmp_path: Path) -> No
         locker.close()
         parent.close()
         child.close()
+
+
+def test_a_wedged_self_healing_loop_goes_quiet_on_the_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Self-healing judges the other services' wedged loops, not its own: when its main loop
+    is stalled its pipe heartbeats stop, so the supervisor's watchdog restarts it (before,
+    the heartbeat thread kept it looking healthy to the supervisor and to doctor for ever)."""
+    home = Home(tmp_path / "home").ensure()
+    Journal(home.journal).close()
+    monkeypatch.setattr(context_mod, "STALL_FLOOR_S", 0.05)
+    monkeypatch.setattr(context_mod, "STALL_SILENCES", 0)
+    parent, child = multiprocessing.Pipe(duplex=True)
+    ctx = ServiceContext("self_healing", home, child, "inst-1", 0)
+    try:
+        ctx.wait(0)  # its loop left its wait, and never comes back
+        ctx.start_threads()
+        time.sleep(2.5)
+        msgs = []
+        while parent.poll(0):
+            msgs.append(parent.recv())
+        assert ("heartbeat",) not in msgs
+    finally:
+        ctx.stop_event.set()
+        parent.close()
+        child.close()

@@ -47,6 +47,8 @@ HEARTBEAT_INTERVAL_S = 1.0
 # by its heartbeat going silent.
 STALL_FLOOR_S = 60.0
 STALL_SILENCES = 3  # ... or this many silence windows, when that is longer
+# The service whose own wedged main loop nobody judges (it is the one judging the others).
+UNJUDGED_SERVICE = "self_healing"
 JOURNAL_ERROR_REPORT_S = 1.0  # at most one journal-failure report per second to the supervisor
 
 
@@ -260,6 +262,10 @@ class ServiceContext:
         fails must not silence the pipe, which is what tells self-healing (through
         run/status.json) and the supervisor that this process is alive."""
         while not self.stop_event.wait(HEARTBEAT_INTERVAL_S):
+            if self.name == UNJUDGED_SERVICE and self.loop_state() == "stalled":
+                # No one else judges a wedged self-healing loop (it judges the others):
+                # going quiet on the pipe has the supervisor kill and restart it.
+                continue
             self.send(("heartbeat",))
 
     def _heartbeat(self) -> None:

@@ -17,8 +17,9 @@ previous process of that name never condemns its successor:
 - ``restarting``/``starting`` while its incident is open: still open (the fix is under way),
   never remediated again. The incident resolves once the service runs and beats.
 
-The self-healing process does not judge itself (a wedged self_healing cannot run this); the
-supervisor kills any service whose pipe heartbeats stop for 30 s.
+The self-healing process does not judge itself (a wedged self_healing cannot run this): its
+pipe heartbeats stop while its own loop is stalled (``ServiceContext._pipe_heartbeat``), and
+the supervisor kills any service whose pipe heartbeats stop for 30 s.
 """
 
 from __future__ import annotations
