@@ -31,6 +31,8 @@ def doctor_cmd(as_json: bool, repair: bool, only: tuple[str, ...]) -> None:
     from palyrad.ops.doctor import run_doctor
 
     home = get_home(create=False)
+    # Ids are snake_case; the kebab-case spelling is accepted too (SPEC conventions).
+    only = tuple(o.replace("-", "_") for o in only)
     report = run_doctor(home, only=only, repair=repair)  # an unknown --only id: exit 2
     if as_json:
         emit_json(report.to_json())

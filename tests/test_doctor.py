@@ -266,6 +266,13 @@ class Crashing(DoctorCheck):
         raise RuntimeError("boom")
 
 
+def test_only_accepts_the_kebab_case_spelling(tmp_path: Path) -> None:
+    """SPEC conventions: the CLI also accepts the kebab-case spelling of snake_case ids."""
+    home = make_home(tmp_path)
+    proc = palyra(home.root, "doctor", "--json", "--only", "stuck-runs", "--only", "disk")
+    assert [c["id"] for c in orjson.loads(proc.stdout)["checks"]] == ["stuck_runs", "disk"]
+
+
 def test_a_crashing_check_is_a_failure_of_its_own_and_the_others_still_run(tmp_path: Path) -> None:
     home = make_home(tmp_path)
     report = run_doctor(home, checks=[Crashing(), DiskCheck()])
@@ -324,6 +331,47 @@ def test_repair_fixes_modes_the_stale_pid_file_and_missing_folders(tmp_path: Pat
     os.chmod(home.skills_dir, 0o757)
     text = palyra(home.root, "doctor", "--repair", "--only", "home").stdout
     assert f"  repaired: chmod 700 {home.skills_dir}" in text.splitlines()
+
+
+def test_a_fifo_at_the_pid_file_hangs_nothing(tmp_path: Path) -> None:
+    """A FIFO where run/palyrad.pid belongs (a careless ``mkfifo``, or another user in a home
+    others can write): opening it for its lock blocked for ever, so ``palyra doctor`` — and
+    every command that asks whether the daemon runs — hung. It is no daemon's pid file."""
+    home = make_home(tmp_path)
+    os.mkfifo(home.pid_file, 0o600)
+    proc = palyra(home.root, "doctor", "--json", "--only", "daemon", check=False, timeout=20)
+    doc = orjson.loads(proc.stdout)
+    assert doc["checks"][0]["status"] == "warn"
+    proc = palyra(home.root, "daemon", "status", "--json", check=False, timeout=20)
+    assert proc.returncode == 0 and orjson.loads(proc.stdout)["running"] is False
+    proc = palyra(home.root, "doctor", "--repair", "--only", "daemon", check=False, timeout=20)
+    assert proc.returncode == 0
+    assert stat.S_ISFIFO(os.lstat(home.pid_file).st_mode)  # not ours to delete
+
+
+def test_repair_never_chmods_through_a_symlink_out_of_the_home(tmp_path: Path) -> None:
+    """A folder of the home that is a symlink (runs/ on a bigger disk; or one planted by
+    someone who could write to the home) is judged by its target, but --repair changed the
+    target — anywhere on the machine — while saying it changed the folder in the home."""
+    home = make_home(tmp_path)
+    outside = tmp_path / "shared"
+    outside.mkdir()
+    os.chmod(outside, 0o777)
+    os.rmdir(home.certs_dir)
+    os.symlink(outside, home.certs_dir)
+    result = one(home, "home")
+    assert result.status is CheckStatus.FAIL  # the daemon still refuses it
+    assert f"through the symlink to {outside}" in result.message
+    assert f"chmod 700 {outside}" in result.hint
+    proc = palyra(home.root, "doctor", "--repair", "--only", "home", "--json", check=False)
+    assert proc.returncode == 1
+    assert stat.S_IMODE(os.stat(outside).st_mode) == 0o777  # untouched
+    # A folder swapped for a symlink after doctor looked is refused, not followed.
+    from palyrad.runtime.home_safety import UnsafeHome, chmod_private_dir
+
+    with pytest.raises(UnsafeHome):
+        chmod_private_dir(home.certs_dir, follow=False)
+    assert stat.S_IMODE(os.stat(outside).st_mode) == 0o777
 
 
 def test_the_daemon_refuses_a_home_others_can_write_and_names_the_fix(tmp_path: Path) -> None:
@@ -571,6 +619,25 @@ def test_daemon_and_processes_with_a_live_supervisor(tmp_path: Path) -> None:
         result = one(home, "processes", now=now)
         assert result.status is CheckStatus.FAIL
         assert "scheduler (pid 40000) silent for 60 s" in result.message
+
+
+def test_processes_reports_a_wedged_main_loop(tmp_path: Path) -> None:
+    """A service whose heartbeat thread lives on while its main loop is wedged journals
+    ``stalled``; doctor said "running and heartbeating" (for self_healing, judged by no one,
+    that was the only place it could show)."""
+    from palyrad.journal import ProcessHeartbeat
+
+    home = make_home(tmp_path)
+    now = now_ms()
+    procs = processes(now)
+    sh = next(p for p in procs if p.name == "self_healing")
+    j = Journal(home.journal)
+    j.heartbeats.beat(ProcessHeartbeat("self_healing", sh.pid or 0, "t", "stalled", 0, now))
+    j.close()
+    with fake_daemon(home, procs):
+        result = one(home, "processes", now=now)
+    assert result.status is CheckStatus.FAIL
+    assert "self_healing (pid 40002): its main loop is wedged" in result.message
 
 
 def test_rpc_reachability(tmp_path: Path) -> None:

@@ -248,6 +248,33 @@ def test_a_remediation_that_works_but_not_for_long_is_also_limited(journal: Jour
     assert len(fix.calls) == 3
 
 
+def test_the_attempt_limit_spans_incidents_of_the_same_subject(journal: Journal) -> None:
+    """A service that crash-loops a little after each start goes ``fatal``, runs and beats
+    for a moment (its incident resolves), then crash-loops to ``fatal`` again: each time a
+    new incident. A limit counted per incident would ask the supervisor to restart it at
+    once every time, for ever — bypassing the supervisor's growing cool-down. The limit is
+    per (domain, subject): ≤ 3 attempts in 10 min across its incidents."""
+    det, fix = FakeDetector("process"), FakeFix("process", "restart_process")
+    fix.error = None  # the restart request "succeeds"; the service just crashes again
+    engine = IncidentEngine(journal, [det], {"process": fix}, mode=lambda: "auto")
+    now = T0
+    for _ in range(10):  # fatal, then running for a moment, ~20 s a cycle
+        det.findings = [finding(severity="critical", summary="fatal")]
+        engine.sweep(now)
+        det.findings = []
+        engine.sweep(now + 10_000)
+        now += 20_000
+    assert len(fix.calls) == MAX_ATTEMPTS
+    # The incident that found the budget spent says so (critical, one skipped attempt).
+    latest = journal.incidents.all()[0]
+    assert latest.severity == "critical"
+    assert [a.outcome for a in latest.remediations] == ["skipped"]
+    # Ten minutes after the last attempt the budget is back.
+    det.findings = [finding(severity="critical", summary="fatal")]
+    engine.sweep(fix.calls[-1] + ATTEMPT_WINDOW_MS + 1)
+    assert len(fix.calls) == MAX_ATTEMPTS + 1
+
+
 def test_a_crashing_remediation_is_a_failed_attempt(journal: Journal) -> None:
     det, fix = FakeDetector("process"), FakeFix("process", error=ValueError("boom"))
     det.findings = [finding()]
@@ -442,6 +469,24 @@ def test_process_detector_a_recycled_pid_is_not_the_same_process(ctx: ServiceCon
     assert ProcessDetector(ctx).detect(T0, frozenset()) == []
     beat(ctx, "scheduler", 101, T0 - 30_000, restarts=2)  # this very process: silent
     assert [f.subject for f in ProcessDetector(ctx).detect(T0, frozenset())] == ["scheduler"]
+
+
+@pytest.mark.usefixtures("supervisor_lock")
+def test_process_detector_a_late_journal_beat_with_a_live_pipe_is_not_silence(
+    ctx: ServiceContext,
+) -> None:
+    """While another writer holds the journal's write lock (an operator's sqlite3 shell, a
+    long transaction) or the disk is full, every service's journal beat goes stale — but its
+    pipe heartbeats to the supervisor go on. That is not a stopped or hung process: SIGKILLing
+    every service (and the executor's runs with it) would fix nothing."""
+    write_processes(
+        ctx.home,
+        proc_status("scheduler", 101, last_heartbeat_ms=T0 - 800),  # pipe: alive
+        proc_status("executor", 102, last_heartbeat_ms=T0 - 3_500),  # pipe: silent too
+    )
+    beat(ctx, "scheduler", 101, T0 - 20_000)
+    beat(ctx, "executor", 102, T0 - 20_000)
+    assert [f.subject for f in ProcessDetector(ctx).detect(T0, frozenset())] == ["executor"]
 
 
 def test_process_detector_sees_nothing_when_no_supervisor_lives(ctx: ServiceContext) -> None:

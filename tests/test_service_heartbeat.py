@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,3 +81,57 @@ def test_the_stall_limit_grows_with_the_silence_window(
     ctx.wait(0)
     time.sleep(0.1)
     assert ctx.loop_state() == "running"  # 3 × 60 s, not the floor, is the limit here
+
+
+def test_pipe_heartbeats_go_on_while_the_journal_is_locked(tmp_path: Path) -> None:
+    """The journal beat waits for the write lock (up to the busy timeout) and may fail; the
+    pipe heartbeats, which tell the supervisor and self-healing the process is alive, must
+    not wait with it."""
+    home = Home(tmp_path / "home").ensure()
+    Journal(home.journal).close()
+    parent, child = multiprocessing.Pipe(duplex=True)
+    ctx = ServiceContext("scheduler", home, child, "inst-1", 0)
+    locker = sqlite3.connect(home.journal, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # another writer holds the lock throughout
+    try:
+        ctx.start_threads()
+        beats = []
+        deadline = time.monotonic() + 4.5
+        while time.monotonic() < deadline:
+            if parent.poll(0.1):
+                msg = parent.recv()
+                if msg == ("heartbeat",):
+                    beats.append(time.monotonic())
+        assert len(beats) >= 3, beats
+    finally:
+        ctx.stop_event.set()
+        locker.execute("ROLLBACK")
+        locker.close()
+        parent.close()
+        child.close()
+
+
+def test_a_wedged_self_healing_loop_goes_quiet_on_the_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Self-healing judges the other services' wedged loops, not its own: when its main loop
+    is stalled its pipe heartbeats stop, so the supervisor's watchdog restarts it (before,
+    the heartbeat thread kept it looking healthy to the supervisor and to doctor for ever)."""
+    home = Home(tmp_path / "home").ensure()
+    Journal(home.journal).close()
+    monkeypatch.setattr(context_mod, "STALL_FLOOR_S", 0.05)
+    monkeypatch.setattr(context_mod, "STALL_SILENCES", 0)
+    parent, child = multiprocessing.Pipe(duplex=True)
+    ctx = ServiceContext("self_healing", home, child, "inst-1", 0)
+    try:
+        ctx.wait(0)  # its loop left its wait, and never comes back
+        ctx.start_threads()
+        time.sleep(2.5)
+        msgs = []
+        while parent.poll(0):
+            msgs.append(parent.recv())
+        assert ("heartbeat",) not in msgs
+    finally:
+        ctx.stop_event.set()
+        parent.close()
+        child.close()

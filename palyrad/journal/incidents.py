@@ -201,6 +201,23 @@ class Incidents(Domain):
         ).fetchone()
         return int(row[0])
 
+    def attempt_times(self, domain: str, subject: str, since_ms: int) -> list[int]:
+        """When the remediations of (``domain``, ``subject``) were attempted at or after
+        ``since_ms``, oldest first, across all its incidents — the open one and those that
+        resolved since — leaving out ``skipped`` ones (no fix ran): the rate limit of a fix
+        that clears its condition for a moment only (a service that runs, then crash-loops
+        to ``fatal`` again, is a new incident each time)."""
+        rows = self._db.execute(
+            "SELECT r.at_ms FROM incident_remediations r WHERE r.incident_id IN ("
+            " SELECT incident_id FROM incidents"
+            " WHERE domain = ?1 AND subject = ?2 AND state = 'open'"
+            " UNION ALL SELECT incident_id FROM incidents"
+            " WHERE state = 'resolved' AND resolved_ms >= ?3 AND domain = ?1 AND subject = ?2)"
+            " AND r.at_ms >= ?3 AND r.outcome != 'skipped' ORDER BY r.at_ms",
+            (domain, subject, since_ms),
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
     def version(self) -> int:
         """The incidents' change counter (``STATE_INCIDENTS_CHANGED``)."""
         return read_counter(self._db, STATE_INCIDENTS_CHANGED)

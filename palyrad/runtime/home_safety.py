@@ -46,22 +46,34 @@ class DirFinding:
     problem: str
     refused: bool
     chmod_fixes: bool
+    # A folder of the home that is a symlink: judged by what it points to, which is where
+    # the fix belongs — and which ``doctor --repair`` never changes (it may be anywhere).
+    symlink_to: Path | None = None
 
     @property
     def fix(self) -> str:
         """The command (or action) that fixes it."""
         if self.chmod_fixes:
             return f"chmod 700 {self.path}"
+        if self.symlink_to is not None and "can be" in self.problem:
+            return (
+                f"chmod 700 {self.symlink_to} ({self.path} is a symlink to it: doctor --repair"
+                " changes nothing outside the home)"
+            )
         if "owned by" in self.problem:
             return f"sudo chown {_user_name()} {self.path}, or use a home of your own"
         return f"move {self.path} aside (the daemon creates the folder)"
 
 
-def judge_dir(path: Path, *, protected: bool, uid: int | None = None) -> DirFinding | None:
+def judge_dir(
+    path: Path, *, protected: bool, uid: int | None = None, follow_root: bool = True
+) -> DirFinding | None:
     """The problem with the existing folder ``path`` (None when it is fine or missing).
 
     Others writing to it is refused for a protected folder; others reading it is advice
-    (the journal, logs and run output live in the home)."""
+    (the journal, logs and run output live in the home). A folder inside the home
+    (``follow_root=False``) that is a symlink is judged by its target, but ``chmod`` is not
+    its fix here: the target is outside the home."""
     uid = os.geteuid() if uid is None else uid
     try:
         st = os.stat(path)
@@ -74,12 +86,51 @@ def judge_dir(path: Path, *, protected: bool, uid: int | None = None) -> DirFind
             path, f"is owned by uid {st.st_uid}, not by you (uid {uid})", protected, False
         )
     mode = stat.S_IMODE(st.st_mode)
+    target = _symlink_target(path) if follow_root is False else None
+    via = f" (through the symlink to {target})" if target is not None else ""
     if mode & 0o022:
         who = "group and other users" if mode & 0o022 == 0o022 else _who(mode, 0o020)
-        return DirFinding(path, f"can be written by {who} (mode {mode:04o})", protected, True)
+        return DirFinding(
+            path,
+            f"can be written by {who} (mode {mode:04o}){via}",
+            protected,
+            target is None,
+            target,
+        )
     if mode & 0o004:
-        return DirFinding(path, f"can be read by other users (mode {mode:04o})", False, True)
+        return DirFinding(
+            path,
+            f"can be read by other users (mode {mode:04o}){via}",
+            False,
+            target is None,
+            target,
+        )
     return None
+
+
+def _symlink_target(path: Path) -> Path | None:
+    """Where ``path`` leads when it is a symlink (None when it is not)."""
+    if not os.path.islink(path):
+        return None
+    return Path(os.path.realpath(path))
+
+
+def chmod_private_dir(path: Path, *, follow: bool) -> None:
+    """``chmod 700`` the folder ``path`` — never through a symlink unless ``follow`` (the
+    home itself, which the operator named), and only a folder that is ours: the fd that is
+    changed is the one that was checked, so a folder swapped for a symlink meanwhile (by
+    someone who could write to the home) is refused, not followed."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise UnsafeHome(f"{path}: not changed ({exc.strerror}: not a folder of the home)") from exc
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            raise UnsafeHome(f"{path}: not changed (it is not yours)")
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
 
 
 def _user_name() -> str:
@@ -102,7 +153,7 @@ def home_findings(home: Home) -> list[DirFinding]:
     found = []
     for rel in ("", *HOME_DIRS):
         path = home.root / rel if rel else home.root
-        finding = judge_dir(path, protected=rel in PROTECTED_DIRS, uid=uid)
+        finding = judge_dir(path, protected=rel in PROTECTED_DIRS, uid=uid, follow_root=not rel)
         if finding is not None:
             found.append(finding)
     return found

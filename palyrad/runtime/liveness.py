@@ -11,17 +11,35 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from palyrad.runtime.home import Home
 
 
+# O_NONBLOCK: a FIFO (or a device) at the pid file's path must not hang the open — every
+# CLI command and ``palyra doctor`` ask ``daemon_alive``. No supervisor locks such a file.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _open_pid_file(home: Home) -> int | None:
+    """The pid file opened for its lock; None when there is none (or no run/ folder) or it
+    is not a regular file (never a supervisor's)."""
+    try:
+        fd = os.open(home.pid_file, _OPEN_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
 def daemon_alive(home: Home) -> bool:
     """True while some process holds the pid-file lock (i.e. a supervisor is alive)."""
-    try:
-        fd = os.open(home.pid_file, os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError):  # no pid file (or no run/ folder)
+    fd = _open_pid_file(home)
+    if fd is None:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -38,9 +56,8 @@ def remove_stale_pid_file(home: Home) -> bool:
     """Delete ``run/palyrad.pid`` when no daemon holds its lock (a crash left it); True when
     it was removed. The lock is held while the file is unlinked, and only the file that was
     locked is removed, so a daemon starting meanwhile keeps its own."""
-    try:
-        fd = os.open(home.pid_file, os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError):  # no pid file (or no run/ folder)
+    fd = _open_pid_file(home)
+    if fd is None:
         return False
     try:
         try:

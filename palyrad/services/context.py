@@ -47,6 +47,8 @@ HEARTBEAT_INTERVAL_S = 1.0
 # by its heartbeat going silent.
 STALL_FLOOR_S = 60.0
 STALL_SILENCES = 3  # ... or this many silence windows, when that is longer
+# The service whose own wedged main loop nobody judges (it is the one judging the others).
+UNJUDGED_SERVICE = "self_healing"
 JOURNAL_ERROR_REPORT_S = 1.0  # at most one journal-failure report per second to the supervisor
 
 
@@ -255,11 +257,22 @@ class ServiceContext:
             return "stalled"
         return "running"
 
+    def _pipe_heartbeat(self) -> None:
+        """Heartbeats to the supervisor every second, from a thread that never touches the
+        journal: a journal beat that waits for the write lock (up to the busy timeout) or
+        fails must not silence the pipe, which is what tells self-healing (through
+        run/status.json) and the supervisor that this process is alive."""
+        while not self.stop_event.wait(HEARTBEAT_INTERVAL_S):
+            if self.name == UNJUDGED_SERVICE and self.loop_state() == "stalled":
+                # No one else judges a wedged self-healing loop (it judges the others):
+                # going quiet on the pipe has the supervisor kill and restart it.
+                continue
+            self.send(("heartbeat",))
+
     def _heartbeat(self) -> None:
-        """Heartbeats to the supervisor every second and to the journal every few (for
-        status, doctor and self-healing), from this thread's own connection. The first
-        journal beat is at once, so the row names this process (not its predecessor) from
-        the start."""
+        """Heartbeats to the journal every few seconds (for status, doctor and
+        self-healing), from this thread's own connection. The first journal beat is at
+        once, so the row names this process (not its predecessor) from the start."""
         journal: Journal | None = None
         beats = 0
         while True:
@@ -288,7 +301,6 @@ class ServiceContext:
                     log.warning("could not journal heartbeat", exc_info=True)
             if self.stop_event.wait(HEARTBEAT_INTERVAL_S):
                 return
-            self.send(("heartbeat",))
             beats += 1
 
     def _journal_write_failed(self, exc: BaseException) -> None:
@@ -306,6 +318,7 @@ class ServiceContext:
         on_write_failure(self._journal_write_failed)
         threading.Thread(target=self._reader, name="pipe-reader", daemon=True).start()
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self._pipe_heartbeat, name="pipe-heartbeat", daemon=True).start()
         self.listen_fifo()
 
 

@@ -66,6 +66,14 @@ def _last_sign_of_life(ctx: DoctorContext, p: ProcessStatus) -> int | None:
     return max(seen) if seen else None
 
 
+def _stalled(ctx: DoctorContext, p: ProcessStatus) -> bool:
+    """This very process journals that its main loop has been busy far too long: its
+    heartbeat thread alone keeps it looking alive."""
+    journal = ctx.journal
+    hb = journal.heartbeats.all().get(p.name) if journal is not None else None
+    return hb is not None and hb.pid == p.pid and hb.state == "stalled"
+
+
 class ProcessesCheck(DoctorCheck):
     """Each service process is running and heartbeating: ``fatal`` fails (repair: restart
     it), ``restarting`` warns, silence longer than ``[self_healing] process_silence_ms``
@@ -92,6 +100,8 @@ class ProcessesCheck(DoctorCheck):
                 if last is not None and ctx.now_ms - last > ctx.config.process_silence_ms:
                     quiet = duration(ctx.now_ms - last)
                     silent.append(f"{p.name} (pid {p.pid}) silent for {quiet}")
+                elif _stalled(ctx, p):
+                    silent.append(f"{p.name} (pid {p.pid}): its main loop is wedged (stalled)")
         lines = [f"{p.name} crashed too often and is stopped (fatal)" for p in fatal]
         lines += silent
         lines += [f"{p.name} is restarting (restart {p.restarts})" for p in restarting]

@@ -14,7 +14,7 @@ from palyrad.journal import STATE_DEFINITIONS_APPLIED, STATE_DEFINITIONS_ERROR
 from palyrad.ops.doctor.check import DoctorCheck, plural
 from palyrad.ops.doctor.context import DoctorContext
 from palyrad.ops.doctor.report import CheckResult, fail, ok, warn
-from palyrad.runtime.home_safety import HOME_DIRS, home_findings, judge_dir
+from palyrad.runtime.home_safety import HOME_DIRS, chmod_private_dir, home_findings, judge_dir
 from routines.validate import format_issue, validate_text
 
 SHOWN_ERRORS = 3  # validation errors shown under the message
@@ -66,14 +66,15 @@ class HomeCheck(DoctorCheck):
         done: list[str] = []
         for finding in home_findings(ctx.home):
             if finding.chmod_fixes:
-                os.chmod(finding.path, 0o700)
+                # Never through a symlink inside the home (the home itself: as named).
+                chmod_private_dir(finding.path, follow=finding.path == root)
                 done.append(f"chmod 700 {finding.path}")
         if judge_dir(root, protected=True) is None and os.path.isdir(root):
             for d in HOME_DIRS:
                 path = root / d
                 if not os.path.lexists(path):
                     path.mkdir(mode=0o700)
-                    os.chmod(path, 0o700)  # whatever the umask
+                    chmod_private_dir(path, follow=False)  # whatever the umask
                     done.append(f"created {path}/ (0700)")
         return done
 

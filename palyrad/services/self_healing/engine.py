@@ -8,11 +8,13 @@ transaction, so a ``system_event`` routine can notify the operator and a crash b
 two writes cannot lose the event.
 
 In ``auto`` mode a remediable finding gets its domain's remediation, recorded as an attempt
-(succeeded / failed with the detail). Remediations are rate-limited per incident: never two
-within ``ATTEMPT_SPACING_MS`` (the fix may still be taking effect: a killed service is being
-restarted), and at most ``MAX_ATTEMPTS`` in ``ATTEMPT_WINDOW_MS``; past that the incident is
-raised to ``critical`` with one ``skipped`` attempt saying so, and nothing more is tried
-until it resolves — a fix that does not work never loops. ``observe_only`` records incidents
+(succeeded / failed with the detail). Remediations are rate-limited per (domain, subject),
+across its incidents: never two within ``ATTEMPT_SPACING_MS`` (the fix may still be taking
+effect: a killed service is being restarted), and at most ``MAX_ATTEMPTS`` in
+``ATTEMPT_WINDOW_MS``; past that the incident is raised to ``critical`` with one ``skipped``
+attempt saying so, and nothing more is tried until it resolves — a fix that does not work
+never loops, nor does one that works for a moment only (its condition comes back as a new
+incident, with the same spent budget). ``observe_only`` records incidents
 and acts on nothing.
 
 A detector that raises loses its sweep only: its domain's open incidents are neither
@@ -227,10 +229,15 @@ class IncidentEngine:
             return None
         if _escalated(incident):
             return None  # escalated already: an operator's turn
-        last = incident.remediations[-1] if incident.remediations else None
-        if last is not None and now_ms - last.at_ms < ATTEMPT_SPACING_MS:
+        # Counted per (domain, subject), not per incident: a fix that clears its condition
+        # for a moment (a fatal service restarted, running, crash-looping to fatal again)
+        # meets a new incident each time, and must not get a fresh budget each time.
+        times = self.journal.incidents.attempt_times(
+            finding.domain, finding.subject, now_ms - ATTEMPT_WINDOW_MS
+        )
+        if times and now_ms - times[-1] < ATTEMPT_SPACING_MS:
             return None  # the last fix may still be taking effect
-        recent = sum(1 for a in incident.remediations if a.at_ms >= now_ms - ATTEMPT_WINDOW_MS)
+        recent = len(times)
         if recent >= MAX_ATTEMPTS:
             detail = (
                 f"{recent} attempts in {ATTEMPT_WINDOW_MS // 60_000} min did not clear it;"

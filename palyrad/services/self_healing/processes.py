@@ -9,15 +9,17 @@ previous process of that name never condemns its successor:
 
 - ``fatal`` (restarted too often; the supervisor waits a cool-down): critical. The fix asks
   the supervisor to start it now.
-- ``running`` and both its journal heartbeat (from this very pid) and its pipe heartbeat to
-  the supervisor are older than ``process_silence_ms``, or its journal beat says
-  ``stalled``: the fix is SIGKILL, after checking the pid is still a child of our
-  supervisor; the supervisor restarts it with its usual backoff.
+- ``running`` and its heartbeat (from this very pid) is older than ``process_silence_ms``
+  and so is its last pipe heartbeat to the supervisor (a journal that cannot be written
+  delays the first, never the second), or its heartbeat says ``stalled``: the fix is
+  SIGKILL, after checking the pid is still a child of our supervisor; the supervisor
+  restarts it with its usual backoff.
 - ``restarting``/``starting`` while its incident is open: still open (the fix is under way),
   never remediated again. The incident resolves once the service runs and beats.
 
-The self-healing process does not judge itself (a wedged self_healing cannot run this); the
-supervisor kills any service whose pipe heartbeats stop for 30 s.
+The self-healing process does not judge itself (a wedged self_healing cannot run this): its
+pipe heartbeats stop while its own loop is stalled (``ServiceContext._pipe_heartbeat``), and
+the supervisor kills any service whose pipe heartbeats stop for 30 s.
 """
 
 from __future__ import annotations
