@@ -382,8 +382,9 @@ def proc_status(name: str, pid: int | None, state: str = "running", **kw: Any) -
     return ProcessStatus(name, pid, state, kw.pop("restarts", 0), **kw)
 
 
-def write_processes(home: Home, *procs: ProcessStatus) -> None:
-    write_status(home, DaemonStatus(True, os.getpid(), "instance-1", T0 - MIN, tuple(procs)))
+def write_processes(home: Home, *procs: ProcessStatus, supervisor: int | None = None) -> None:
+    pid = os.getpid() if supervisor is None else supervisor
+    write_status(home, DaemonStatus(True, pid, "instance-1", T0 - MIN, tuple(procs)))
 
 
 def beat(
@@ -497,11 +498,12 @@ def test_process_detector_sees_nothing_when_no_supervisor_lives(ctx: ServiceCont
 
 @pytest.mark.usefixtures("supervisor_lock")
 def test_restart_process_refuses_a_pid_that_is_not_its_siblings(ctx: ServiceContext) -> None:
-    """The pid in status.json must be a child of our supervisor (our parent): a recycled pid
-    — here a process of the test's own — is never killed."""
+    """The pid in status.json must be a child of the daemon's supervisor (as status names
+    it): a recycled pid — here a process of the test's own, under another supervisor pid —
+    is never killed."""
     stranger = subprocess.Popen(["sleep", "30"])
     try:
-        write_processes(ctx.home, proc_status("scheduler", stranger.pid))
+        write_processes(ctx.home, proc_status("scheduler", stranger.pid), supervisor=os.getppid())
         with pytest.raises(RemediationFailed, match="no longer scheduler"):
             RestartProcess(ctx).apply(finding(), T0)
         assert stranger.poll() is None  # alive

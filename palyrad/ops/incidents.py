@@ -21,7 +21,7 @@ def list_incidents(
 
 def show_incident(journal: Journal, incident_id: str) -> dict[str, Any]:
     """One incident; an unknown (or pruned) id is exit 1 with a hint."""
-    incident = journal.incidents.get(incident_id.strip())
+    incident = journal.incidents.get(incident_id.strip().upper())  # ULIDs: any case
     if incident is None:
         raise PalyraError(f"no incident {incident_id!r}", "list them: palyra incidents list --all")
     return incident_to_json(incident)

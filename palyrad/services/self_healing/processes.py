@@ -121,7 +121,8 @@ class RestartProcess:
 
     def apply(self, finding: Finding, now_ms: int) -> str:
         name = finding.subject
-        proc = read_status(self.ctx.home).process(name)
+        status = read_status(self.ctx.home)
+        proc = status.process(name)
         if proc is None:
             raise RemediationFailed(f"the supervisor does not report a service named {name}")
         if proc.state == "fatal":
@@ -130,8 +131,10 @@ class RestartProcess:
             return f"asked the supervisor to start {name} now instead of after its cool-down"
         if proc.state != "running" or proc.pid is None:
             return f"{name} is already {proc.state}; nothing to do"
+        # The daemon's supervisor, as status names it (not our own parent: if the supervisor
+        # died a moment ago we were re-parented, and so was the service).
         parent = parent_pid(proc.pid)
-        if parent is not None and parent != os.getppid():
+        if parent is not None and parent != status.pid:
             raise RemediationFailed(
                 f"pid {proc.pid} is no longer {name} (its parent is {parent}); not killed"
             )
