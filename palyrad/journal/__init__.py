@@ -16,7 +16,7 @@ seam of ARCHITECTURE.md: typed records in and out, one transaction owner.
   ``approvals``, ``events``, ``outbox`` (channel deliveries and each device's
   acknowledgements), ``heartbeats`` (service processes), ``devices`` (paired nodes and their
   open watch streams), ``pairing`` (pairing windows and requests), ``incidents``
-  (self-healing incidents and their remediation attempts).
+  (self-healing incidents and their remediation attempts), ``tasks`` (the background queue).
 
 Reading and writing::
 
@@ -74,6 +74,7 @@ from palyrad.journal.records import (
     RoutineAdvance,
     RoutineState,
     RunDecision,
+    Task,
 )
 from palyrad.journal.routines import Routines
 from palyrad.journal.runs import PRUNE_BATCH, Runs
@@ -87,8 +88,10 @@ from palyrad.journal.state import (
     STATE_LISTENED_EVENTS,
     STATE_LISTENER_PORTS,
     STATE_PAIRING_CHANGED,
+    STATE_TASKS_CHANGED,
     DaemonState,
 )
+from palyrad.journal.tasks import Tasks, task_backoff_ms
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -103,6 +106,7 @@ __all__ = [
     "STATE_LISTENED_EVENTS",
     "STATE_LISTENER_PORTS",
     "STATE_PAIRING_CHANGED",
+    "STATE_TASKS_CHANGED",
     "ApprovalRequest",
     "Delivery",
     "Device",
@@ -122,8 +126,10 @@ __all__ = [
     "RoutineAdvance",
     "RoutineState",
     "RunDecision",
+    "Task",
     "incident_to_json",
     "open_journal",
+    "task_backoff_ms",
 ]
 
 
@@ -159,6 +165,7 @@ class Journal(JournalConnection):
         self.devices = Devices(self)
         self.pairing = Pairing(self)
         self.incidents = Incidents(self)
+        self.tasks = Tasks(self)
 
 
 def open_journal(path: Path) -> Journal:

@@ -274,4 +274,41 @@ MIGRATIONS += (
     """,
 )
 
+MIGRATIONS += (
+    # 7: the background queue (SPEC §6, §4.6). Migration 1's ``tasks`` placeholder was never
+    # written, so it is replaced. ``seq`` orders tasks FIFO within a priority; a claim sets
+    # ``lease_token`` (the fencing token: only its holder may heartbeat, finish or fail the
+    # task) and ``lease_until_ms`` (past it, another worker may take the task over).
+    # ``unique_key``: at most one pending or running task per key (each maintenance kind).
+    """
+    DROP TABLE tasks;
+    CREATE TABLE tasks (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL DEFAULT 'null',
+        priority INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'succeeded', 'failed',
+                                                'cancelled')),
+        attempt INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL DEFAULT 3 CHECK (max_attempts >= 1),
+        not_before_ms INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        started_ms INTEGER,
+        finished_ms INTEGER,
+        heartbeat_ms INTEGER,
+        lease_owner TEXT,
+        lease_token TEXT,
+        lease_until_ms INTEGER,
+        error TEXT,
+        unique_key TEXT
+    );
+    CREATE INDEX tasks_ready ON tasks(priority DESC, seq) WHERE status = 'pending';
+    CREATE INDEX tasks_leased ON tasks(lease_until_ms) WHERE status = 'running';
+    CREATE UNIQUE INDEX tasks_one_active ON tasks(unique_key)
+        WHERE unique_key IS NOT NULL AND status IN ('pending', 'running');
+    CREATE INDEX tasks_by_kind ON tasks(kind, seq)
+    """,
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -220,3 +220,29 @@ class Incident:
     opened_ms: int
     resolved_ms: int | None = None
     remediations: tuple[RemediationAttempt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A background task (SPEC §6 "Background queue"). ``attempt`` counts claims (the one
+    running now included); ``lease_token`` fences the current claim: only its holder may
+    heartbeat, finish or fail the task. ``unique_key``: at most one pending or running task
+    per key (a maintenance kind)."""
+
+    task_id: str
+    kind: str
+    payload: str  # JSON text
+    priority: int
+    status: str  # pending | running | succeeded | failed | cancelled
+    attempt: int
+    max_attempts: int
+    not_before_ms: int
+    created_ms: int
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    heartbeat_ms: int | None = None
+    lease_owner: str | None = None
+    lease_token: str | None = None
+    lease_until_ms: int | None = None
+    error: str | None = None
+    unique_key: str | None = None
