@@ -17,7 +17,7 @@ owner); it is a package rather than a protocol here because it has one implement
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -61,13 +61,34 @@ class ActionUnavailable(Exception):
         self.error_kind = error_kind
 
 
+@dataclass(frozen=True, slots=True)
+class TaskRun:
+    """What a task handler gets for one attempt: the task, its parsed payload, and the means
+    to act (its worker thread's own journal connection, the clock, the home, the config, a
+    poke). ``heartbeat()`` extends the attempt's lease; a handler that works for long calls
+    it now and then (False: the lease was taken over — stop, the result will not count)."""
+
+    task_id: str
+    kind: str
+    payload: Any
+    attempt: int
+    max_attempts: int
+    heartbeat: Callable[[], bool]
+    journal: Any  # palyrad.journal.Journal (the seams import nothing of the daemon)
+    clock: Clock
+    home: Any  # palyrad.runtime.home.Home
+    config: Any  # palyrad.runtime.config.DaemonConfig
+    poke: Callable[..., None]
+
+
 class TaskHandler(Protocol):
-    """One background task kind: do the work for ``payload`` or raise (the attempt fails
-    and the queue retries it with backoff; the process never does)."""
+    """One background task kind: do the work of ``task`` or raise (the attempt fails and
+    the queue retries it with backoff; the process never does). Returns a short note for
+    the log, or None."""
 
     kind: str
 
-    def run(self, payload: Mapping[str, Any], clock: Clock) -> str | None: ...
+    def run(self, task: TaskRun) -> str | None: ...
 
 
 class CheckStatus(StrEnum):

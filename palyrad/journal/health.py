@@ -77,3 +77,26 @@ def checkpoint_truncate(journal: JournalConnection) -> tuple[bool, int]:
     except sqlite3.Error as exc:
         raise journal_unavailable(journal.path, exc) from exc
     return not busy, int(frames)
+
+
+def maintain(journal: JournalConnection, pages: int = 2_000) -> str:
+    """The ``journal_vacuum`` maintenance: give back free pages without blocking writers for
+    long, and refresh the query planner's statistics.
+
+    A full ``VACUUM`` rewrites the whole file under an exclusive lock (seconds on a large
+    journal, every run start waiting behind it). With ``auto_vacuum = INCREMENTAL`` a
+    bounded ``incremental_vacuum`` step frees pages instead; a journal created before that
+    mode (NONE) keeps its free pages for reuse, which SQLite does anyway. Then ``PRAGMA
+    optimize`` (cheap: only what changed) and a checkpoint that truncates the WAL."""
+    mode = int(journal.db.execute("PRAGMA auto_vacuum").fetchone()[0])
+    free = int(journal.db.execute("PRAGMA freelist_count").fetchone()[0])
+    done = []
+    if mode == 2 and free:  # INCREMENTAL
+        journal.db.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
+        done.append(f"freed up to {min(free, pages)} of {free} free pages")
+    elif free:
+        done.append(f"{free} free pages kept for reuse (auto_vacuum is not incremental)")
+    journal.db.execute("PRAGMA optimize")
+    completed, frames = checkpoint_truncate(journal)
+    done.append("optimized; " + ("WAL truncated" if completed else f"WAL busy ({frames} frames)"))
+    return "; ".join(done)

@@ -22,6 +22,7 @@ class ConfigError(InvalidInput, ValueError):
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
     max_concurrent_runs: int = 8
+    task_workers: int = 2  # background-queue worker threads, apart from the run slots
     scheduler_timezone: str = "UTC"
     agent_command: tuple[str, ...] | None = None
     stale_run_ms: int = 120_000
@@ -49,12 +50,18 @@ class DaemonConfig:
     self_healing_mode: str = "auto"  # or "observe_only"
     stale_task_ms: int = 120_000
     process_silence_ms: int = 10_000
+    # [maintenance] (SPEC §6, §7): how often each maintenance task is enqueued
+    memory_interval_ms: int = 5 * 60_000
+    backfill_interval_ms: int = 10 * 60_000
+    skill_reaudit_interval_ms: int = 6 * 3_600_000
+    vacuum_interval_ms: int = 24 * 3_600_000
 
 
 SELF_HEALING_MODES = ("auto", "observe_only")
 
 _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("executor", "max_concurrent_runs"): ("max_concurrent_runs", int),
+    ("executor", "task_workers"): ("task_workers", int),
     ("executor", "max_output_bytes"): ("max_output_bytes", int),
     ("executor", "heartbeat_interval_ms"): ("heartbeat_interval_ms", int),
     ("scheduler", "timezone"): ("scheduler_timezone", str),
@@ -63,6 +70,10 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("self_healing", "stale_run_ms"): ("stale_run_ms", int),
     ("self_healing", "stale_task_ms"): ("stale_task_ms", int),
     ("self_healing", "process_silence_ms"): ("process_silence_ms", int),
+    ("maintenance", "memory_interval_ms"): ("memory_interval_ms", int),
+    ("maintenance", "backfill_interval_ms"): ("backfill_interval_ms", int),
+    ("maintenance", "skill_reaudit_interval_ms"): ("skill_reaudit_interval_ms", int),
+    ("maintenance", "vacuum_interval_ms"): ("vacuum_interval_ms", int),
     ("history", "max_runs_per_routine"): ("max_runs_per_routine", int),
     ("history", "max_age_days"): ("max_age_days", int),
     ("journal", "synchronous"): ("journal_synchronous", str),
@@ -125,6 +136,8 @@ def load_config(path: Path) -> DaemonConfig:
     cfg = DaemonConfig(**values)
     if cfg.max_concurrent_runs < 1:
         raise ConfigError(f"{path}: [executor] max_concurrent_runs must be at least 1")
+    if not 1 <= cfg.task_workers <= 16:
+        raise ConfigError(f"{path}: [executor] task_workers must be 1-16")
     if cfg.journal_synchronous.upper() not in ("NORMAL", "FULL"):
         raise ConfigError(f"{path}: [journal] synchronous must be NORMAL or FULL")
     for key, port in (
@@ -154,6 +167,14 @@ def load_config(path: Path) -> DaemonConfig:
         # palyra-node takes 60 s without any message for a dead link: at most 30 s keeps
         # two heartbeats inside that.
         raise ConfigError(f"{path}: [rpc] stream_heartbeat_ms must be 1000-30000")
+    for key in (
+        "memory_interval_ms",
+        "backfill_interval_ms",
+        "skill_reaudit_interval_ms",
+        "vacuum_interval_ms",
+    ):
+        if getattr(cfg, key) < 1_000:
+            raise ConfigError(f"{path}: [maintenance] {key} must be at least 1000")
     if cfg.delivery_retention_days < 1:
         raise ConfigError(f"{path}: [delivery] retention_days must be at least 1")
     for host in (*cfg.rpc_listen, *((cfg.rpc_advertise_host,) if cfg.rpc_advertise_host else ())):

@@ -35,10 +35,13 @@ def should_deliver(silent_policy: str | None, status: str) -> bool:
     return True
 
 
-def deliver(journal: Journal, run: Run, delivery: Delivery, now_ms: int) -> bool:
-    """Deliver a finished run's result as its spec's ``delivery`` says; never raises for a
-    delivery problem (it is logged). True when an entry went into the outbox (the caller
-    then pokes node_rpc, whose watch streams send it on)."""
+def deliver(
+    journal: Journal, run: Run, delivery: Delivery, now_ms: int, *, raise_errors: bool = False
+) -> bool:
+    """Deliver a finished run's result as its spec's ``delivery`` says. A delivery problem
+    (a file that cannot be written) is logged, and raised too with ``raise_errors`` (the
+    ``delivery`` task: its attempt fails and is retried). True when an entry went into the
+    outbox (the caller then pokes node_rpc, whose watch streams send it on)."""
     mode = delivery.mode
     if mode == "logs_only" or run.status in (RunStatus.PENDING, RunStatus.RUNNING):
         return False
@@ -64,4 +67,6 @@ def deliver(journal: Journal, run: Run, delivery: Delivery, now_ms: int) -> bool
             "delivery failed",
             extra={"run_id": run.run_id, "mode": mode, "error": exc.strerror},
         )
+        if raise_errors:
+            raise
     return False

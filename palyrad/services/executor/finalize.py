@@ -18,11 +18,11 @@ import orjson
 import routines.model
 import routines.policies  # noqa: F401
 from palyrad.domain.run_spec import RunSpec
-from palyrad.domain.runs import Run, RunStatus, retry_follow_up
+from palyrad.domain.runs import Run, RunStatus, new_ulid, retry_follow_up
+from palyrad.domain.tasks import DELIVERY
 from palyrad.journal import STATE_LISTENED_EVENTS
 from palyrad.runtime.process_groups import signal_group
 from palyrad.services.executor.active_run import ActiveRun
-from palyrad.services.executor.delivery import deliver
 from palyrad.services.executor.state import ExecutorPart, ExecutorState
 from routines.kinds import ErrorKind, SystemEvent, TriggerKind
 from routines.model import Delivery
@@ -68,8 +68,12 @@ class Finalizer(ExecutorPart):
 
     def __init__(self, state: ExecutorState) -> None:
         super().__init__(state)
+        self._state = state
         self._listened: set[str] = set()
         self._listened_at = -10_000
+
+    def nudge_tasks(self) -> None:
+        self._state.nudge_tasks()
 
     def finish_unstarted(self, run: Run, kind: str, message: str) -> None:
         """Fail a claimed run that could not start (``kind`` is its error_kind); retry it
@@ -95,17 +99,23 @@ class Finalizer(ExecutorPart):
         run = active.run
         status, kind, msg = classify_outcome(active.reason, code)
         follow = retry_follow_up(run, status, now)
-        done = self.journal.runs.finish(
-            run.run_id,
-            status=status,
-            finished_ms=now,
-            exit_code=code,
-            error_kind=kind,
-            error_message=msg,
-            output_tail=active.tail_text(),
-            owner=self.owner,
-            follow_up=follow,
-        )
+        # The finish and its delivery task are one transaction: a crash between them can
+        # lose neither (the delivery runs on the queue, never on this loop).
+        with self.journal.transaction():
+            done = self.journal.runs.finish(
+                run.run_id,
+                status=status,
+                finished_ms=now,
+                exit_code=code,
+                error_kind=kind,
+                error_message=msg,
+                output_tail=active.tail_text(),
+                owner=self.owner,
+                follow_up=follow,
+            )
+            delivering = done and self._enqueue_delivery(run, now)
+        if delivering:
+            self.nudge_tasks()
         if done:
             self.after_finish(run.run_id, now)
         (log.info if status is not RunStatus.SUCCEEDED else log.debug)(
@@ -113,14 +123,22 @@ class Finalizer(ExecutorPart):
             extra={"run_id": run.run_id, "status": status.value, "exit_code": code},
         )
 
+    def _enqueue_delivery(self, run: Run, now: int) -> bool:
+        """Queue the ``delivery`` task of a run whose spec delivers to a file or channel
+        (inside the caller's transaction); whether one was queued."""
+        spec = RunSpec.from_json(run.spec)
+        mode = (Delivery() if spec is None else spec.delivery).mode
+        if mode == "logs_only":
+            return False
+        payload = orjson.dumps({"run_id": run.run_id}).decode()
+        self.journal.tasks.enqueue(new_ulid(now), DELIVERY, payload, now, priority=10)
+        return True
+
     def after_finish(self, run_id: str, now: int) -> None:
-        """Deliver the result and emit ``run.succeeded``/``run.failed`` if anyone listens."""
+        """Emit ``run.succeeded``/``run.failed`` if anyone listens (delivery is a task)."""
         run = self.journal.runs.get(run_id)
         if run is None:
             return
-        spec = RunSpec.from_json(run.spec)
-        if deliver(self.journal, run, Delivery() if spec is None else spec.delivery, now):
-            self.ctx.poke("node_rpc")  # its watch streams send the entry on
         name = RUN_EVENTS.get(run.status)
         if name is None or name not in self.listened_events(now):
             return

@@ -8,6 +8,9 @@ the service's one selector. Two threads per run (a pump and a waiter) cost hundr
 starts a second under load, and every one of them competes for the GIL exactly when the next
 run is due — the main source of start-lateness tails we measured.
 
+The background queue's workers are threads of this process (``task_pool``), with slots of
+their own: the loop only nudges them.
+
 The jobs live in their own modules: ``claims`` (recovery, choosing and leasing), ``actions``
 (one runner per action kind), ``spawn`` (prepare, launch on the instant), ``output`` (pipes,
 stdin, exits), ``supervision`` (cancels, timeouts, graceful stop), ``finalize`` (outcome,
@@ -28,6 +31,8 @@ from palyrad.services.executor.output import ChildIO
 from palyrad.services.executor.spawn import LAUNCH_LEAD_S, Launcher, Prepared
 from palyrad.services.executor.state import ExecutorState
 from palyrad.services.executor.supervision import EOF_GRACE_MS, KILL_GRACE_MS, RunSupervision
+from palyrad.services.executor.task_pool import TaskPool
+from palyrad.services.executor.tasks import default_handlers
 from routines.timefmt import seconds_until
 
 IDLE_WAIT_S = 3.0
@@ -47,6 +52,8 @@ class Executor:
         self.launcher = Launcher(self.state, runners, self.io, self.finalizer)
         self.claims = Claims(self.state, self.launcher)
         self.supervision = RunSupervision(self.state, self.io, self.finalizer, self.launcher)
+        self.tasks = TaskPool(ctx, default_handlers(), ctx.config.task_workers)
+        self.state.nudge_tasks = self.tasks.nudge
 
     @property
     def active(self) -> dict[str, ActiveRun]:
@@ -110,6 +117,7 @@ def run_executor(ctx: ServiceContext) -> None:
     """The executor process's loop: launch what is due first, then supervise and claim."""
     ex = Executor(ctx)
     ex.recover()
+    ex.tasks.start()
     ctx.ready()
     last_heartbeat = 0
     try:
@@ -123,6 +131,8 @@ def run_executor(ctx: ServiceContext) -> None:
             if now - last_heartbeat >= ctx.config.heartbeat_interval_ms:
                 ex.heartbeat(now)
                 last_heartbeat = now
-            ctx.wait(ex.next_wake_s(now))
+            if ctx.wait(ex.next_wake_s(now)):
+                ex.tasks.nudge()  # a poke may be a task enqueued (the CLI, self-healing)
     finally:
         ex.stop_all()
+        ex.tasks.stop(timeout_s=5.0)

@@ -9,6 +9,7 @@ are split by job, not by thread.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from palyrad.journal import Journal
@@ -33,6 +34,8 @@ class ExecutorState:
         self.armed: dict[str, Prepared] = {}  # claimed, spawning on their instant
         # Written just before each spawn; read by the next executor's recovery.
         self.intents = SpawnIntents(ctx.home.spawn_intents)
+        # Wakes the background-queue workers (set by the executor once they run).
+        self.nudge_tasks: Callable[[], None] = lambda: None
 
 
 class ExecutorPart:

@@ -30,6 +30,7 @@ from palyrad.services.scheduler.control_socket import RequestHandler
 from palyrad.services.scheduler.decisions import Decisions
 from palyrad.services.scheduler.definitions import DefinitionsEvents, DefinitionsLoader
 from palyrad.services.scheduler.file_watch import FileWatchManager
+from palyrad.services.scheduler.maintenance import MaintenanceTicks
 from palyrad.services.scheduler.state import Loaded, SchedulerState
 from palyrad.services.scheduler.ticks import Ticks
 from routines.kinds import SystemEvent
@@ -116,6 +117,8 @@ def run_scheduler(ctx: ServiceContext) -> None:
         )
     except OSError as exc:  # run-now still works, through the journal
         log.error("control socket unavailable", extra={"error": str(exc)})
+    maintenance = MaintenanceTicks(ctx)
+    maintenance.load(ctx.clock.now_ms())
     ctx.ready({"routines": len(sched.routines)})
     try:
         while not ctx.stopping:
@@ -125,7 +128,7 @@ def run_scheduler(ctx: ServiceContext) -> None:
             if files.dirty:
                 files.reconcile()
             now = ctx.clock.now_ms()
-            if sched.step(now):
+            if sched.step(now) | maintenance.run(now):
                 ctx.poke("executor")
             if sched.state.more:
                 continue  # more due right now
@@ -140,6 +143,8 @@ def run_scheduler(ctx: ServiceContext) -> None:
                 timeout_s = min(timeout_s, seconds_until(beyond - ARM_AHEAD_MS))
             if sched.deferred_ms is not None:
                 timeout_s = min(timeout_s, seconds_until(sched.deferred_ms))
+            if maintenance.earliest_ms is not None:  # never later for a week-away routine
+                timeout_s = min(timeout_s, seconds_until(maintenance.earliest_ms))
             sweep = control.next_sweep_s() if control is not None else None
             if sweep is not None:
                 timeout_s = min(timeout_s, sweep)

@@ -1,0 +1,30 @@
+"""The ``delivery`` task: a finished run's result to its file or channel (SPEC §2.3).
+
+Enqueued in the transaction that finishes the run, so a crash between the two can lose
+neither. A file that cannot be written fails the attempt, and the queue retries it with
+backoff; the executor's loop never waits for a slow disk or a full outbox.
+"""
+
+from __future__ import annotations
+
+from palyrad.domain.run_spec import RunSpec
+from palyrad.seams import TaskRun
+from palyrad.services.executor.delivery import deliver
+from routines.model import Delivery
+
+
+class DeliveryHandler:
+    kind = "delivery"
+
+    def run(self, task: TaskRun) -> str | None:
+        run_id = task.payload.get("run_id") if isinstance(task.payload, dict) else None
+        if not isinstance(run_id, str):
+            raise ValueError(f"payload has no run_id: {task.payload!r}")
+        run = task.journal.runs.get(run_id)
+        if run is None:
+            return f"run {run_id} is gone (pruned); nothing to deliver"
+        spec = RunSpec.from_json(run.spec)
+        delivery = Delivery() if spec is None else spec.delivery
+        if deliver(task.journal, run, delivery, task.clock.now_ms(), raise_errors=True):
+            task.poke("node_rpc")  # its watch streams send the entry on
+        return f"{delivery.mode} delivery of {run_id}"
