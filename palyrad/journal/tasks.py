@@ -270,14 +270,21 @@ class Tasks(Domain):
             bump_counter(db, STATE_TASKS_CHANGED, now_ms)
             return _task(row)
 
-    def prune(self, older_than_ms: int) -> int:
-        """Delete finished tasks (succeeded, failed, cancelled) that finished before
-        ``older_than_ms``; how many went."""
+    def prune(
+        self,
+        older_than_ms: int,
+        statuses: Sequence[str] = ("succeeded", "failed", "cancelled"),
+    ) -> int:
+        """Delete finished tasks of ``statuses`` (never pending or running ones) that
+        finished before ``older_than_ms``; how many went."""
+        kept = [s for s in statuses if s in ("succeeded", "failed", "cancelled")]
+        if not kept:
+            return 0
         with self._write() as db:
             cur = db.execute(
-                "DELETE FROM tasks WHERE status IN ('succeeded', 'failed', 'cancelled')"
+                f"DELETE FROM tasks WHERE status IN ({', '.join('?' * len(kept))})"
                 " AND finished_ms < ?",
-                (older_than_ms,),
+                (*kept, older_than_ms),
             )
             return cur.rowcount
 

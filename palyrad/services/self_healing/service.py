@@ -39,6 +39,10 @@ def prune_history(ctx: ServiceContext, now: int) -> int:
             os.unlink(path)
     ctx.journal.events.prune(now - DAY_MS)
     ctx.journal.incidents.prune(now - cfg.max_age_days * DAY_MS)
+    # Succeeded tasks (a delivery per run) go after a day; failed and cancelled ones stay
+    # as long as run history, for `palyra tasks retry`.
+    ctx.journal.tasks.prune(now - DAY_MS, ("succeeded",))
+    ctx.journal.tasks.prune(now - cfg.max_age_days * DAY_MS)
     if logs:
         log.info("pruned run history", extra={"runs": len(logs)})
     return len(logs)
