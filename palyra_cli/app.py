@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "hooks": "palyra_cli.trigger_cmds:hooks_group",
     "node": "palyra_cli.node_cmds:node_group",
     "incidents": "palyra_cli.incident_cmds:incidents_group",
+    "tasks": "palyra_cli.task_cmds:tasks_group",
     "doctor": "palyra_cli.doctor_cmds:doctor_cmd",
 }
 

@@ -71,7 +71,7 @@ def _task(r: Sequence[object]) -> Task:
 
 
 class Tasks(Domain):
-    """Enqueue, claim, heartbeat, finish, fail, retry, cancel, list, prune."""
+    """Enqueue, claim, heartbeat, finish, fail, release, expire, retry, cancel, list, prune."""
 
     __slots__ = ()
 
@@ -231,10 +231,13 @@ class Tasks(Domain):
     def expire_lease(self, task_id: str, now_ms: int) -> bool:
         """End a running task's lease now (self-healing's ``requeue_task``; a restarted
         executor's recovery): the next claim takes it over under a new token, so its old
-        worker, should it wake, can change nothing. False when it is not running."""
+        worker, should it wake, can change nothing. Its token is revoked here, not at that
+        claim: a worker that woke in between would otherwise heartbeat the lease back and
+        undo the requeue. False when it is not running."""
         with self._write() as db:
             cur = db.execute(
-                "UPDATE tasks SET lease_until_ms = ? - 1 WHERE task_id = ? AND status = 'running'",
+                "UPDATE tasks SET lease_until_ms = ? - 1, lease_token = NULL"
+                " WHERE task_id = ? AND status = 'running'",
                 (now_ms, task_id),
             )
             if cur.rowcount:
@@ -245,11 +248,16 @@ class Tasks(Domain):
 
     def retry(self, task_id: str, now_ms: int) -> Task | None:
         """A ``failed`` task back to ``pending`` now, its attempts counted again from zero
-        (its last error kept until it runs). None when it is unknown or not failed."""
+        (its last error kept until it runs). None when it is unknown or not failed, or when
+        another task of its ``unique_key`` is pending or running (``active_for_key`` tells
+        which): two would break the one-active-per-key rule (the schema refuses it)."""
         with self._write() as db:
             row = db.execute(
                 "UPDATE tasks SET status = 'pending', attempt = 0, not_before_ms = ?,"
-                f" finished_ms = NULL WHERE task_id = ? AND status = 'failed' RETURNING {_COLUMNS}",
+                " finished_ms = NULL WHERE task_id = ? AND status = 'failed'"
+                " AND (unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM tasks AS a"
+                " WHERE a.unique_key = tasks.unique_key AND a.status IN ('pending', 'running')))"
+                f" RETURNING {_COLUMNS}",
                 (now_ms, task_id),
             ).fetchone()
             if row is None:
@@ -292,6 +300,13 @@ class Tasks(Domain):
 
     def get(self, task_id: str) -> Task | None:
         row = self._db.execute(_SELECT + " WHERE task_id = ?", (task_id,)).fetchone()
+        return None if row is None else _task(row)
+
+    def active_for_key(self, unique_key: str) -> Task | None:
+        """The pending or running task of ``unique_key``, if any."""
+        row = self._db.execute(
+            _SELECT + " WHERE unique_key = ? AND status IN ('pending', 'running')", (unique_key,)
+        ).fetchone()
         return None if row is None else _task(row)
 
     def newest(

@@ -1,8 +1,9 @@
 """The one list of self-healing detectors and remediations, one per incident domain.
 
-``task`` (stale background tasks) and ``skills`` (a skill quarantined by an audit) join when
-the background queue and signed skills exist: a detector here, a remediation beside it
-(``requeue_task`` for tasks); nothing else changes.
+Domains with a remediation: ``run`` (fail_run), ``process`` (restart_process),
+``node_stream`` (close_stream), ``task`` (requeue_task); detected only: ``definitions``,
+``disk``, ``journal``. ``skills`` (a skill quarantined by an audit) joins when signed skills
+exist: a detector here, nothing else changes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from palyrad.services.self_healing.node_streams import (
 )
 from palyrad.services.self_healing.processes import ProcessDetector, RestartProcess
 from palyrad.services.self_healing.runs import FailStuckRun, StuckRunDetector
+from palyrad.services.self_healing.tasks import RequeueTask, StaleTaskDetector
 
 
 def detectors(ctx: ServiceContext) -> list[Detector]:
@@ -30,6 +32,7 @@ def detectors(ctx: ServiceContext) -> list[Detector]:
         DiskDetector(ctx),
         JournalDetector(ctx),
         NodeStreamDetector(ctx),
+        StaleTaskDetector(ctx),
     ]
 
 
@@ -38,5 +41,6 @@ def remediations(ctx: ServiceContext) -> dict[str, Remediation]:
         FailStuckRun(ctx),
         RestartProcess(ctx),
         CloseStreamRemediation(ctx),
+        RequeueTask(ctx),
     ]
     return {r.domain: r for r in found}
