@@ -448,3 +448,40 @@ def test_a_shorter_interval_after_a_config_change_takes_effect_at_once(
         ticks = MaintenanceTicks(c)
         ticks.load(T0 + 10)
         assert ticks.next_due[MEMORY_MAINTENANCE] == T0 + 1_010
+
+
+# --- draining a backlog -----------------------------------------------------------------------
+
+
+def test_each_success_claims_the_next_task_in_its_own_transaction(ctx: ServiceContext) -> None:
+    """One claim drains the backlog in order: the next task is claimed in the transaction
+    that records the previous one's success (one commit per task)."""
+    journal = ctx.journal
+    for n in "abc":
+        _enqueue(journal, n, T0)
+    rec = Recorder()
+    pool = _pool(ctx, rec)
+    before = journal.tasks.version()
+    assert pool._claim_and_run(journal, T0)
+    assert rec.order() == ["a", "b", "c"]
+    assert {t.status for t in journal.tasks.newest()} == {"succeeded"}
+    # claim a; succeed a + claim b; succeed b + claim c; succeed c (its claim found none)
+    assert journal.tasks.version() - before == 1 + 2 + 2 + 1  # a bump per state change
+
+
+def test_a_stopping_pool_claims_nothing_after_the_task_it_finishes(ctx: ServiceContext) -> None:
+    journal = ctx.journal
+    pool: TaskPool
+
+    class StopOnA(Recorder):
+        def run(self, task: TaskRun) -> str | None:
+            with pool._cond:
+                pool._stopping = True
+            return super().run(task)
+
+    pool = _pool(ctx, StopOnA())
+    a, b = _enqueue(journal, "a", T0), _enqueue(journal, "b", T0)
+    assert pool._claim_and_run(journal, T0)
+    ta, tb = journal.tasks.get(a.task_id), journal.tasks.get(b.task_id)
+    assert ta is not None and tb is not None
+    assert (ta.status, tb.status, tb.attempt) == ("succeeded", "pending", 0)
