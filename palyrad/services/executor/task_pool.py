@@ -113,14 +113,23 @@ class TaskPool:
             journal.close()
 
     def _claim_and_run(self, journal: Journal, now: int) -> bool:
+        """Claim a task and run it, then the ones claimed in each success's transaction
+        (a backlog drains at one transaction per task, not two); False when nothing was
+        ready."""
         lease_ms = self.ctx.config.stale_task_ms
         claimed = journal.tasks.claim(self.owner, [new_token()], now, lease_ms)
         if not claimed:
             return False
-        self._execute(journal, claimed[0], lease_ms)
+        task: Task | None = claimed[0]
+        while task is not None:
+            task = self._execute(journal, task, lease_ms)
         return True
 
-    def _execute(self, journal: Journal, task: Task, lease_ms: int) -> None:
+    def _execute(self, journal: Journal, task: Task, lease_ms: int) -> Task | None:
+        """Run one attempt and record its outcome. On success the next ready task is
+        claimed in the same transaction (unless the pool is stopping) and returned. Should
+        that transaction fail, neither change is kept: the task is run again once its lease
+        ends, as after a crash between the handler and its success (at least once)."""
         token = str(task.lease_token)
         clock = self.ctx.clock
 
@@ -160,11 +169,20 @@ class TaskPool:
                     "next": None if after is None else after.status,
                 },
             )
-            return
-        if journal.tasks.succeed(task.task_id, token, clock.now_ms()):
+            return None
+        now = clock.now_ms()
+        nxt: list[Task] = []
+        with journal.transaction():
+            succeeded = journal.tasks.succeed(task.task_id, token, now)
+            with self._cond:
+                stopping = self._stopping
+            if not stopping:
+                nxt = journal.tasks.claim(self.owner, [new_token()], now, lease_ms)
+        if succeeded:
             log.debug("task succeeded", extra={"task_id": task.task_id, "note": note})
         else:
             log.warning(
                 "task finished after its lease was taken over; its result was refused",
                 extra={"task_id": task.task_id, "kind": task.kind},
             )
+        return nxt[0] if nxt else None
