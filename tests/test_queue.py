@@ -36,6 +36,7 @@ from palyrad.runtime.clock import ManualClock
 from palyrad.runtime.home import Home
 from palyrad.seams import TaskHandler, TaskRun
 from palyrad.services.context import ServiceContext
+from palyrad.services.executor import task_pool
 from palyrad.services.executor.task_pool import TaskPool
 from palyrad.services.scheduler.maintenance import MaintenanceTicks
 from tests.daemon_harness import wait_until
@@ -453,9 +454,9 @@ def test_a_shorter_interval_after_a_config_change_takes_effect_at_once(
 # --- draining a backlog -----------------------------------------------------------------------
 
 
-def test_each_success_claims_the_next_task_in_its_own_transaction(ctx: ServiceContext) -> None:
-    """One claim drains the backlog in order: the next task is claimed in the transaction
-    that records the previous one's success (one commit per task)."""
+def test_a_backlog_drains_in_batches_one_transaction_per_batch(ctx: ServiceContext) -> None:
+    """One claim takes a batch in order; its successes are recorded together with the next
+    batch's claim (one commit per batch, not two per task)."""
     journal = ctx.journal
     for n in "abc":
         _enqueue(journal, n, T0)
@@ -465,8 +466,55 @@ def test_each_success_claims_the_next_task_in_its_own_transaction(ctx: ServiceCo
     assert pool._claim_and_run(journal, T0)
     assert rec.order() == ["a", "b", "c"]
     assert {t.status for t in journal.tasks.newest()} == {"succeeded"}
-    # claim a; succeed a + claim b; succeed b + claim c; succeed c (its claim found none)
-    assert journal.tasks.version() - before == 1 + 2 + 2 + 1  # a bump per state change
+    # claim a, b, c (one bump); succeed a, b, c (three); the next claim found none
+    assert journal.tasks.version() - before == 1 + 3
+
+
+def test_tasks_of_a_batch_not_started_within_its_window_go_back_unrun(
+    ctx: ServiceContext, clock: ManualClock
+) -> None:
+    """A slow task makes the rest of its batch wait at most BATCH_WINDOW_MS: they are
+    released (pending again, the attempt not counted) and claimed afresh, so a
+    higher-priority task enqueued meanwhile goes first."""
+    journal = ctx.journal
+    for n in "abc":
+        _enqueue(journal, n, T0)
+    enqueued_urgent: list[Task] = []
+
+    def slow(task: TaskRun) -> bool:
+        if task.payload.get("n") == "a":
+            clock.advance(task_pool.BATCH_WINDOW_MS + 1)
+            enqueued_urgent.append(_enqueue(journal, "urgent", clock.now_ms(), priority=5))
+        return False
+
+    rec = Recorder(fail=slow)
+    pool = _pool(ctx, rec)
+    assert pool._claim_and_run(journal, T0)
+    assert rec.order() == ["a", "urgent", "b", "c"]
+    assert [n for n, attempt, _ in rec.seen if attempt != 1] == []  # released: not counted
+
+
+def test_a_heartbeat_records_the_batch_successes_so_far(ctx: ServiceContext) -> None:
+    """A long handler's heartbeat first records the tasks its batch already ran, so their
+    leases never run out unrecorded while it works."""
+    journal = ctx.journal
+    for n in "ab":
+        _enqueue(journal, n, T0)
+    statuses: list[str] = []
+
+    class Beating:
+        kind = KIND
+
+        def run(self, task: TaskRun) -> str | None:
+            if task.payload.get("n") == "b":
+                assert task.heartbeat()
+                first = next(t for t in journal.tasks.newest() if t.payload == '{"n":"a"}')
+                statuses.append(first.status)
+            return None
+
+    pool = _pool(ctx, Beating())
+    assert pool._claim_and_run(journal, T0)
+    assert statuses == ["succeeded"]  # a was recorded while b was still running
 
 
 def test_a_stopping_pool_claims_nothing_after_the_task_it_finishes(ctx: ServiceContext) -> None:

@@ -31,6 +31,10 @@ from palyrad.services.context import ServiceContext
 
 log = logging.getLogger("palyrad.tasks")
 
+# A worker claims up to BATCH_MAX ready tasks at once and records them with the next claim;
+# tasks not started within BATCH_WINDOW_MS of the batch go back to the queue.
+BATCH_MAX = 32
+BATCH_WINDOW_MS = 50
 IDLE_CHECK_MS = 3_000  # re-read the queue at least this often (a lost poke costs no more)
 
 
@@ -113,28 +117,80 @@ class TaskPool:
             journal.close()
 
     def _claim_and_run(self, journal: Journal, now: int) -> bool:
-        """Claim a task and run it, then the ones claimed in each success's transaction
-        (a backlog drains at one transaction per task, not two); False when nothing was
-        ready."""
+        """Claim a batch of ready tasks and run them in order, then record their successes
+        together with the next batch's claim: a backlog drains at one transaction per
+        batch, not two per task. False when nothing was ready.
+
+        A batch is short: once ``BATCH_WINDOW_MS`` has passed, the tasks not yet started go
+        back to the queue unrun (so a higher-priority task enqueued meanwhile waits at most
+        that, plus the handler running), and a handler's ``heartbeat()`` first records the
+        batch's successes so far (so a slow handler never lets an earlier task's lease run
+        out unrecorded, and run again)."""
         lease_ms = self.ctx.config.stale_task_ms
-        claimed = journal.tasks.claim(self.owner, [new_token()], now, lease_ms)
-        if not claimed:
+        clock = self.ctx.clock
+        batch = journal.tasks.claim(self.owner, _tokens(BATCH_MAX), now, lease_ms)
+        if not batch:
             return False
-        task: Task | None = claimed[0]
-        while task is not None:
-            task = self._execute(journal, task, lease_ms)
+        while batch:
+            started = clock.now_ms()
+            done: list[Task] = []
+            rest: list[Task] = []
+            for i, task in enumerate(batch):
+                if i and (clock.now_ms() - started > BATCH_WINDOW_MS or self._is_stopping()):
+                    rest = batch[i:]
+                    break
+                if self._execute(journal, task, lease_ms, done, batch[i + 1 :]):
+                    done.append(task)
+            now = clock.now_ms()
+            with journal.transaction():
+                refused = self._record(journal, done, now)
+                for task in rest:
+                    journal.tasks.release(task.task_id, str(task.lease_token), now)
+                batch = (
+                    []
+                    if self._is_stopping()
+                    else journal.tasks.claim(self.owner, _tokens(BATCH_MAX), now, lease_ms)
+                )
+            for task in refused:
+                log.warning(
+                    "task finished after its lease was taken over; its result was refused",
+                    extra={"task_id": task.task_id, "kind": task.kind},
+                )
         return True
 
-    def _execute(self, journal: Journal, task: Task, lease_ms: int) -> Task | None:
-        """Run one attempt and record its outcome. On success the next ready task is
-        claimed in the same transaction (unless the pool is stopping) and returned. Should
-        that transaction fail, neither change is kept: the task is run again once its lease
-        ends, as after a crash between the handler and its success (at least once)."""
+    def _is_stopping(self) -> bool:
+        with self._cond:
+            return self._stopping
+
+    @staticmethod
+    def _record(journal: Journal, done: list[Task], now: int) -> list[Task]:
+        """Record ``done`` tasks as succeeded (inside the caller's transaction, or its own);
+        those whose lease was taken over meanwhile are refused and returned. Empties
+        ``done``."""
+        refused = [t for t in done if not journal.tasks.succeed(t.task_id, str(t.lease_token), now)]
+        done.clear()
+        return refused
+
+    def _execute(
+        self,
+        journal: Journal,
+        task: Task,
+        lease_ms: int,
+        done: list[Task],
+        waiting: list[Task],
+    ) -> bool:
+        """Run one attempt: True when its handler succeeded (the caller records it with the
+        batch); a failure is recorded here at once (retry with backoff, or failed)."""
         token = str(task.lease_token)
         clock = self.ctx.clock
 
         def heartbeat() -> bool:
-            return journal.tasks.heartbeat(task.task_id, token, clock.now_ms(), lease_ms)
+            now = clock.now_ms()
+            with journal.transaction():
+                self._record(journal, done, now)
+                for other in waiting:
+                    journal.tasks.heartbeat(other.task_id, str(other.lease_token), now, lease_ms)
+                return journal.tasks.heartbeat(task.task_id, token, now, lease_ms)
 
         try:
             handler = self.handlers.get(task.kind)
@@ -169,20 +225,10 @@ class TaskPool:
                     "next": None if after is None else after.status,
                 },
             )
-            return None
-        now = clock.now_ms()
-        nxt: list[Task] = []
-        with journal.transaction():
-            succeeded = journal.tasks.succeed(task.task_id, token, now)
-            with self._cond:
-                stopping = self._stopping
-            if not stopping:
-                nxt = journal.tasks.claim(self.owner, [new_token()], now, lease_ms)
-        if succeeded:
-            log.debug("task succeeded", extra={"task_id": task.task_id, "note": note})
-        else:
-            log.warning(
-                "task finished after its lease was taken over; its result was refused",
-                extra={"task_id": task.task_id, "kind": task.kind},
-            )
-        return nxt[0] if nxt else None
+            return False
+        log.debug("task ran", extra={"task_id": task.task_id, "note": note})
+        return True
+
+
+def _tokens(n: int) -> list[str]:
+    return [new_token() for _ in range(n)]
