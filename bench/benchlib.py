@@ -216,3 +216,50 @@ def host_busy_fraction(before: Any, after: Any) -> float:
     idle = (after.idle + getattr(after, "iowait", 0)) - (before.idle + getattr(before, "iowait", 0))
     total = sum(after) - sum(before)
     return 0.0 if total <= 0 else max(0.0, 1.0 - idle / total)
+
+
+def sqlite_claim_complete_bound(
+    tmp: Path, seconds: float, rows: int = 200_000
+) -> tuple[int, float]:
+    """The raw SQLite limit of a queue (BENCHMARKS.md "The limit"): single-row claim +
+    complete, each its own BEGIN IMMEDIATE transaction, back to back, on a file under
+    ``tmp`` (the homes' disk); WAL + synchronous=NORMAL as the journal. (items, seconds)."""
+    import sqlite3
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="palyra-bench-sqlite-", dir=tmp) as d:
+        db = sqlite3.connect(str(Path(d) / "bound.sqlite3"), isolation_level=None, timeout=10)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute(
+            "CREATE TABLE q (id INTEGER PRIMARY KEY, status TEXT NOT NULL, owner TEXT,"
+            " started_ms INTEGER, finished_ms INTEGER)"
+        )
+        db.execute("CREATE INDEX q_pending ON q(id) WHERE status = 'pending'")
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT INTO q (status) VALUES ('pending')", [()] * rows)
+        db.execute("COMMIT")
+        done = 0
+        t_begin = time.perf_counter()
+        t_end = t_begin + seconds
+        while time.perf_counter() < t_end:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute(
+                "SELECT id FROM q WHERE status = 'pending' ORDER BY id LIMIT 1"
+            ).fetchone()
+            now = time.time_ns() // 1_000_000
+            db.execute(
+                "UPDATE q SET status = 'running', owner = 'x', started_ms = ? WHERE id = ?",
+                (now, row[0]),
+            )
+            db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "UPDATE q SET status = 'done', finished_ms = ? WHERE id = ? AND owner = 'x'",
+                (time.time_ns() // 1_000_000, row[0]),
+            )
+            db.execute("COMMIT")
+            done += 1
+        elapsed = time.perf_counter() - t_begin
+        db.close()
+    return done, elapsed

@@ -56,6 +56,7 @@ from benchlib import (
     package_version,
     palyra_version,
     pct,
+    sqlite_claim_complete_bound,
     worst,
 )
 
@@ -254,40 +255,7 @@ def palyra_round(n: int, samples: int, tmp: Path) -> dict[str, Any]:
 def raw_bound(seconds: float, tmp: Path) -> dict[str, Any]:
     """Single-row claim + complete, each its own BEGIN IMMEDIATE transaction, back to back;
     WAL + synchronous=NORMAL, on the same disk as the homes. Items per second."""
-    with tempfile.TemporaryDirectory(prefix="palyra-bench-sqlite-", dir=tmp) as d:
-        db = sqlite3.connect(str(Path(d) / "bound.sqlite3"), isolation_level=None, timeout=10)
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        db.execute(
-            "CREATE TABLE q (id INTEGER PRIMARY KEY, status TEXT NOT NULL, owner TEXT,"
-            " started_ms INTEGER, finished_ms INTEGER)"
-        )
-        db.execute("CREATE INDEX q_pending ON q(id) WHERE status = 'pending'")
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany("INSERT INTO q (status) VALUES ('pending')", [()] * 200_000)
-        db.execute("COMMIT")
-        done = 0
-        t_begin = time.perf_counter()
-        t_end = t_begin + seconds
-        while time.perf_counter() < t_end:
-            db.execute("BEGIN IMMEDIATE")
-            row = db.execute(
-                "SELECT id FROM q WHERE status = 'pending' ORDER BY id LIMIT 1"
-            ).fetchone()
-            db.execute(
-                "UPDATE q SET status = 'running', owner = 'x', started_ms = ? WHERE id = ?",
-                (now_ms(), row[0]),
-            )
-            db.execute("COMMIT")
-            db.execute("BEGIN IMMEDIATE")
-            db.execute(
-                "UPDATE q SET status = 'done', finished_ms = ? WHERE id = ? AND owner = 'x'",
-                (now_ms(), row[0]),
-            )
-            db.execute("COMMIT")
-            done += 1
-        elapsed = time.perf_counter() - t_begin
-        db.close()
+    done, elapsed = sqlite_claim_complete_bound(tmp, seconds)
     return {"items": done, "elapsed_s": elapsed, "per_s": done / elapsed}
 
 
