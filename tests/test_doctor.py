@@ -773,6 +773,23 @@ def test_pki(tmp_path: Path) -> None:
     assert result.hint == "palyra daemon restart (it reissues it from the same key)"
 
 
+def test_pki_repair_never_chmods_through_a_symlinked_key(tmp_path: Path) -> None:
+    home = make_home(tmp_path)
+    load_or_create(home.certs_dir, ["localhost"], now_ms())
+    outside = tmp_path / "elsewhere.key"
+    outside.write_bytes(b"not ours to change")
+    outside.chmod(0o644)
+    server_key = home.certs_dir / "server.key"
+    server_key.unlink()
+    server_key.symlink_to(outside)
+    (home.certs_dir / "ca.key").chmod(0o644)
+    report = doctor(home, "pki", repair=True)
+    repaired = report.checks[0].repaired
+    assert any(line.startswith(f"chmod 600 {home.certs_dir / 'ca.key'}") for line in repaired)
+    assert stat.S_IMODE((home.certs_dir / "ca.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o644  # the symlink was not followed
+
+
 def _device(device_id: str, expires_ms: int) -> Device:
     return Device(
         device_id,

@@ -133,6 +133,26 @@ def chmod_private_dir(path: Path, *, follow: bool) -> None:
         os.close(fd)
 
 
+def chmod_private_file(path: Path) -> None:
+    """``chmod 600`` the regular file ``path`` (a private key) — never through a symlink,
+    only a file that is ours, on the descriptor that was checked (a file swapped for a
+    symlink meanwhile is refused, not followed); opening never blocks (a FIFO)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise UnsafeHome(f"{path}: not changed ({exc.strerror})") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeHome(f"{path}: not changed (not a regular file)")
+        if st.st_uid != os.geteuid():
+            raise UnsafeHome(f"{path}: not changed (it is not yours)")
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def _user_name() -> str:
     import pwd
 

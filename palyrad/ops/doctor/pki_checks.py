@@ -17,6 +17,7 @@ from pathlib import Path
 from palyrad.ops.doctor.check import DoctorCheck, duration, listed, plural, without_journal
 from palyrad.ops.doctor.context import DoctorContext
 from palyrad.ops.doctor.report import CheckResult, fail, ok, warn
+from palyrad.runtime.home_safety import UnsafeHome, chmod_private_file
 
 DAY_MS = 86_400_000
 CA_WARN_MS = 90 * DAY_MS
@@ -141,7 +142,11 @@ class PkiCheck(DoctorCheck):
         """chmod 600 every private key others can read or write."""
         done = []
         for path, _mode in _open_keys(ctx.home.certs_dir):
-            os.chmod(path, 0o600)
+            try:
+                chmod_private_file(path)  # on the checked fd, never through a symlink
+            except UnsafeHome as exc:
+                done.append(str(exc))
+                continue
             done.append(f"chmod 600 {path}")
         return done
 
