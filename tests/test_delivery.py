@@ -60,6 +60,19 @@ def test_channel_delivery_is_queued_in_the_outbox(journal: Journal) -> None:
     ]
 
 
+def test_a_channel_delivery_run_again_adds_no_second_outbox_entry(journal: Journal) -> None:
+    """The ``delivery`` task is at-least-once (kill -9 before its batched success was
+    recorded, a take-over of its lease): a second run must not deliver the result twice."""
+    ok = _run("succeeded")
+    spec = Delivery(mode="channel", channel="phone")
+    assert deliver(journal, ok, spec, 3_000, raise_errors=True)
+    assert not deliver(journal, ok, spec, 4_000, raise_errors=True)
+    assert [orjson.loads(i.payload)["run_id"] for i in journal.outbox.pending()] == [ok.run_id]
+    other = _run("succeeded")
+    assert deliver(journal, other, spec, 5_000)  # another run is delivered, of course
+    assert len(journal.outbox.pending()) == 2
+
+
 @pytest.mark.parametrize(
     ("policy", "status", "expected"),
     [

@@ -16,6 +16,7 @@ journal in a temp home, time injected through a ``ManualClock``.
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -533,3 +534,33 @@ def test_a_stopping_pool_claims_nothing_after_the_task_it_finishes(ctx: ServiceC
     ta, tb = journal.tasks.get(a.task_id), journal.tasks.get(b.task_id)
     assert ta is not None and tb is not None
     assert (ta.status, tb.status, tb.attempt) == ("succeeded", "pending", 0)
+
+
+def test_a_worker_survives_a_journal_failure_and_goes_on_claiming(
+    ctx: ServiceContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transient journal error (``database is locked`` past the busy timeout) in a claim
+    must not end the worker thread: with one worker, the queue would stay unserved until the
+    executor restarts."""
+    from palyrad.journal.tasks import Tasks
+
+    journal = ctx.journal
+    real_claim = Tasks.claim
+    calls = {"n": 0}
+
+    def flaky(self: Tasks, *args: object, **kw: object) -> list[Task]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real_claim(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Tasks, "claim", flaky)
+    task = _enqueue(journal, "x", T0)
+    rec = Recorder()
+    pool = _pool(ctx, rec)
+    pool.start()
+    try:
+        wait_until(lambda: (t := journal.tasks.get(task.task_id)) and t.status == "succeeded")
+    finally:
+        pool.stop(5.0)
+    assert calls["n"] >= 2 and rec.order() == ["x"]

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from palyrad.journal import Task
+from palyrad.journal.tasks import Tasks
 from palyrad.runtime.home import Home
 from palyrad.seams import Finding
 from palyrad.services.context import ServiceContext
@@ -183,3 +185,45 @@ def test_observe_only_records_without_requeueing(ctx: ServiceContext) -> None:
     (incident,) = ctx.journal.incidents.open_incidents()
     assert incident.domain == "task" and not incident.remediations
     assert ctx.journal.tasks.heartbeat("t", "old", T0 + STALE + 2, LEASE)  # still its lease
+
+
+def test_requeue_never_revokes_a_worker_that_took_the_task_over_after_the_read(
+    ctx: ServiceContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remediation reads the task, then ends its lease: a take-over (or a heartbeat)
+    in between must keep the new holder's lease, or the task runs a third time for nothing
+    and the live worker's result is refused."""
+    running(ctx, "t", "old", T0)
+    now = T0 + LEASE + 1  # the lease ran out: a claim may take it over
+    tasks = ctx.journal.tasks
+    real_get = Tasks.get.__get__(tasks)
+
+    def get_then_taken_over(task_id: str) -> Task | None:
+        seen = real_get(task_id)
+        (taken,) = tasks.claim("executor-2", ["fresh"], now, LEASE)
+        assert taken.lease_token == "fresh"
+        return seen
+
+    monkeypatch.setattr(Tasks, "get", lambda _self, task_id: get_then_taken_over(task_id))
+    detail = RequeueTask(ctx).apply(finding("t"), now)
+    assert "nothing to do" in detail
+    assert tasks.heartbeat("t", "fresh", now + 1, LEASE)  # the new worker still holds it
+    assert tasks.succeed("t", "fresh", now + 2)
+
+
+def test_requeue_leaves_a_stalled_worker_that_woke_after_the_read(
+    ctx: ServiceContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running(ctx, "t", "old", T0)
+    now = T0 + STALE + 1
+    tasks = ctx.journal.tasks
+    real_get = Tasks.get.__get__(tasks)
+
+    def get_then_heartbeat(task_id: str) -> Task | None:
+        seen = real_get(task_id)
+        assert tasks.heartbeat("t", "old", now, LEASE)
+        return seen
+
+    monkeypatch.setattr(Tasks, "get", lambda _self, task_id: get_then_heartbeat(task_id))
+    RequeueTask(ctx).apply(finding("t"), now)
+    assert tasks.succeed("t", "old", now + 1)

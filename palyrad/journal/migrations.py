@@ -309,6 +309,12 @@ MIGRATIONS += (
         WHERE unique_key IS NOT NULL AND status IN ('pending', 'running');
     CREATE INDEX tasks_by_kind ON tasks(kind, seq)
     """,
+    # 8: a run's channel delivery is found by its run: the ``delivery`` task runs at least
+    # once (a re-run after a crash, a take-over, a lost success record) and adds its outbox
+    # entry only once.
+    """
+    CREATE INDEX outbox_by_run ON outbox(run_id, channel)
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

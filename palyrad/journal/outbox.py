@@ -63,6 +63,22 @@ class Outbox(Domain):
             )
             return int(cur.lastrowid or 0)
 
+    def add_once(
+        self, channel: str, routine_id: str, run_id: str, payload: str, now_ms: int
+    ) -> tuple[int, bool]:
+        """``add``, unless ``run_id`` already has an entry for ``channel`` (a delivery task
+        run again: after a crash before its success was recorded, a lease taken over): that
+        entry's id and False, so a device never receives a run's result twice."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT outbox_id FROM outbox WHERE run_id = ? AND channel = ?"
+                " ORDER BY outbox_id LIMIT 1",
+                (run_id, channel),
+            ).fetchone()
+            if row is not None:
+                return int(row[0]), False
+            return self.add(channel, routine_id, run_id, payload, now_ms), True
+
     def pending(self, channel: str | None = None, limit: int = 100) -> list[OutboxItem]:
         """Deliveries no device has acknowledged yet (of one channel, if given), oldest
         first."""

@@ -228,17 +228,36 @@ class Tasks(Domain):
                 bump_counter(db, STATE_TASKS_CHANGED, now_ms)
             return cur.rowcount == 1
 
-    def expire_lease(self, task_id: str, now_ms: int) -> bool:
+    def expire_lease(
+        self,
+        task_id: str,
+        now_ms: int,
+        *,
+        token: str | None = None,
+        stale_before_ms: int | None = None,
+    ) -> bool:
         """End a running task's lease now (self-healing's ``requeue_task``; a restarted
         executor's recovery): the next claim takes it over under a new token, so its old
         worker, should it wake, can change nothing. Its token is revoked here, not at that
         claim: a worker that woke in between would otherwise heartbeat the lease back and
-        undo the requeue. False when it is not running."""
+        undo the requeue. False when it is not running.
+
+        ``token``: only while that token still holds it (a decision made on a read must not
+        revoke the lease of a worker that took the task over since). ``stale_before_ms``:
+        only while its last heartbeat is older (its worker did not wake meanwhile)."""
+        where = ""
+        args: list[object] = [now_ms, task_id]
+        if token is not None:
+            where += " AND lease_token = ?"
+            args.append(token)
+        if stale_before_ms is not None:
+            where += " AND heartbeat_ms < ?"
+            args.append(stale_before_ms)
         with self._write() as db:
             cur = db.execute(
                 "UPDATE tasks SET lease_until_ms = ? - 1, lease_token = NULL"
-                " WHERE task_id = ? AND status = 'running'",
-                (now_ms, task_id),
+                " WHERE task_id = ? AND status = 'running'" + where,
+                args,
             )
             if cur.rowcount:
                 bump_counter(db, STATE_TASKS_CHANGED, now_ms)

@@ -60,8 +60,11 @@ def deliver(
             channel = str(delivery.channel)
             if run.status == RunStatus.FAILED and delivery.failure_channel:
                 channel = str(delivery.failure_channel)
-            journal.outbox.add(channel, run.routine_id, run.run_id, record.decode(), now_ms)
-            return True
+            # Once per run and channel: the delivery task is at-least-once.
+            _id, added = journal.outbox.add_once(
+                channel, run.routine_id, run.run_id, record.decode(), now_ms
+            )
+            return added
     except OSError as exc:
         log.warning(
             "delivery failed",

@@ -90,29 +90,41 @@ class TaskPool:
         seen_version = -1
         next_check = 0
         generation = -1
+        failures = 0
         try:
             while True:
                 with self._cond:
                     if self._stopping:
                         return
                     generation = self._generation
-                now = self.ctx.clock.now_ms()
-                version = journal.tasks.version()
-                if version != seen_version or now >= next_check:
-                    seen_version = version  # read first: a change after it wakes us again
-                    if self._claim_and_run(journal, now):
-                        continue  # there may be more: claim again before sleeping
-                    nxt = journal.tasks.next_wake_ms()
-                    next_check = (
-                        now + IDLE_CHECK_MS if nxt is None else min(nxt, now + IDLE_CHECK_MS)
-                    )
+                try:
+                    now = self.ctx.clock.now_ms()
+                    version = journal.tasks.version()
+                    if version != seen_version or now >= next_check:
+                        seen_version = version  # read first: a change after it wakes us again
+                        if self._claim_and_run(journal, now):
+                            failures = 0
+                            continue  # there may be more: claim again before sleeping
+                        nxt = journal.tasks.next_wake_ms()
+                        next_check = (
+                            now + IDLE_CHECK_MS if nxt is None else min(nxt, now + IDLE_CHECK_MS)
+                        )
+                    failures = 0
+                except Exception:
+                    # The journal failed under this worker (disk full, locked too long): its
+                    # claimed tasks' leases run out and are taken over; the worker waits and
+                    # tries again (a worker that ended here would leave the queue unserved
+                    # until the executor restarts, with self-healing requeueing in vain).
+                    failures += 1
+                    log.exception("task worker: the journal failed; trying again")
+                    seen_version = -1
+                    with self._cond:
+                        if not self._stopping:
+                            self._cond.wait(_retry_wait_s(failures))
+                    continue
                 with self._cond:
                     if self._generation == generation and not self._stopping:
                         self._cond.wait(max(0.0, (next_check - self.ctx.clock.now_ms()) / 1000))
-        except Exception:
-            # The journal failed under this worker (disk full, locked too long): the thread
-            # ends and its claimed task's lease runs out; the process (and its runs) go on.
-            log.exception("task worker stopped")
         finally:
             journal.close()
 
@@ -228,6 +240,12 @@ class TaskPool:
             return False
         log.debug("task ran", extra={"task_id": task.task_id, "note": note})
         return True
+
+
+def _retry_wait_s(failures: int) -> float:
+    """The wait after ``failures`` journal failures in a row: 50 ms doubling, at most
+    IDLE_CHECK_MS."""
+    return min(0.05 * (1 << min(failures - 1, 10)), IDLE_CHECK_MS / 1000)
 
 
 def _tokens(n: int) -> list[str]:

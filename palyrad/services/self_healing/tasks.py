@@ -60,8 +60,15 @@ class RequeueTask:
                 f"already requeued: {task.kind} task {task.task_id} waits for the executor"
                 " to take it over (poked it again)"
             )
-        if not journal.tasks.expire_lease(task.task_id, now_ms):
-            return "the task already finished; nothing to do"
+        # Fenced by what was read: a worker that took the task over or woke and heartbeat
+        # since keeps it (revoking its fresh lease would run the task once more for nothing).
+        if not journal.tasks.expire_lease(
+            task.task_id,
+            now_ms,
+            token=task.lease_token,
+            stale_before_ms=now_ms - self.ctx.config.stale_task_ms,
+        ):
+            return "the task already finished, or its worker has it again; nothing to do"
         self.ctx.poke("executor")
         last = task.attempt >= task.max_attempts
         then = (
