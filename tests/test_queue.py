@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -493,6 +494,51 @@ def test_tasks_of_a_batch_not_started_within_its_window_go_back_unrun(
     assert pool._claim_and_run(journal, T0)
     assert rec.order() == ["a", "urgent", "b", "c"]
     assert [n for n, attempt, _ in rec.seen if attempt != 1] == []  # released: not counted
+
+
+def test_a_slow_handler_does_not_hold_its_batchs_finished_tasks_unrecorded(
+    ctx: ServiceContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a handler runs long (without heartbeats), the watchdog records the successes
+    its batch already had and extends the leases of the tasks waiting behind it; stopping
+    the pool then sends what never started back to the queue, its attempt not counted."""
+    monkeypatch.setattr(task_pool, "FLUSH_AFTER_S", 0.05)
+    monkeypatch.setattr(task_pool, "WATCHDOG_S", 0.02)
+    journal = ctx.journal
+    for n in "abc":
+        _enqueue(journal, n, T0)
+    release = threading.Event()
+    seen: list[str] = []
+
+    class SlowB:
+        kind = KIND
+
+        def run(self, task: TaskRun) -> str | None:
+            seen.append(task.payload.get("n"))
+            if task.payload.get("n") == "b":
+                release.wait(10)
+            return None
+
+    pool = _pool(ctx, SlowB())
+    pool.start()
+    try:
+
+        def recorded_a() -> bool:
+            tasks = {t.payload: t for t in journal.tasks.newest()}
+            return tasks['{"n":"a"}'].status == "succeeded"
+
+        deadline = time.monotonic() + 10
+        while not recorded_a() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert recorded_a()  # while b still runs
+        assert seen == ["a", "b"]
+        c = next(t for t in journal.tasks.newest() if t.payload == '{"n":"c"}')
+        assert c.status == "running" and (c.heartbeat_ms or 0) >= T0
+    finally:
+        pool.stop(timeout_s=0.2)  # b is still blocked: stop gives up on it
+        c = next(t for t in journal.tasks.newest() if t.payload == '{"n":"c"}')
+        assert (c.status, c.attempt) == ("pending", 0)  # back, unrun, not counted
+        release.set()
 
 
 def test_a_heartbeat_records_the_batch_successes_so_far(ctx: ServiceContext) -> None:

@@ -20,7 +20,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -35,7 +37,31 @@ log = logging.getLogger("palyrad.tasks")
 # tasks not started within BATCH_WINDOW_MS of the batch go back to the queue.
 BATCH_MAX = 32
 BATCH_WINDOW_MS = 50
+# A handler running this long has its batch's earlier successes recorded (and the leases of
+# the tasks waiting behind it extended) by the watchdog, checking every WATCHDOG_S.
+FLUSH_AFTER_S = 1.0
+WATCHDOG_S = 0.5
 IDLE_CHECK_MS = 3_000  # re-read the queue at least this often (a lost poke costs no more)
+
+
+@dataclass
+class _Batch:
+    """One worker's current batch, shared with the pool's watchdog and ``stop`` (under
+    ``lock``): what ran and succeeded but is not recorded yet (``done``), what is claimed
+    but not started (``waiting``), and since when the handler running now has run."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: list[Task] = field(default_factory=list)
+    waiting: list[Task] = field(default_factory=list)
+    running_since: float | None = None  # monotonic
+
+    def take(self) -> tuple[list[Task], list[Task]]:
+        """Hand over (done, waiting) to be recorded / released: they are no longer the
+        worker's (it runs nothing taken from ``waiting``)."""
+        with self.lock:
+            done, waiting = self.done, self.waiting
+            self.done, self.waiting = [], []
+            return done, waiting
 
 
 class TaskPool:
@@ -52,6 +78,7 @@ class TaskPool:
         self._generation = 0
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        self._batches: list[_Batch] = []
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -64,9 +91,14 @@ class TaskPool:
             if task.lease_owner != self.owner:
                 journal.tasks.expire_lease(task.task_id, now)
         for index in range(self.workers):
-            thread = threading.Thread(target=self._work, name=f"task-worker-{index}", daemon=True)
+            batch = _Batch()
+            self._batches.append(batch)
+            thread = threading.Thread(
+                target=self._work, args=(batch,), name=f"task-worker-{index}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
+        threading.Thread(target=self._watchdog, name="task-watchdog", daemon=True).start()
 
     def nudge(self) -> None:
         """Something may have been enqueued: workers look at the queue again."""
@@ -80,12 +112,67 @@ class TaskPool:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        deadline = time.monotonic() + timeout_s
         for thread in self._threads:
-            thread.join(timeout=timeout_s)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        # A handler still running keeps its own lease; what its batch already ran is
+        # recorded, and what it had not started goes back to the queue unrun (attempt not
+        # counted) instead of waiting for the next executor to take it over as lost.
+        journal = self.ctx.journal
+        now = self.ctx.clock.now_ms()
+        for thread, batch in zip(self._threads, self._batches, strict=True):
+            if thread.is_alive():
+                done, waiting = batch.take()
+                with journal.transaction():
+                    self._record(journal, done, now)
+                    for task in waiting:
+                        journal.tasks.release(task.task_id, str(task.lease_token), now)
 
     # --- the workers -------------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _watchdog(self) -> None:
+        """While a handler runs long, record its batch's earlier successes and extend the
+        leases of the tasks waiting behind it (its own connection: sqlite3 connections
+        belong to their thread). A slow handler thus never lets a finished task's lease run
+        out unrecorded — it would be taken over and run again — nor the waiting ones'."""
+        journal: Journal | None = None
+        try:
+            while True:
+                with self._cond:
+                    if self._stopping:
+                        return
+                    self._cond.wait(WATCHDOG_S)
+                    if self._stopping:
+                        return
+                for batch in self._batches:
+                    with batch.lock:
+                        since = batch.running_since
+                        if since is None or time.monotonic() - since < FLUSH_AFTER_S:
+                            continue
+                        done, batch.done = batch.done, []
+                        waiting = list(batch.waiting)
+                    if not done and not waiting:
+                        continue
+                    try:
+                        journal = journal or self.ctx.open_journal()
+                        self._flush(journal, done, waiting)
+                    except Exception:
+                        log.warning("task watchdog: could not record a batch", exc_info=True)
+        finally:
+            if journal is not None:
+                journal.close()
+
+    def _flush(self, journal: Journal, done: list[Task], waiting: list[Task]) -> None:
+        """Record ``done`` and extend the leases of ``waiting`` (one transaction)."""
+        now = self.ctx.clock.now_ms()
+        lease_ms = self.ctx.config.stale_task_ms
+        with journal.transaction():
+            refused = self._record(journal, done, now)
+            for task in waiting:
+                journal.tasks.heartbeat(task.task_id, str(task.lease_token), now, lease_ms)
+        _log_refused(refused)
+
+    def _work(self, batch: _Batch) -> None:
         journal = self.ctx.open_journal()
         seen_version = -1
         next_check = 0
@@ -102,7 +189,7 @@ class TaskPool:
                     version = journal.tasks.version()
                     if version != seen_version or now >= next_check:
                         seen_version = version  # read first: a change after it wakes us again
-                        if self._claim_and_run(journal, now):
+                        if self._claim_and_run(journal, now, batch):
                             failures = 0
                             continue  # there may be more: claim again before sleeping
                         nxt = journal.tasks.next_wake_ms()
@@ -128,7 +215,7 @@ class TaskPool:
         finally:
             journal.close()
 
-    def _claim_and_run(self, journal: Journal, now: int) -> bool:
+    def _claim_and_run(self, journal: Journal, now: int, batch: _Batch | None = None) -> bool:
         """Claim a batch of ready tasks and run them in order, then record their successes
         together with the next batch's claim: a backlog drains at one transaction per
         batch, not two per task. False when nothing was ready.
@@ -138,36 +225,41 @@ class TaskPool:
         that, plus the handler running), and a handler's ``heartbeat()`` first records the
         batch's successes so far (so a slow handler never lets an earlier task's lease run
         out unrecorded, and run again)."""
+        batch = _Batch() if batch is None else batch
         lease_ms = self.ctx.config.stale_task_ms
         clock = self.ctx.clock
-        batch = journal.tasks.claim(self.owner, _tokens(BATCH_MAX), now, lease_ms)
-        if not batch:
+        claimed = journal.tasks.claim(self.owner, _tokens(BATCH_MAX), now, lease_ms)
+        if not claimed:
             return False
-        while batch:
+        while claimed:
+            with batch.lock:
+                batch.waiting = list(claimed)
             started = clock.now_ms()
-            done: list[Task] = []
-            rest: list[Task] = []
-            for i, task in enumerate(batch):
-                if i and (clock.now_ms() - started > BATCH_WINDOW_MS or self._is_stopping()):
-                    rest = batch[i:]
-                    break
-                if self._execute(journal, task, lease_ms, done, batch[i + 1 :]):
-                    done.append(task)
+            for i in range(len(claimed)):
+                with batch.lock:
+                    late = clock.now_ms() - started > BATCH_WINDOW_MS
+                    over = i > 0 and (late or self._is_stopping())
+                    if over or not batch.waiting:
+                        break  # the rest goes back (or ``stop`` took it)
+                    task = batch.waiting.pop(0)
+                    batch.running_since = time.monotonic()
+                ok = self._execute(journal, task, lease_ms, batch)
+                with batch.lock:
+                    batch.running_since = None
+                    if ok:
+                        batch.done.append(task)
+            done, rest = batch.take()
             now = clock.now_ms()
             with journal.transaction():
                 refused = self._record(journal, done, now)
                 for task in rest:
                     journal.tasks.release(task.task_id, str(task.lease_token), now)
-                batch = (
+                claimed = (
                     []
                     if self._is_stopping()
                     else journal.tasks.claim(self.owner, _tokens(BATCH_MAX), now, lease_ms)
                 )
-            for task in refused:
-                log.warning(
-                    "task finished after its lease was taken over; its result was refused",
-                    extra={"task_id": task.task_id, "kind": task.kind},
-                )
+            _log_refused(refused)
         return True
 
     def _is_stopping(self) -> bool:
@@ -177,19 +269,15 @@ class TaskPool:
     @staticmethod
     def _record(journal: Journal, done: list[Task], now: int) -> list[Task]:
         """Record ``done`` tasks as succeeded (inside the caller's transaction, or its own);
-        those whose lease was taken over meanwhile are refused and returned. Empties
-        ``done``."""
-        refused = [t for t in done if not journal.tasks.succeed(t.task_id, str(t.lease_token), now)]
-        done.clear()
-        return refused
+        those whose lease was taken over meanwhile are refused and returned."""
+        return [t for t in done if not journal.tasks.succeed(t.task_id, str(t.lease_token), now)]
 
     def _execute(
         self,
         journal: Journal,
         task: Task,
         lease_ms: int,
-        done: list[Task],
-        waiting: list[Task],
+        batch: _Batch,
     ) -> bool:
         """Run one attempt: True when its handler succeeded (the caller records it with the
         batch); a failure is recorded here at once (retry with backoff, or failed)."""
@@ -197,12 +285,11 @@ class TaskPool:
         clock = self.ctx.clock
 
         def heartbeat() -> bool:
-            now = clock.now_ms()
-            with journal.transaction():
-                self._record(journal, done, now)
-                for other in waiting:
-                    journal.tasks.heartbeat(other.task_id, str(other.lease_token), now, lease_ms)
-                return journal.tasks.heartbeat(task.task_id, token, now, lease_ms)
+            with batch.lock:
+                done, batch.done = batch.done, []
+                waiting = list(batch.waiting)
+            self._flush(journal, done, waiting)
+            return journal.tasks.heartbeat(task.task_id, token, clock.now_ms(), lease_ms)
 
         try:
             handler = self.handlers.get(task.kind)
@@ -240,6 +327,14 @@ class TaskPool:
             return False
         log.debug("task ran", extra={"task_id": task.task_id, "note": note})
         return True
+
+
+def _log_refused(refused: list[Task]) -> None:
+    for task in refused:
+        log.warning(
+            "task finished after its lease was taken over; its result was refused",
+            extra={"task_id": task.task_id, "kind": task.kind},
+        )
 
 
 def _retry_wait_s(failures: int) -> float:
