@@ -159,7 +159,13 @@ class FileWatchTrigger:
 
 @dataclass(frozen=True, slots=True)
 class WebhookTrigger:
-    secret_env: str
+    """An HTTP ``POST /hooks/<id>`` signed with the secret held by exactly one of
+    ``secret_env`` (a variable of the daemon) or ``secret_file`` (a path, ``~`` expanded at
+    use); ``require_timestamp`` refuses requests without ``X-Palyra-Timestamp``."""
+
+    secret_env: str | None = None
+    secret_file: str | None = None
+    require_timestamp: bool = False
     kind: str = field(default="webhook", init=False)
 
 
@@ -323,6 +329,18 @@ class Definitions:
     def by_id(self) -> dict[str, Routine]:
         return {r.id: r for r in self.routines}
 
+    def webhook_secret_envs(self) -> tuple[str, ...]:
+        """The variables holding webhook secrets (sorted): no run may see them (SPEC §4.5)."""
+        return tuple(
+            sorted(
+                {
+                    r.trigger.secret_env
+                    for r in self.routines
+                    if isinstance(r.trigger, WebhookTrigger) and r.trigger.secret_env is not None
+                }
+            )
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
@@ -360,7 +378,16 @@ def trigger_to_json(t: Trigger) -> dict[str, Any]:
             "debounce_ms": t.debounce_ms,
         }
     if isinstance(t, WebhookTrigger):
-        return {"kind": "webhook", "secret_env": t.secret_env}
+        hook: dict[str, Any] = {"kind": "webhook"}
+        if t.secret_env is not None:
+            hook["secret_env"] = t.secret_env
+        if t.secret_file is not None:
+            hook["secret_file"] = t.secret_file
+        # Written only when set: an unchanged webhook routine keeps its content hash (and
+        # so its approval) across the upgrade that added the key.
+        if t.require_timestamp:
+            hook["require_timestamp"] = True
+        return hook
     if isinstance(t, SystemEventTrigger):
         return {"kind": "system_event", "event": t.event}
     out: dict[str, Any] = {"kind": "hook", "hook_id": t.hook_id}

@@ -30,6 +30,8 @@ from routines.model import (
     Routine,
     ScheduleTrigger,
     SilentPolicy,
+    WebhookTrigger,
+    trigger_to_json,
 )
 from routines.validate import Issue, ValidationResult, format_issue, parse_routine, validate_text
 from routines.validate import document as validate  # the limits live there
@@ -710,9 +712,119 @@ def test_webhook_secret_env() -> None:
     assert err.message == '"NOT-A-NAME" is not an environment variable name'
     res = check(text.replace('"secret_env": "MISSING_SECRET"', '"secret": "x"'))
     assert [e.message for e in res.errors] == [
-        'missing required key "secret_env"',
+        'missing required key "secret_env" (or "secret_file")',
         'unknown key "secret" (did you mean "secret_env"?)',
     ]
+
+
+def _hook_doc(trigger: str) -> str:
+    return one_routine(
+        f'{{"id": "w", "trigger": {{"kind": "webhook", {trigger}}}, '
+        '"action": {"kind": "prompt", "prompt": "x"}}'
+    )
+
+
+def test_webhook_secret_file_and_require_timestamp(tmp_path: Path) -> None:
+    secret = tmp_path / "hook.secret"
+    secret.write_bytes(b"0123456789abcdef\n")
+    secret.chmod(0o600)
+    text = _hook_doc(f'"secret_file": "{secret}", "require_timestamp": true')
+    res = check(text)
+    assert res.errors == [] and res.warnings == [] and res.definitions is not None
+    trig = res.definitions.routines[0].trigger
+    assert trig == WebhookTrigger(secret_file=str(secret), require_timestamp=True)
+    assert trigger_to_json(trig) == {
+        "kind": "webhook",
+        "secret_file": str(secret),
+        "require_timestamp": True,
+    }
+    # The default is not written, so a webhook routine's content hash survives the upgrade.
+    env_trig = WebhookTrigger(secret_env="HOOK_SECRET")
+    assert trigger_to_json(env_trig) == {"kind": "webhook", "secret_env": "HOOK_SECRET"}
+
+
+@pytest.mark.parametrize(
+    ("trigger", "message", "needle"),
+    [
+        (
+            '"secret_env": "HOOK_SECRET", "secret_file": "/x"',
+            'use exactly one of "secret_env" and "secret_file"',
+            '"secret_file"',
+        ),
+        (
+            '"secret_file": "rel/x"',
+            '"rel/x" is relative; use an absolute path or one starting '
+            "with ~ (the daemon's working directory is not yours)",
+            '"rel/x"',
+        ),
+        ('"secret_file": ""', "must not be empty", '""'),
+        ('"secret_file": 3', "must be a string, got 3", "3}"),
+        (
+            '"secret_env": "HOOK_SECRET", "require_timestamp": 1',
+            "must be true or false, got 1",
+            "1}",
+        ),
+    ],
+)
+def test_webhook_trigger_errors(trigger: str, message: str, needle: str) -> None:
+    text = _hook_doc(trigger)
+    err = single_error(text)
+    assert err.message == message
+    assert (err.line, err.column) == at(text, needle)
+
+
+def test_webhook_secret_file_warnings(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    good.write_bytes(b"0123456789abcdef")
+    good.chmod(0o600)
+    loose = tmp_path / "loose"
+    loose.write_bytes(b"0123456789abcdef")
+    loose.chmod(0o640)
+    link = tmp_path / "link"
+    link.symlink_to(good)
+    cases = {
+        str(tmp_path / "missing"): "does not exist (yet)",
+        str(loose): "is readable or writable by others (mode 0640; chmod 600 it)",
+        str(link): "is a symbolic link, which the daemon does not follow",
+        str(tmp_path): "is not a regular file",
+    }
+    for path, problem in cases.items():
+        text = _hook_doc(f'"secret_file": "{path}"')
+        res = check(text)
+        assert res.ok and res.definitions is not None, path
+        assert where(res.warnings) == [("routines[0].trigger.secret_file", *at(text, f'"{path}"'))]
+        assert res.warnings[0].message == (
+            f"{describe(path)} {problem}; webhook calls will be rejected"
+        )
+
+
+def test_webhook_secret_file_tilde_is_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "s").write_bytes(b"0123456789abcdef")
+    (tmp_path / "s").chmod(0o600)
+    assert check(_hook_doc('"secret_file": "~/s"')).warnings == []
+    res = check(_hook_doc('"secret_file": "~/nope"'))
+    assert [w.message for w in res.warnings] == [
+        '"~/nope" does not exist (yet); webhook calls will be rejected'
+    ]
+
+
+def test_webhook_secret_envs_of_definitions() -> None:
+    act = '"action": {"kind": "prompt", "prompt": "x"}'
+    triggers = [
+        '"kind": "webhook", "secret_env": "B_SECRET"',
+        '"kind": "webhook", "secret_env": "A_SECRET"',
+        '"kind": "webhook", "secret_file": "/nonexistent"',
+        '"kind": "webhook", "secret_env": "A_SECRET"',
+        '"kind": "manual"',
+    ]
+    routines = [f'{{"id": "r{i}", "trigger": {{{t}}}, {act}}}' for i, t in enumerate(triggers)]
+    text = '{"schema_version": 1, "routines": [' + ",".join(routines) + "]}"
+    res = check(text)
+    assert res.definitions is not None
+    assert res.definitions.webhook_secret_envs() == ("A_SECRET", "B_SECRET")
 
 
 def test_file_watch(tmp_path: Path) -> None:

@@ -39,27 +39,32 @@ class RunSpec:
     retry: Retry = Retry()  # noqa: RUF009 - frozen value objects, shared safely
     concurrency: Concurrency = Concurrency.FORBID
     delivery: Delivery = Delivery()  # noqa: RUF009
+    # Variables of the daemon's environment the run must not see: every webhook trigger's
+    # ``secret_env`` in the definitions the run was decided with (SPEC §4.5).
+    scrub_env: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, routine: Routine) -> RunSpec:
-        """The spec a run of ``routine`` executes if it is decided now."""
-        return cls(routine.action, routine.retry, routine.concurrency, routine.delivery)
+    def of(cls, routine: Routine, scrub_env: tuple[str, ...] = ()) -> RunSpec:
+        """The spec a run of ``routine`` executes if it is decided now; ``scrub_env`` is
+        ``Definitions.webhook_secret_envs()`` of the definitions it belongs to."""
+        return cls(routine.action, routine.retry, routine.concurrency, routine.delivery, scrub_env)
 
     def to_json(self) -> str:
         """The one stored form (the ``spec`` column)."""
         retry = self.retry
-        return orjson.dumps(
-            {
-                "action": None if self.action is None else action_to_json(self.action),
-                "retry": {
-                    "max_attempts": retry.max_attempts,
-                    "backoff_ms": retry.backoff_ms,
-                    "max_backoff_ms": retry.max_backoff_ms,
-                },
-                "concurrency": self.concurrency.value,
-                "delivery": delivery_to_json(self.delivery),
-            }
-        ).decode()
+        out: dict[str, Any] = {
+            "action": None if self.action is None else action_to_json(self.action),
+            "retry": {
+                "max_attempts": retry.max_attempts,
+                "backoff_ms": retry.backoff_ms,
+                "max_backoff_ms": retry.max_backoff_ms,
+            },
+            "concurrency": self.concurrency.value,
+            "delivery": delivery_to_json(self.delivery),
+        }
+        if self.scrub_env:  # absent when empty: the form of specs stored before it existed
+            out["scrub_env"] = list(self.scrub_env)
+        return orjson.dumps(out).decode()
 
     @classmethod
     def from_json(cls, text: str | None) -> RunSpec | None:
@@ -86,6 +91,7 @@ def _parse(text: str) -> RunSpec | None:
             retry=_retry(raw.get("retry") or {}),
             concurrency=Concurrency(raw.get("concurrency", Concurrency.FORBID.value)),
             delivery=_delivery(raw.get("delivery") or {}),
+            scrub_env=tuple(str(name) for name in raw.get("scrub_env") or ()),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None

@@ -170,12 +170,13 @@ def run_to_json(run: Run) -> dict[str, Any]:
     return out
 
 
-def run_spec(routine: Routine) -> str:
+def run_spec(routine: Routine, scrub_env: tuple[str, ...] = ()) -> str:
     """The JSON snapshot a run executes (``RunSpec``'s one stored form): what was decided is
-    what runs, even if the definition is edited while the run waits."""
+    what runs, even if the definition is edited while the run waits. ``scrub_env``: the
+    webhook secret variables of the routine's definitions (``webhook_secret_envs``)."""
     from palyrad.domain.run_spec import RunSpec
 
-    return RunSpec.of(routine).to_json()
+    return RunSpec.of(routine, scrub_env).to_json()
 
 
 def new_trigger_run(

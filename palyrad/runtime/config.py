@@ -46,6 +46,12 @@ class DaemonConfig:
     # message, and journals its own progress every third of it; self-healing calls a stream
     # stale after 3 x this (docs/pairing.md "Stream health", an addition to SPEC §7).
     stream_heartbeat_ms: int = 15_000
+    # [webhooks] (SPEC §4.5, §7): the HTTP(S) listener for POST /hooks/<routine_id>
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = 7143  # 0 = any free port
+    webhook_tls: bool = False  # HTTPS with the daemon's server certificate
+    webhook_max_body_bytes: int = 1024 * 1024
+    webhook_rate_per_minute: int = 60  # accepted requests per routine in the last minute
     # [self_healing] (SPEC §6, §7)
     self_healing_mode: str = "auto"  # or "observe_only"
     stale_task_ms: int = 120_000
@@ -85,6 +91,11 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("rpc", "pairing_port"): ("pairing_port", int),
     ("rpc", "node_port"): ("node_port", int),
     ("rpc", "stream_heartbeat_ms"): ("stream_heartbeat_ms", int),
+    ("webhooks", "listen"): ("webhook_listen", str),
+    ("webhooks", "port"): ("webhook_port", int),
+    ("webhooks", "tls"): ("webhook_tls", bool),
+    ("webhooks", "max_body_bytes"): ("webhook_max_body_bytes", int),
+    ("webhooks", "rate_per_minute"): ("webhook_rate_per_minute", int),
     ("pki", "device_cert_ttl_s"): ("device_cert_ttl_s", int),
     ("delivery", "retention_days"): ("delivery_retention_days", int),
     ("daemon", "stop_timeout_ms"): ("stop_timeout_ms", int),
@@ -120,6 +131,8 @@ def load_config(path: Path) -> DaemonConfig:
             attr, typ = spec
             if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ConfigError(f"{path}: [{section}] {key} must be an integer")
+            if typ is bool and not isinstance(value, bool):
+                raise ConfigError(f"{path}: [{section}] {key} must be true or false")
             if typ is str and not isinstance(value, str):
                 raise ConfigError(f"{path}: [{section}] {key} must be a string")
             if typ is list:
@@ -147,6 +160,7 @@ def load_config(path: Path) -> DaemonConfig:
     ):
         if port > 65535:
             raise ConfigError(f"{path}: [rpc] {key} must be 0-65535 (0 = any free port)")
+    _check_webhooks(path, cfg)
     if cfg.device_cert_ttl_s < 30:
         raise ConfigError(f"{path}: [pki] device_cert_ttl_s must be at least 30 (seconds)")
     mode = cfg.self_healing_mode.replace("-", "_")
@@ -184,6 +198,25 @@ def load_config(path: Path) -> DaemonConfig:
                 ' (e.g. listen = ["127.0.0.1", "192.168.1.10"])'
             )
     return cfg
+
+
+# The body is held in memory while its signature is checked: a bound on that memory.
+MAX_WEBHOOK_BODY_BYTES = 64 * 1024 * 1024
+
+
+def _check_webhooks(path: Path, cfg: DaemonConfig) -> None:
+    """The ``[webhooks]`` keys' ranges (their types are checked with every key's)."""
+    if cfg.webhook_port > 65535:
+        raise ConfigError(f"{path}: [webhooks] port must be 0-65535 (0 = any free port)")
+    if not 1 <= cfg.webhook_max_body_bytes <= MAX_WEBHOOK_BODY_BYTES:
+        raise ConfigError(f"{path}: [webhooks] max_body_bytes must be 1-{MAX_WEBHOOK_BODY_BYTES}")
+    if not 1 <= cfg.webhook_rate_per_minute <= 1_000_000:
+        raise ConfigError(f"{path}: [webhooks] rate_per_minute must be 1-1000000")
+    if not _HOST.fullmatch(cfg.webhook_listen):
+        raise ConfigError(
+            f"{path}: [webhooks] listen {cfg.webhook_listen!r} is not an IP address or host"
+            ' name (e.g. listen = "127.0.0.1")'
+        )
 
 
 # An IP literal (v4 or v6) or a DNS name: what a listener can bind and a certificate name.

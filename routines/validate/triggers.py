@@ -8,7 +8,9 @@ used by trigger kind "manual"; it belongs to file_watch").
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Callable
 from typing import Any
 
@@ -116,11 +118,26 @@ def _events(cx: Checker, o: dict[str, Any], p: Path) -> tuple[FileEvent, ...]:
 
 
 def _webhook(cx: Checker, o: dict[str, Any], p: Path) -> Trigger | None:
-    v = o.get("secret_env", MISSING)
-    if v is MISSING:
-        cx.missing(p, "secret_env")
+    n = len(cx.errors)
+    has_env, has_file = "secret_env" in o, "secret_file" in o
+    if not has_env and not has_file:
+        cx.missing(p, "secret_env", ' (or "secret_file")')
+    elif has_env and has_file:
+        cx.err(
+            (*p, "secret_file"),
+            'use exactly one of "secret_env" and "secret_file"',
+            at_key=True,
+        )
+    name = _secret_env(cx, o, p) if has_env else None
+    path = _secret_file(cx, o, p) if has_file else None
+    require_ts = cx.boolean(o, "require_timestamp", p, False)
+    if len(cx.errors) != n:
         return None
-    name = cx.string(v, (*p, "secret_env"))
+    return WebhookTrigger(secret_env=name, secret_file=path, require_timestamp=require_ts)
+
+
+def _secret_env(cx: Checker, o: dict[str, Any], p: Path) -> str | None:
+    name = cx.opt_string(o, "secret_env", p)
     if name is None:
         return None
     if _ENV_NAME_RE.fullmatch(name) is None:
@@ -132,7 +149,47 @@ def _webhook(cx: Checker, o: dict[str, Any], p: Path) -> Trigger | None:
             f'environment variable "{name}" is not set; webhook calls will be rejected '
             "until the daemon has it",
         )
-    return WebhookTrigger(secret_env=name)
+    return name
+
+
+def _secret_file(cx: Checker, o: dict[str, Any], p: Path) -> str | None:
+    path = cx.opt_string(o, "secret_file", p)
+    if path is None:
+        return None
+    if not path.startswith(("/", "~")):
+        cx.err(
+            (*p, "secret_file"),
+            f"{describe(path)} is relative; use an absolute path or one starting with ~ "
+            "(the daemon's working directory is not yours)",
+        )
+        return None
+    problem = secret_file_problem(path)
+    if problem is not None:
+        cx.warn((*p, "secret_file"), f"{describe(path)} {problem}; webhook calls will be rejected")
+    return path
+
+
+def secret_file_problem(path: str) -> str | None:
+    """Why the daemon would refuse the secret file at ``path`` now (``~`` expanded), as the
+    end of a sentence, or None. Looked at without following symlinks, as the daemon opens it;
+    the daemon checks again on every request, so this is only a warning."""
+    try:
+        st = os.lstat(os.path.expanduser(path))
+    except FileNotFoundError:
+        return "does not exist (yet)"
+    except OSError as exc:
+        return f"cannot be examined ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link, which the daemon does not follow"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if st.st_uid != os.geteuid():
+        return f"is owned by uid {st.st_uid}, not by the daemon's user (uid {os.geteuid()})"
+    if st.st_mode & 0o077:
+        return (
+            f"is readable or writable by others (mode {stat.S_IMODE(st.st_mode):04o}; chmod 600 it)"
+        )
+    return None
 
 
 def _system_event(cx: Checker, o: dict[str, Any], p: Path) -> Trigger | None:
@@ -171,7 +228,10 @@ TRIGGER_KINDS: dict[
         frozenset({"kind", "paths", "patterns", "ignore", "events", "recursive", "debounce_ms"}),
         _file_watch,
     ),
-    "webhook": (frozenset({"kind", "secret_env"}), _webhook),
+    "webhook": (
+        frozenset({"kind", "secret_env", "secret_file", "require_timestamp"}),
+        _webhook,
+    ),
     "system_event": (frozenset({"kind", "event"}), _system_event),
     "hook": (frozenset({"kind", "hook_id", "event"}), _hook),
 }

@@ -75,8 +75,9 @@ class Launcher(ExecutorPart):
         # os.environ is re-encoded on every copy; the daemon's own environment is fixed.
         self._base_env = dict(os.environ)
 
-    def _invocation(self, run: Run) -> tuple[Invocation, int]:
-        """The process a run's action asks for, and its timeout; raises ActionUnavailable."""
+    def _invocation(self, run: Run) -> tuple[Invocation, int, tuple[str, ...]]:
+        """The process a run's action asks for, its timeout, and the daemon's variables it
+        must not see; raises ActionUnavailable."""
         spec = RunSpec.from_json(run.spec)
         if spec is None or spec.action is None:
             raise ActionUnavailable(
@@ -87,14 +88,15 @@ class Launcher(ExecutorPart):
         if runner is None:
             raise ActionUnavailable(ErrorKind.SPAWN_FAILED, f"unknown action kind {action.kind!r}")
         inv = runner.prepare(run, action)
-        return inv, action.timeout_ms if inv.timeout_ms is None else inv.timeout_ms
+        timeout_ms = action.timeout_ms if inv.timeout_ms is None else inv.timeout_ms
+        return inv, timeout_ms, spec.scrub_env
 
     def prepare(self, run: Run) -> Prepared | None:
         """Everything a spawn needs except the spawn; None when the run cannot start (it is
         finalized here)."""
         log_path = self.ctx.home.run_log(run.run_id)
         try:
-            inv, timeout_ms = self._invocation(run)
+            inv, timeout_ms, scrub = self._invocation(run)
         except ActionUnavailable as exc:
             self.finalizer.finish_unstarted(run, exc.error_kind, str(exc))
             return None
@@ -103,7 +105,7 @@ class Launcher(ExecutorPart):
             run=run,
             argv=list(inv.argv),
             cwd=inv.cwd,
-            env=build_env(run, inv.env, self._base_env),
+            env=build_env(run, inv.env, self._base_env, scrub),
             stdin_data=inv.stdin,
             log_path=log_path,
             log_file=os.fdopen(os.open(log_path, flags, 0o600), "wb"),

@@ -188,8 +188,11 @@ class DefinitionsLoader:
         daemon applied it, or while it was disabled, are never "missed".
         """
         state = self.state
+        # Every run is kept from every webhook secret variable, not just its own routine's.
+        secrets = defs.webhook_secret_envs()
         loaded = {
-            r.id: Loaded(r, r.content_hash(), run_spec(r), r.schedule_key()) for r in defs.routines
+            r.id: Loaded(r, r.content_hash(), run_spec(r, secrets), r.schedule_key())
+            for r in defs.routines
         }
         previous = state.routines
         state.approved = self.journal.approvals.granted()

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from palyrad.domain.runs import Run
 from routines.timefmt import format_rfc3339
 
 
 def build_env(
-    run: Run, action_env: Mapping[str, str], base: Mapping[str, str] | None = None
+    run: Run,
+    action_env: Mapping[str, str],
+    base: Mapping[str, str] | None = None,
+    scrub: Iterable[str] = (),
 ) -> dict[str, str]:
-    """The daemon's environment (``base``, default a fresh copy of ``os.environ``) + the
-    action's ``env`` + the SPEC §2.2 ``PALYRA_*`` variables."""
+    """The daemon's environment (``base``, default a fresh copy of ``os.environ``) without
+    the ``scrub`` variables (webhook secrets, SPEC §4.5) + the action's ``env`` + the SPEC
+    §2.2 ``PALYRA_*`` variables."""
     env = dict(os.environ if base is None else base)
+    for name in scrub:
+        env.pop(name, None)
+    # An action's own ``env`` is the definition's value, not the daemon's secret: it stays.
     env.update(action_env)
     env.update(
         PALYRA_ROUTINE_ID=run.routine_id,
