@@ -16,7 +16,8 @@ seam of ARCHITECTURE.md: typed records in and out, one transaction owner.
   ``approvals``, ``events``, ``outbox`` (channel deliveries and each device's
   acknowledgements), ``heartbeats`` (service processes), ``devices`` (paired nodes and their
   open watch streams), ``pairing`` (pairing windows and requests), ``incidents``
-  (self-healing incidents and their remediation attempts), ``tasks`` (the background queue).
+  (self-healing incidents and their remediation attempts), ``tasks`` (the background queue),
+  ``webhooks`` (the webhook replay cache).
 
 Reading and writing::
 
@@ -90,9 +91,11 @@ from palyrad.journal.state import (
     STATE_MAINTENANCE,
     STATE_PAIRING_CHANGED,
     STATE_TASKS_CHANGED,
+    STATE_WEBHOOKS,
     DaemonState,
 )
 from palyrad.journal.tasks import Tasks, task_backoff_ms
+from palyrad.journal.webhooks import Webhooks
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -109,6 +112,7 @@ __all__ = [
     "STATE_MAINTENANCE",
     "STATE_PAIRING_CHANGED",
     "STATE_TASKS_CHANGED",
+    "STATE_WEBHOOKS",
     "ApprovalRequest",
     "Delivery",
     "Device",
@@ -168,6 +172,7 @@ class Journal(JournalConnection):
         self.pairing = Pairing(self)
         self.incidents = Incidents(self)
         self.tasks = Tasks(self)
+        self.webhooks = Webhooks(self)
 
 
 def open_journal(path: Path) -> Journal:

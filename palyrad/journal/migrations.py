@@ -317,4 +317,20 @@ MIGRATIONS += (
     """,
 )
 
+MIGRATIONS += (
+    # 9: the webhook replay cache (SPEC §4.5). A timestamped request's MAC is remembered per
+    # routine until its timestamp leaves the ±300 s window (``expires_ms``): a second request
+    # with the same MAC bytes before then is a replay, also after a daemon restart. Only
+    # accepted requests are remembered, in the same transaction as their run record.
+    """
+    CREATE TABLE webhook_replays (
+        routine_id TEXT NOT NULL,
+        mac BLOB NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        PRIMARY KEY (routine_id, mac)
+    ) WITHOUT ROWID;
+    CREATE INDEX webhook_replays_expiry ON webhook_replays(expires_ms)
+    """,
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -155,6 +155,20 @@ class Runs(Domain):
         """Trigger records (run-now, events) the scheduler has not yet run through policy."""
         return [run_row(r) for r in self._db.execute(_UNDECIDED, (limit,))]
 
+    def decisions(self, run_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """``(status, error_kind)`` of each of ``run_ids`` the scheduler has decided — only
+        those columns, so a waiter polling for its triggers' decisions never reads their
+        payloads (a webhook's can be a megabyte)."""
+        if not run_ids:
+            return {}
+        marks = ", ".join("?" for _ in run_ids)
+        rows = self._db.execute(
+            "SELECT run_id, status, error_kind FROM runs"
+            f" WHERE decided = 1 AND run_id IN ({marks})",
+            tuple(run_ids),
+        )
+        return {r[0]: (str(r[1]), r[2]) for r in rows}
+
     def decide(self, decisions: Sequence[RunDecision], now_ms: int) -> None:
         """Apply policy decisions to undecided triggers; a final status also stamps
         ``finished_at``."""

@@ -17,6 +17,7 @@ STATE_PAIRING_CHANGED = "pairing_changed"  # a counter: +1 by every pairing deci
 STATE_INCIDENTS_CHANGED = "incidents_changed"  # a counter: +1 by every incident change
 STATE_TASKS_CHANGED = "tasks_changed"  # a counter: +1 by every background-queue change
 STATE_MAINTENANCE = "maintenance"  # {kind: next_due_ms}: the maintenance ticks' schedule
+STATE_WEBHOOKS = "webhooks"  # {routine_id: webhook trigger + definition hash}: node_rpc's view
 STATE_LISTENER_PORTS = "listener_ports"  # {"pairing": port, "node": port}: ports chosen for 0
 # ... and one the CLI keeps for itself (palyrad.ops.definitions_hash):
 STATE_DEFINITIONS_HASH_MEMO = "definitions_hash_memo"  # {signature, file_hash}

@@ -23,6 +23,7 @@ from palyrad.domain.run_spec import RunSpec
 from palyrad.domain.runs import Run
 from palyrad.seams import ActionRunner, ActionUnavailable, Invocation
 from palyrad.services.executor.actions import build_env
+from palyrad.services.executor.actions.env import payload_too_large
 from palyrad.services.executor.active_run import ActiveRun
 from palyrad.services.executor.finalize import Finalizer
 from palyrad.services.executor.output import ChildIO
@@ -50,12 +51,16 @@ class Prepared:
     log_file: IO[bytes]
     timeout_ms: int
     launch_ms: int
+    payload_file: Path | None = None
 
     def discard(self) -> None:
         """Undo the preparation of a run that will not start here."""
         self.log_file.close()
         with contextlib.suppress(OSError):
             self.log_path.unlink()
+        if self.payload_file is not None:
+            with contextlib.suppress(OSError):
+                self.payload_file.unlink()
 
 
 class Launcher(ExecutorPart):
@@ -101,16 +106,29 @@ class Launcher(ExecutorPart):
             self.finalizer.finish_unstarted(run, exc.error_kind, str(exc))
             return None
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        payload_file: Path | None = None
+        if payload_too_large(run):
+            payload_file = log_path.with_suffix(".payload.json")
+            try:
+                fd = os.open(payload_file, flags | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write((run.trigger_payload or "").encode("utf-8", "surrogatepass"))
+            except OSError as exc:
+                self.finalizer.finish_unstarted(
+                    run, ErrorKind.SPAWN_FAILED, f"could not write the trigger payload: {exc}"
+                )
+                return None
         return Prepared(
             run=run,
             argv=list(inv.argv),
             cwd=inv.cwd,
-            env=build_env(run, inv.env, self._base_env, scrub),
+            env=build_env(run, inv.env, self._base_env, scrub, payload_file),
             stdin_data=inv.stdin,
             log_path=log_path,
             log_file=os.fdopen(os.open(log_path, flags, 0o600), "wb"),
             timeout_ms=timeout_ms,
             launch_ms=run.not_before_ms or 0,
+            payload_file=payload_file,
         )
 
     def launch_due(self, lead_s: float = 0.0) -> None:

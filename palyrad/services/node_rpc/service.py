@@ -1,4 +1,4 @@
-"""The node_rpc service: the pairing and node listeners, and the health endpoint.
+"""The node_rpc service: the pairing, node and webhook listeners, and the health endpoint.
 
 Threads: gRPC's worker pools serve the two listeners (each worker with its own journal
 connection, ``ThreadJournals``); the main thread owns the request socket for ``pair-code``,
@@ -7,6 +7,9 @@ handshakes, wakes watch streams and pairing waits on pokes, closes the watch str
 self-healing found stale (every pass: one read of a table of at most 48 rows; a poke from
 the remediation makes it immediate), renews the server certificate when it is due and prunes
 old deliveries.
+
+The webhook listener (``webhooks/``) runs its own event loop thread, a writer thread and a
+decision-waiter thread; see ``webhooks/listener.py``.
 
 A listener that cannot bind (its port in use) is logged and reported as ``null`` in
 ``daemon status --json`` → ``endpoints``; the process stays up for the other one and the
@@ -36,6 +39,7 @@ from palyrad.services.node_rpc.node_api import MAX_STREAMS, DeliveryHub, NodeSer
 from palyrad.services.node_rpc.pairing import PairingService
 from palyrad.services.node_rpc.registry import DeviceRegistry
 from palyrad.services.node_rpc.tls import ServerTLS, server_names
+from palyrad.services.node_rpc.webhooks.listener import WebhookListener
 
 log = logging.getLogger("palyrad.node_rpc")
 
@@ -132,7 +136,7 @@ def run_node_rpc(ctx: ServiceContext) -> None:
     journal.pairing.close_all_open("daemon_restart", now)
     journal.devices.clear_watches()
     hub = DeliveryHub()
-    ports: dict[str, int | None] = {"pairing": None, "node": None}
+    ports: dict[str, int | None] = {"pairing": None, "node": None, "webhook": None}
     remembered: dict[str, int] = {}
     with contextlib.suppress(ValueError, TypeError):
         remembered = dict(orjson.loads(journal.state.get(STATE_LISTENER_PORTS) or "{}"))
@@ -184,6 +188,8 @@ def run_node_rpc(ctx: ServiceContext) -> None:
         tls.credentials(client_auth=True),
         remembered.get("node"),
     )
+    webhooks = WebhookListener(ctx, journals)
+    ports["webhook"] = webhooks.start(remembered.get("webhook"))
     chosen = {k: v for k, v in ports.items() if v is not None}
     if chosen != remembered:
         journal.state.set(STATE_LISTENER_PORTS, orjson.dumps(chosen).decode(), now)
@@ -202,8 +208,10 @@ def run_node_rpc(ctx: ServiceContext) -> None:
         log.error("node_rpc request socket unavailable", extra={"error": str(exc)})
     health = _serve_health(ctx)
     host = cfg.rpc_listen[0] if cfg.rpc_listen else "127.0.0.1"
+    hosts = {"pairing": host, "node": host, "webhook": cfg.webhook_listen}
     endpoints = {
-        name: None if port is None else format_address(host, port) for name, port in ports.items()
+        name: None if port is None else format_address(hosts[name], port)
+        for name, port in ports.items()
     }
     ctx.listen_fifo()
     ctx.ready({"health_port": health.server_address[1], "endpoints": endpoints})
@@ -221,7 +229,7 @@ def run_node_rpc(ctx: ServiceContext) -> None:
             _close_requested(node, journal)
             if now >= housekeeping_at:
                 housekeeping_at = now + HOUSEKEEPING_MS
-                _housekeeping(ctx, journal, tls, now)
+                _housekeeping(ctx, journal, tls, webhooks, now)
             if ctx.wait(LOOP_S):
                 registry.refresh(journal)
                 hub.notify()
@@ -231,6 +239,7 @@ def run_node_rpc(ctx: ServiceContext) -> None:
         done = [pairing_server.stop(grace=1.0), node_server.stop(grace=1.0)]
         for event in done:
             event.wait(3.0)
+        webhooks.stop()
         if control is not None:
             control.close()
         health.shutdown()
@@ -246,13 +255,17 @@ def _close_requested(node: NodeService, journal: Journal) -> None:
         log.exception("closing requested watch streams failed")
 
 
-def _housekeeping(ctx: ServiceContext, journal: Journal, tls: ServerTLS, now: int) -> None:
+def _housekeeping(
+    ctx: ServiceContext, journal: Journal, tls: ServerTLS, webhooks: WebhookListener, now: int
+) -> None:
     """Once a minute: renew the server certificate when due, expire windows, drop deliveries
-    past ``[delivery] retention_days`` and old pairing records. Failures are logged: none of
-    this is worth stopping the listeners for."""
+    past ``[delivery] retention_days``, old pairing records and webhook MACs whose window
+    ended. Failures are logged: none of this is worth stopping the listeners for."""
     try:
         if tls.ensure_names([], now):
             log.info("server certificate renewed")
+        webhooks.reload_certificate(tls.generation)
+        journal.webhooks.prune(now)
         journal.pairing.expire_windows(now)
         journal.outbox.prune(now - ctx.config.delivery_retention_days * DAY_MS)
         journal.pairing.prune(now - 30 * DAY_MS)

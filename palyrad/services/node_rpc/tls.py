@@ -30,13 +30,14 @@ from palyrad.runtime.config import DaemonConfig
 
 def server_names(config: DaemonConfig) -> list[str]:
     """What the server certificate names: loopback, this host, every listen and advertise
-    address (SPEC §5). ``0.0.0.0``/``::`` bind everything but name nothing, so they are left
+    address (SPEC §5), and the webhook listen address when it serves HTTPS. ``0.0.0.0``/``::`` bind everything but name nothing, so they are left
     out; a node dialling such a daemon uses the host name or ``--host``."""
     names = ["localhost", "127.0.0.1", "::1"]
     host = socket.gethostname()
     if host:
         names.append(host)
-    for name in (*config.rpc_listen, config.rpc_advertise_host):
+    webhook = (config.webhook_listen,) if config.webhook_tls else ()
+    for name in (*config.rpc_listen, config.rpc_advertise_host, *webhook):
         if name and name not in ("0.0.0.0", "::"):
             names.append(name)
     unique: dict[str, str] = {}
@@ -57,6 +58,11 @@ class ServerTLS:
     @property
     def pki(self) -> DaemonPKI:
         return self._pki
+
+    @property
+    def generation(self) -> int:
+        """+1 per reissued server certificate (the webhook listener reloads on a change)."""
+        return self._generation
 
     @property
     def ca_der(self) -> bytes:

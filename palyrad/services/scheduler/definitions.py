@@ -4,7 +4,8 @@ A file that does not validate is recorded for doctor and never applied; at start
 file the last applied one (``routines/.definitions.last-good.json``) runs, as a running daemon
 would have kept it. Applying syncs each routine's state into the journal (a change to routine
 A never touches B's row), publishes the events routines listen to, reconciles the file-watch
-observers and (re)requests ``before_enable`` approvals.
+observers, publishes the webhook routines for node_rpc's listener and (re)requests
+``before_enable`` approvals.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from pathlib import Path
 import orjson
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
+from palyrad.domain import webhook_routes
 from palyrad.domain.runs import run_spec
 from palyrad.journal import (
     STATE_APPROVALS_CHANGED,
     STATE_DEFINITIONS_APPLIED,
     STATE_DEFINITIONS_ERROR,
     STATE_LISTENED_EVENTS,
+    STATE_WEBHOOKS,
     ApprovalRequest,
     RoutineState,
 )
@@ -97,6 +100,7 @@ class DefinitionsLoader:
         self.path = ctx.home.definitions
         self.last_good = ctx.home.last_good_definitions
         self.signature: tuple[int, int, int] | None = (-1, -1, -1)
+        self.webhooks_published: str | None = None  # the STATE_WEBHOOKS document last written
         self.changed = threading.Event()
         self.env: Mapping[str, str] = os.environ
         self.files = files
@@ -246,8 +250,16 @@ class DefinitionsLoader:
                 )
             )
         deletes = [rid for rid in states if rid not in loaded]
-        if upserts or deletes:
-            self.journal.routines.sync(upserts, deletes, now)
+        webhooks = webhook_routes.publish(
+            (item.routine, item.definition_hash) for item in loaded.values()
+        )
+        # One transaction: the listener never sees a routine's new hash with its old trigger.
+        with self.journal.transaction():
+            if upserts or deletes:
+                self.journal.routines.sync(upserts, deletes, now)
+            if webhooks != self.webhooks_published:
+                self.journal.state.set(STATE_WEBHOOKS, webhooks, now)
+        self.webhooks_published = webhooks
         state.routines = loaded
         self._sync_approval_requests(now)
         listened = sorted(
