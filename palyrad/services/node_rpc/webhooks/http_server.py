@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
+from http import HTTPStatus
 
 import h11
 import orjson
@@ -325,16 +326,22 @@ class HttpServer:
 
     # -- connections ----------------------------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One connection, from accept to close; it holds a slot of the cap all along."""
-        limits = self._limits
-        if len(self._conns) >= limits.max_connections:
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Right after accept (TLS not yet begun): over the cap, abort at once, nothing sent;
+        else the connection holds a slot until its task ends. A plain callback, so the count
+        is exact and asyncio's streams never see (and log) a cancelled connection task."""
+        if len(self._conns) >= self._limits.max_connections:
             log.debug("connection refused: %d open", len(self._conns))
             writer.transport.abort()
             return
+        task = asyncio.get_running_loop().create_task(self._connection(reader, writer))
+        self._conns[task] = writer
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection, from accept to close."""
+        limits = self._limits
         task = asyncio.current_task()
         assert task is not None
-        self._conns[task] = writer
         wire = _Wire(reader, writer, limits)
         wire.deadline = asyncio.get_running_loop().time() + limits.request_deadline_s
         graceful = False
@@ -482,7 +489,11 @@ class HttpServer:
         headers += [(k, v) for k, v in response.headers if k.lower() not in _OWN_HEADERS]
         if close:
             headers.append(("connection", "close"))
-        events: list[h11.Event] = [h11.Response(status_code=status, headers=headers)]
+        try:
+            reason = HTTPStatus(status).phrase.encode("ascii")
+        except ValueError:
+            reason = b""
+        events: list[h11.Event] = [h11.Response(status_code=status, headers=headers, reason=reason)]
         if not (status in (204, 304) or (head is not None and head.method == "HEAD")):
             events.append(h11.Data(data=payload))
         events.append(h11.EndOfMessage())
