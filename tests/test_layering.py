@@ -27,7 +27,17 @@ ALLOWED: dict[str, frozenset[str]] = {
     "palyra_proto": frozenset({"grpc", "google", "spake2", "grpc_tools"}),
     # the daemon: the pure libraries, the wire contract, its own dependencies
     "palyrad": frozenset(
-        {"routines", "certs", "palyra_proto", "orjson", "watchdog", "cryptography", "grpc", "click"}
+        {
+            "routines",
+            "certs",
+            "palyra_proto",
+            "orjson",
+            "watchdog",
+            "cryptography",
+            "grpc",
+            "click",
+            "h11",
+        }
     ),
     # the command: the daemon's operator library (checked below), the pure libraries
     "palyra_cli": frozenset({"palyrad", "routines", "certs", "click", "orjson", "segno"}),

@@ -30,8 +30,9 @@ from palyrad.runtime.config import DaemonConfig
 
 def server_names(config: DaemonConfig) -> list[str]:
     """What the server certificate names: loopback, this host, every listen and advertise
-    address (SPEC §5), and the webhook listen address when it serves HTTPS. ``0.0.0.0``/``::`` bind everything but name nothing, so they are left
-    out; a node dialling such a daemon uses the host name or ``--host``."""
+    address (SPEC §5), and the webhook listen address when it serves HTTPS.
+    ``0.0.0.0``/``::`` bind everything but name nothing, so they are left out; a node
+    dialling such a daemon uses the host name or ``--host``."""
     names = ["localhost", "127.0.0.1", "::1"]
     host = socket.gethostname()
     if host:

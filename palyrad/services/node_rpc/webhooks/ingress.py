@@ -30,12 +30,6 @@ from enum import StrEnum
 from typing import TypeVar
 
 import orjson
-from palyrad.services.node_rpc.webhooks.http_server import (
-    Body,
-    BodyTooLarge,
-    RequestHead,
-    Response,
-)
 
 from palyrad.domain import webhook_routes
 from palyrad.domain.webhook_routes import WebhookRoute
@@ -53,6 +47,12 @@ from palyrad.runtime.webhook_signatures import (
 )
 from palyrad.seams import Clock
 from palyrad.services.node_rpc.webhooks.accept import Accept, AcceptWriter, Outcome
+from palyrad.services.node_rpc.webhooks.http_server import (
+    Body,
+    BodyTooLarge,
+    RequestHead,
+    Response,
+)
 from routines.model import ID_PATTERN
 
 log = logging.getLogger("palyrad.webhooks")
