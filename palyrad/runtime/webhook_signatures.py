@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 SIGNATURE_HEADER = "X-Palyra-Signature"
@@ -94,7 +94,7 @@ def verify(
 
     ``signature`` is the value ``pick_signature`` chose, ``timestamp`` the
     ``X-Palyra-Timestamp`` value (None when absent). A replay check is the caller's, on the
-    accepted verdict's ``mac``.
+    accepted verdict's ``mac`` (the listener's durable cache, ``journal.webhooks``).
     """
     if signature is None:
         return Verdict(Refusal.MISSING_SIGNATURE)
@@ -118,24 +118,3 @@ def verify(
     if not hmac.compare_digest(expected, given):
         return Verdict(Refusal.BAD_SIGNATURE)
     return Verdict(None, mac=given, timestamp=ts)
-
-
-@dataclass
-class ReplayWindow:
-    """Timestamped signatures seen in the last ``MAX_SKEW_S`` (memory only; the durable cache
-    that survives a restart is the listener's). Keyed by routine and MAC bytes: once a
-    timestamp is older than the window ``verify`` refuses it anyway, so it is forgotten."""
-
-    seen: dict[tuple[str, bytes], int] = field(default_factory=dict)  # → timestamp
-
-    def admit(self, routine_id: str, verdict: Verdict, now_s: float) -> Verdict:
-        """``verdict``, or a ``REPLAY`` refusal when this routine saw its MAC within the
-        window. Body-only signatures (no timestamp) cannot be told from replays: admitted."""
-        if not verdict.ok or verdict.timestamp is None:
-            return verdict
-        self.seen = {k: ts for k, ts in self.seen.items() if now_s - ts <= MAX_SKEW_S}
-        key = (routine_id, verdict.mac)
-        if key in self.seen:
-            return Verdict(Refusal.REPLAY)
-        self.seen[key] = verdict.timestamp
-        return verdict

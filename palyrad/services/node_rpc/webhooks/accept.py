@@ -215,8 +215,11 @@ class AcceptWriter:
 class DecisionWaiter:
     """A thread that resolves accepted requests' futures once the scheduler decided them."""
 
-    def __init__(self, journal_factory: Callable[[], Journal]) -> None:
+    def __init__(
+        self, journal_factory: Callable[[], Journal], timeout_s: float = DECIDE_TIMEOUT_S
+    ) -> None:
         self._journal_factory = journal_factory
+        self._timeout_s = timeout_s
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[Future[Recorded], float]] = {}
         self._wake = threading.Event()
@@ -236,7 +239,7 @@ class DecisionWaiter:
         """Resolve ``fut`` once the scheduler decided ``run_id`` (or gave it no decision in
         ``DECIDE_TIMEOUT_S``)."""
         with self._lock:
-            self._pending[run_id] = (fut, time.monotonic() + DECIDE_TIMEOUT_S)
+            self._pending[run_id] = (fut, time.monotonic() + self._timeout_s)
         self._wake.set()
 
     def _run(self) -> None:
