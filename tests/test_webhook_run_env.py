@@ -96,3 +96,27 @@ def test_every_run_is_kept_from_every_webhook_secret(ctx: ServiceContext) -> Non
         assert prepared.env["PALYRA_ROUTINE_ID"] == "plain"
     finally:
         prepared.discard()
+
+
+def test_a_payload_too_large_for_the_environment_goes_to_a_file(tmp_path: Path) -> None:
+    """Linux refuses an environment string over 128 KiB (E2BIG at exec): a megabyte webhook
+    body must still reach the run, whole."""
+    from dataclasses import replace
+
+    from palyrad.services.executor.actions.env import INLINE_PAYLOAD_BYTES, payload_too_large
+
+    small = replace(_run(None), trigger_payload='{"body": "x"}')
+    assert not payload_too_large(small)
+    env = build_env(small, {}, {"PALYRA_TRIGGER_PAYLOAD_FILE": "stale"})
+    assert env["PALYRA_TRIGGER_PAYLOAD"] == '{"body": "x"}'
+    assert "PALYRA_TRIGGER_PAYLOAD_FILE" not in env  # never inherited from the daemon
+    big_payload = orjson.dumps({"body": "é" * INLINE_PAYLOAD_BYTES}).decode()
+    big = replace(_run(None), trigger_payload=big_payload)
+    assert payload_too_large(big)
+    where = tmp_path / "run.payload.json"
+    env = build_env(big, {}, {}, (), where)
+    assert env["PALYRA_TRIGGER_PAYLOAD_FILE"] == str(where)
+    assert orjson.loads(env["PALYRA_TRIGGER_PAYLOAD"]) == {
+        "payload_file": str(where),
+        "bytes": len(big_payload.encode()),
+    }
