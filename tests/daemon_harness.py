@@ -25,14 +25,19 @@ BIN = Path(sys.executable).parent
 
 
 def palyra(
-    home: Path, *args: str, check: bool = True, timeout: float = 60
+    home: Path,
+    *args: str,
+    check: bool = True,
+    timeout: float = 60,
+    input_data: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real ``palyra`` console script against ``home``."""
+    """Run the real ``palyra`` console script against ``home`` (``input_data`` on stdin)."""
     proc = subprocess.run(
         [str(BIN / "palyra"), "--home", str(home), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=input_data,
     )
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -141,9 +146,9 @@ class Daemon:
             self.kill_all()
 
 
-# Both node listeners on any free port: tests never collide with each other (or with a
-# daemon of the machine) on the default 7141/7142.
-RPC_ANY_PORTS = "[rpc]\npairing_port = 0\nnode_port = 0\n"
+# The node and webhook listeners on any free port: tests never collide with each other (or
+# with a daemon of the machine) on the default 7141/7142/7143.
+RPC_ANY_PORTS = "[rpc]\npairing_port = 0\nnode_port = 0\n[webhooks]\nport = 0\n"
 
 
 @contextlib.contextmanager

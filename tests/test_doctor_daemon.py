@@ -187,6 +187,32 @@ def test_a_fatal_service_is_restarted_by_repair(d: Daemon) -> None:
     assert p is not None and p.state == "running"
 
 
+def test_webhook_secrets_are_judged_as_the_listener_reads_them(d: Daemon) -> None:
+    secret = d.root.parent / "hook.secret"
+    secret.write_text("s" * 32)
+    secret.chmod(0o644)
+    hooks = [
+        routine("hook-file", {"kind": "webhook", "secret_file": str(secret)}, shell("true")),
+        routine("hook-env", {"kind": "webhook", "secret_env": "PALYRA_NOT_SET_X"}, shell("true")),
+    ]
+    for r in hooks:
+        palyra(d.root, "routines", "upsert", "-", input_data=orjson.dumps(r).decode())
+    try:
+        _, checks = doctor_json(d, "--only", "webhooks")
+        result = checks["webhooks"]
+        assert result["status"] == "fail", result
+        assert "hook-file: secret file" in result["message"]
+        assert "hook-env: environment variable PALYRA_NOT_SET_X is not set" in result["message"]
+        secret.chmod(0o600)
+        palyra(d.root, "routines", "delete", "hook-env")
+        _, checks = doctor_json(d, "--only", "webhooks")
+        assert checks["webhooks"]["status"] == "ok", checks["webhooks"]
+        assert "1 webhook routine, secrets usable" in checks["webhooks"]["message"]
+    finally:
+        for r in hooks:
+            palyra(d.root, "routines", "delete", str(r["id"]), check=False)
+
+
 def test_every_check_with_the_daemon_stopped(d: Daemon) -> None:
     d.stop()
     wait_until(lambda: not d.status().running, timeout=30)

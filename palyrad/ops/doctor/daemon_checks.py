@@ -166,7 +166,7 @@ class ProcessesCheck(DoctorCheck):
         return done
 
 
-def _reach(address: str) -> str | None:
+def reach(address: str) -> str | None:
     """None when a TCP connection to ``address`` succeeds, else why not."""
     try:
         host, port = parse_address(address)
@@ -208,7 +208,7 @@ class RpcCheck(DoctorCheck):
                     f"the {name} listener is not up (port {ports[name]} could not be bound)"
                 )
                 continue
-            why = _reach(address)
+            why = reach(address)
             if why is None:
                 up.append(f"{name} {address}")
             else:

@@ -13,6 +13,7 @@ from palyrad.ops.doctor.files import ConfigCheck, DefinitionsCheck, HomeCheck, S
 from palyrad.ops.doctor.journal_checks import JournalCheck, SqliteCheck
 from palyrad.ops.doctor.pki_checks import DevicesCheck, PkiCheck
 from palyrad.ops.doctor.system import AgentRunnerCheck, DiskCheck, InotifyCheck
+from palyrad.ops.doctor.webhook_checks import WebhooksCheck
 from palyrad.ops.doctor.work import ApprovalsCheck, IncidentsCheck, OverdueCheck, StuckRunsCheck
 from palyrad.seams import Check
 
@@ -32,6 +33,7 @@ CHECKS: tuple[Check[DoctorContext], ...] = (
     PkiCheck(),
     DevicesCheck(),
     RpcCheck(),
+    WebhooksCheck(),
     InotifyCheck(),
     AgentRunnerCheck(),
     DiskCheck(),
