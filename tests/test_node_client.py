@@ -408,11 +408,18 @@ def test_qr_pairing_waits_for_the_operator(fake: FakeDaemon, tmp_path: Path) -> 
     proc.stdin.close()
     proc.stdin = None  # communicate() would flush it
     request_id = _wait_for_request(fake, proc)
+    # The node says it waits once its first poll finds the request pending; approving
+    # before that poll answered would skip the note (and, on a loaded machine, did).
+    assert proc.stderr is not None
+    seen = ""
+    while f"request {request_id}" not in seen:
+        line = proc.stderr.readline()
+        assert line, f"stderr ended without the waiting note: {seen!r}"
+        seen += line
     device_id = fake.approve(request_id)
     out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 0, seen + err
     assert orjson.loads(out)["device_id"] == device_id
-    assert f"request {request_id}" in err
     # pairing again replaces the identity
     uri = fake.open_qr_window(auto_approve=True)
     again = node(tmp_path / "h", "pair", "--uri", uri, "--json")
