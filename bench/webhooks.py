@@ -4,10 +4,12 @@ stack, and POST → run started latency.
 Each round starts a fresh daemon in a temp home (``[rpc] pairing_port = 0, node_port = 0``,
 ``[webhooks] port = 0, rate_per_minute = 1000000``) with ``--clients`` webhook routines
 ``load-<i>`` (``concurrency: forbid``, the default: a trigger that arrives while the routine's
-previous run is active is decided ``skipped``, so the load does not spawn a process per
-request) and ``--lat-routines`` routines ``lat-<i>`` (``concurrency: allow``: every trigger
-starts a run), all with ``secret_env`` (set in this process's environment before ``palyra
-daemon start``; the daemon inherits it) and the action ``["true"]``. It waits ``--warmup`` s
+previous run is active is decided ``skipped``; their action is ``--load-action``, by default
+``sleep 600`` so the load measures the ingress, or ``true`` so that every trigger finding its
+routine idle also spawns a process) and ``--lat-routines`` routines ``lat-<i>``
+(``concurrency: allow``: every trigger starts a run, action ``["true"]``), all with
+``secret_env`` (set in this process's environment before ``palyra daemon start``; the daemon
+inherits it). It waits ``--warmup`` s
 after ready, then:
 
 1. **Throughput.** ``--clients`` threads, one keep-alive ``http.client.HTTPConnection`` each,
@@ -375,21 +377,30 @@ def open_loop(
 # --- the daemon ------------------------------------------------------------------------------
 
 
-def routine(rid: str, concurrency: str) -> dict[str, Any]:
+def routine(rid: str, concurrency: str, argv: list[str] | None = None) -> dict[str, Any]:
     return {
         "id": rid,
         "trigger": {"kind": "webhook", "secret_env": SECRET_ENV},
-        "action": {"kind": "command", "argv": ["true"]},
+        "action": {"kind": "command", "argv": argv or ["true"]},
         "concurrency": concurrency,
     }
 
 
-def write_home(home: Path, clients: int, lat_routines: int) -> Path:
+# --load-action: what the throughput routines run. "sleep" (the default) measures the ingress:
+# each routine's first trigger starts `sleep 600` and every later one is decided `skipped`
+# (forbid), as a webhook storm on a busy routine is. "true" also measures the executor
+# spawning a process for every trigger that finds its routine idle (on 2 cores the spawns
+# compete with the listener for the CPU).
+LOAD_ACTIONS = {"sleep": ["sleep", "600"], "true": ["true"]}
+
+
+def write_home(home: Path, clients: int, lat_routines: int, load_action: str = "sleep") -> Path:
     from palyrad.runtime.home import Home
 
     Home.at(home).ensure()
     (home / "routines").mkdir(parents=True, exist_ok=True)
-    routines = [routine(f"load-{i}", "forbid") for i in range(clients)]
+    argv = LOAD_ACTIONS[load_action]
+    routines = [routine(f"load-{i}", "forbid", argv) for i in range(clients)]
     routines += [routine(f"lat-{i}", "allow") for i in range(lat_routines)]
     defs = home / "routines" / "definitions.json"
     defs.write_text(json.dumps({"schema_version": 1, "routines": routines}, indent=1))
@@ -475,7 +486,7 @@ def one_round(args: argparse.Namespace, i: int, tmp: Path, bare: BarePeer) -> di
     from palyrad.runtime.home import Home
 
     home = tmp / f"round-{i}"
-    write_home(home, args.clients, args.lat_routines)
+    write_home(home, args.clients, args.lat_routines, args.load_action)
     sampler: ProcSampler | None = None
     journal: Journal | None = None
     try:
@@ -608,6 +619,10 @@ def main() -> None:
     ap.add_argument("--lat-routines", type=int, default=16)
     ap.add_argument("--senders", type=int, default=8, help="open-loop sender threads")
     ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument(
+        "--load-action", choices=sorted(LOAD_ACTIONS), default="sleep",
+        help="throughput routines' action: sleep (ingress only) or true (a spawn per idle hit)",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     os.environ[SECRET_ENV] = SECRET.decode()
@@ -617,7 +632,8 @@ def main() -> None:
         f" {package_version('h11')}, palyra {palyra_version(ROOT)}; {args.rounds} rounds, a"
         f" fresh daemon per round, {args.warmup:g} s warm-up after ready. Throughput:"
         f" {args.clients} threads × one keep-alive http.client connection, each its own"
-        f" webhook routine (concurrency forbid, action true), {len(body_for(0))}-byte signed"
+        f" webhook routine (concurrency forbid, action"
+        f" {' '.join(LOAD_ACTIONS[args.load_action])}), {len(body_for(0))}-byte signed"
         f" JSON bodies back to back for {args.seconds:g} s per side, daemon then bare"
         " HttpServer (HMAC verify + 202, no journal; spawned child process) in each round."
         f" Latency: open loop {args.rate:g} req/s for {args.lat_seconds:g} s over"
