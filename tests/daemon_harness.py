@@ -148,7 +148,8 @@ class Daemon:
 
 # The node and webhook listeners on any free port: tests never collide with each other (or
 # with a daemon of the machine) on the default 7141/7142/7143.
-RPC_ANY_PORTS = "[rpc]\npairing_port = 0\nnode_port = 0\n[webhooks]\nport = 0\n"
+# [rpc] last: several tests append their own [rpc] keys.
+RPC_ANY_PORTS = "[webhooks]\nport = 0\n[rpc]\npairing_port = 0\nnode_port = 0\n"
 
 
 @contextlib.contextmanager

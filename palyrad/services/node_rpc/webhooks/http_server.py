@@ -21,7 +21,6 @@ import logging
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -29,6 +28,9 @@ from http import HTTPStatus
 
 import h11
 import orjson
+
+from palyrad.runtime.clock import SYSTEM_CLOCK
+from palyrad.seams import Clock
 
 log = logging.getLogger("palyrad.webhooks")
 
@@ -233,8 +235,10 @@ class HttpServer:
         handler: Handler,
         limits: Limits = Limits(),  # frozen: one shared default is safe
         ssl_context: ssl.SSLContext | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._handler = handler
+        self._clock = clock  # for the Date header only
         self._limits = limits
         self._ssl = ssl_context
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -483,7 +487,7 @@ class HttpServer:
         headers: list[tuple[str, str]] = [
             ("content-type", "application/json"),
             ("content-length", str(len(payload))),
-            ("date", formatdate(time.time(), usegmt=True)),
+            ("date", formatdate(self._clock.now_ms() / 1000, usegmt=True)),
             ("server", "palyrad"),
         ]
         headers += [(k, v) for k, v in response.headers if k.lower() not in _OWN_HEADERS]

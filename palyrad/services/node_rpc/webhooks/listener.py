@@ -91,7 +91,7 @@ class WebhookListener:
         if cfg.webhook_port == 0 and remembered:
             wants = [remembered, 0]
         for want in wants:
-            server = HttpServer(self.ingress, Limits(), self._ssl)
+            server = HttpServer(self.ingress, Limits(), self._ssl, self._ctx.clock)
             try:
                 _, self.port = server.start(cfg.webhook_listen, want)
             except OSError as exc:
