@@ -406,6 +406,7 @@ def write_home(home: Path, clients: int, lat_routines: int, load_action: str = "
     defs.write_text(json.dumps({"schema_version": 1, "routines": routines}, indent=1))
     (home / "palyra.toml").write_text(
         "[rpc]\npairing_port = 0\nnode_port = 0\n[webhooks]\nport = 0\nrate_per_minute = 1000000\n"
+        "[executor]\nmax_concurrent_runs = 64\n"
     )
     return defs
 

@@ -18,7 +18,6 @@ from palyrad.runtime.clock import ManualClock
 from palyrad.services.node_rpc.webhooks.accept import (
     Accept,
     AcceptWriter,
-    DecisionWaiter,
     Outcome,
     RateWindow,
     Recorded,
@@ -46,7 +45,7 @@ def journal(path: Path) -> Iterator[Journal]:
 
 
 class Rig:
-    """A writer and a waiter on their own connections; ``decide`` plays the scheduler."""
+    """A writer on its own connection; ``decide`` plays the scheduler."""
 
     def __init__(
         self, path: Path, rate: int = 1000, timeout_s: float = 5.0, busy_ms: int | None = None
@@ -54,17 +53,15 @@ class Rig:
         self.clock = ManualClock(NOW)
         self.pokes = 0
         self.rate = rate
-        self.waiter = DecisionWaiter(lambda: Journal(path), timeout_s=timeout_s)
         self.writer = AcceptWriter(
             lambda: Journal(path, busy_timeout_ms=busy_ms),
             self.clock,
             lambda: self.rate,
             self._poke,
-            self.waiter,
+            timeout_s,
         )
         self.journal = Journal(path)
         self.poked = threading.Event()
-        self.waiter.start()
         self.writer.start()
 
     def _poke(self) -> None:
@@ -88,7 +85,6 @@ class Rig:
 
     def close(self) -> None:
         self.writer.stop()
-        self.waiter.stop()
         self.journal.close()
 
 

@@ -29,7 +29,10 @@ import orjson
 import pytest
 
 from palyrad.runtime.webhook_signatures import sign
-from tests.daemon_harness import BIN, RPC_ANY_PORTS, Daemon, palyra, routine, shell, wait_until
+from tests.daemon_harness import BIN, Daemon, palyra, routine, shell, wait_until
+
+# The node listeners on free ports; each daemon here writes its own [webhooks] section.
+NODE_ANY_PORTS = "[rpc]\npairing_port = 0\nnode_port = 0\n"
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -235,7 +238,7 @@ def wh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WH]:
     (secrets / "link").symlink_to(secrets / "linked-target")
     d = Daemon(root / "home")
     d.home.config.write_text(
-        RPC_ANY_PORTS
+        NODE_ANY_PORTS
         + f"[webhooks]\nport = 0\nmax_body_bytes = {MAX_BODY}\nrate_per_minute = {RATE}\n"
     )
     env_hooks = [
@@ -777,7 +780,7 @@ def small(tmp_path: Path) -> Iterator[tuple[Daemon, Path]]:
 
 def test_replay_cache_survives_a_restart(small: tuple[Daemon, Path]) -> None:
     d, _ = small
-    d.home.config.write_text(RPC_ANY_PORTS + "[webhooks]\nport = 0\n")
+    d.home.config.write_text(NODE_ANY_PORTS + "[webhooks]\nport = 0\n")
     body = b'{"restart": true}'
     ts = int(time.time())
     with daemon_env():
@@ -796,7 +799,7 @@ def test_replay_cache_survives_a_restart(small: tuple[Daemon, Path]) -> None:
 
 def test_tls(small: tuple[Daemon, Path]) -> None:
     d, out = small
-    d.home.config.write_text(RPC_ANY_PORTS + "[webhooks]\nport = 0\ntls = true\n")
+    d.home.config.write_text(NODE_ANY_PORTS + "[webhooks]\nport = 0\ntls = true\n")
     with daemon_env():
         d.start()
     port = webhook_port(d)

@@ -7,6 +7,8 @@ run whose MAC can be sent again, nor a remembered MAC without its run (SPEC §3,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from palyrad.journal.connection import Domain
 from routines.kinds import TriggerKind
 
@@ -24,14 +26,34 @@ class Webhooks(Domain):
         ).fetchone()
         return row is not None
 
+    def seen_many(self, keys: Sequence[tuple[str, bytes]], now_ms: int) -> set[tuple[str, bytes]]:
+        """Which ``(routine_id, mac)`` pairs were accepted and are still in their window: a
+        batch's replay check in one statement."""
+        found: set[tuple[str, bytes]] = set()
+        for start in range(0, len(keys), 400):  # SQLite's variable limit, with room
+            chunk = keys[start : start + 400]
+            rows = self._db.execute(
+                "SELECT routine_id, mac FROM webhook_replays WHERE expires_ms > ? AND"
+                " (routine_id, mac) IN (VALUES " + ", ".join("(?, ?)" for _ in chunk) + ")",
+                (now_ms, *(v for key in chunk for v in key)),
+            )
+            found.update((str(r[0]), bytes(r[1])) for r in rows)
+        return found
+
     def remember(self, routine_id: str, mac: bytes, expires_ms: int) -> None:
         """Record an accepted MAC until ``expires_ms`` (inside the accepting transaction)."""
+        self.remember_many([(routine_id, mac, expires_ms)])
+
+    def remember_many(self, entries: Sequence[tuple[str, bytes, int]]) -> None:
+        """``remember`` for a batch: ``(routine_id, mac, expires_ms)`` each."""
+        if not entries:
+            return
         with self._write() as db:
-            db.execute(
+            db.executemany(
                 "INSERT INTO webhook_replays (routine_id, mac, expires_ms) VALUES (?, ?, ?)"
                 " ON CONFLICT(routine_id, mac) DO UPDATE SET"
                 " expires_ms = MAX(expires_ms, excluded.expires_ms)",
-                (routine_id, mac, expires_ms),
+                entries,
             )
 
     def prune(self, now_ms: int) -> int:

@@ -173,7 +173,7 @@ class WebhookIngress:
             return answer(404, "no such routine")
         limit = self._max_body()
         try:
-            found, secret = await self._off_loop(lambda: self._route_and_secret(rid))
+            found, secret = await self._route_and_secret(rid)
         except Exception:
             log.exception("webhook routine lookup failed")
             return answer(503, "the daemon could not read its journal; retry")
@@ -198,17 +198,28 @@ class WebhookIngress:
             return answer(413, f"body larger than {limit} bytes")
         return await self._verified(head, rid, route, secret, data)
 
-    def _route_and_secret(self, rid: str) -> tuple[Lookup, bytes | SecretUnavailable]:
-        """The routine's lookup and, for a webhook routine, its secret, in one trip off the
-        event loop (the 413 check between them needs neither; a secret read for a request
-        refused 413 costs a file read at most)."""
+    async def _route_and_secret(self, rid: str) -> tuple[Lookup, bytes | SecretUnavailable]:
+        """The routine's lookup and, for a webhook routine, its secret.
+
+        The lookup is one or two primary-key reads of the WAL journal, which never wait for a
+        writer: they run on the event loop, on its own connection (a trip through the pool
+        and back cost more than the reads). A secret file is read off the loop (a file
+        system can be slow); a variable is only looked up."""
         found = self.routes.lookup(self._journals(), rid)
-        if found.route is None:
+        route = found.route
+        if route is None:
             return found, b""
-        try:
-            return found, read_secret(found.route.trigger, self._env)
-        except SecretUnavailable as exc:
-            return found, exc
+        trigger = route.trigger
+
+        def secret() -> bytes | SecretUnavailable:
+            try:
+                return read_secret(trigger, self._env)
+            except SecretUnavailable as exc:
+                return exc
+
+        if trigger.secret_file is None:
+            return found, secret()
+        return found, await self._off_loop(secret)
 
     async def _verified(
         self, head: RequestHead, rid: str, route: WebhookRoute, secret: bytes, data: bytes

@@ -1,4 +1,4 @@
-"""The webhook listener of node_rpc: transport, checks, writer and decision waiter, wired.
+"""The webhook listener of node_rpc: transport, checks and the accept writer, wired.
 
 ``start`` binds ``[webhooks] listen``/``port`` (0 = any free port; the port this daemon chose
 before is tried first, so a sender configured with it keeps working across restarts) and
@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from certs.server_files import SERVER_CERT, SERVER_KEY
 from palyrad.journal import Journal
 from palyrad.services.context import ServiceContext
-from palyrad.services.node_rpc.webhooks.accept import AcceptWriter, DecisionWaiter
+from palyrad.services.node_rpc.webhooks.accept import AcceptWriter
 from palyrad.services.node_rpc.webhooks.http_server import HttpServer, Limits
 from palyrad.services.node_rpc.webhooks.ingress import WebhookIngress
 
@@ -35,13 +35,11 @@ class WebhookListener:
     def __init__(self, ctx: ServiceContext, journals: Callable[[], Journal]) -> None:
         self._ctx = ctx
         self._pool = ThreadPoolExecutor(POOL_WORKERS, thread_name_prefix="webhook")
-        self._waiter = DecisionWaiter(ctx.open_journal)
         self._writer = AcceptWriter(
             ctx.open_journal,
             ctx.clock,
             lambda: ctx.config.webhook_rate_per_minute,
             lambda: ctx.poke("scheduler"),
-            self._waiter,
         )
         self.ingress = WebhookIngress(
             journals,
@@ -79,13 +77,15 @@ class WebhookListener:
 
     def start(self, remembered: int | None) -> int | None:
         """Bind and serve; the bound port, or None when the listener is not up."""
+        import sys
+
+        sys.setswitchinterval(0.0005)
         cfg = self._ctx.config
         try:
             self._ssl = self._ssl_context() if cfg.webhook_tls else None
         except (OSError, ssl.SSLError) as exc:
             log.error("webhook listener not up: no certificate", extra={"error": str(exc)})
             return None
-        self._waiter.start()
         self._writer.start()
         wants = [cfg.webhook_port]
         if cfg.webhook_port == 0 and remembered:
@@ -109,5 +109,4 @@ class WebhookListener:
         if self._server is not None:
             self._server.stop()
         self._writer.stop()
-        self._waiter.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
