@@ -179,6 +179,23 @@ def run_spec(routine: Routine, scrub_env: tuple[str, ...] = ()) -> str:
     return RunSpec.of(routine, scrub_env).to_json()
 
 
+def undecided_run(routine_id: str, trigger_kind: str, payload: str | None, now_ms: int) -> Run:
+    """A trigger from outside the scheduler (run-now, a webhook) as journaled before the
+    policies decide it: the scheduler decides every undecided record on its next pass."""
+    run_id = new_ulid(now_ms)
+    return Run(
+        run_id=run_id,
+        chain_id=run_id,
+        routine_id=routine_id,
+        attempt=1,
+        trigger_kind=trigger_kind,
+        status=RunStatus.PENDING,
+        queued_at_ms=now_ms,
+        trigger_payload=payload,
+        decided=False,
+    )
+
+
 def new_trigger_run(
     routine_id: str,
     *,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from palyrad.domain.runs import Run, RunStatus, new_ulid
+from palyrad.domain.runs import Run, RunStatus, undecided_run
 from palyrad.journal import STATE_DEFINITIONS_APPLIED, Journal
 from palyrad.ops.definitions_hash import current_file_hash
 from palyrad.runtime.control_client import NotListening, request, run_now_request
@@ -124,18 +124,7 @@ def check_triggerable(journal: Journal, defs: Definitions, routine_id: str) -> N
 
 def manual_run(routine_id: str, payload: str | None, now: int) -> Run:
     """A run-now trigger as journaled before the policies decide it."""
-    run_id = new_ulid(now)
-    return Run(
-        run_id=run_id,
-        chain_id=run_id,
-        routine_id=routine_id,
-        attempt=1,
-        trigger_kind=TriggerKind.MANUAL,
-        status=RunStatus.PENDING,
-        queued_at_ms=now,
-        trigger_payload=payload,
-        decided=False,
-    )
+    return undecided_run(routine_id, TriggerKind.MANUAL, payload, now)
 
 
 def run_now(

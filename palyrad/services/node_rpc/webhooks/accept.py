@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
 
-from palyrad.domain.runs import Run, RunStatus, new_ulid, ulid_floor
+from palyrad.domain.runs import Run, RunStatus, ulid_floor, undecided_run
 from palyrad.journal import Journal
 from palyrad.seams import Clock
 from routines.kinds import TriggerKind
@@ -102,18 +102,7 @@ class RateWindow:
 
 def webhook_run(routine_id: str, payload: str, now: int) -> Run:
     """A webhook trigger as journaled before the scheduler decides it."""
-    run_id = new_ulid(now)
-    return Run(
-        run_id=run_id,
-        chain_id=run_id,
-        routine_id=routine_id,
-        attempt=1,
-        trigger_kind=TriggerKind.WEBHOOK,
-        status=RunStatus.PENDING,
-        queued_at_ms=now,
-        trigger_payload=payload,
-        decided=False,
-    )
+    return undecided_run(routine_id, TriggerKind.WEBHOOK, payload, now)
 
 
 _Item = tuple[Accept, "Future[Recorded]"]
