@@ -154,3 +154,15 @@ def test_malformed_timestamp_is_refused() -> None:
     assert verify(SECRET, BODY, sign(SECRET, BODY), "soon", NOW, False) == Verdict(
         Refusal.MALFORMED_TIMESTAMP
     )
+
+
+def test_a_timestamped_message_is_never_a_body_only_one() -> None:
+    """``"<ts>." + body`` is what a timestamped signature covers: as a body-only request it
+    would replay a captured timestamped one forever, timestamp moved into the body."""
+    captured = sign(SECRET, BODY, NOW)
+    forged = b"%d." % NOW + BODY
+    assert verify(SECRET, forged, captured, None, NOW, False) == Verdict(Refusal.AMBIGUOUS_BODY)
+    # The timestamped request itself, and bodies that merely contain digits, still verify.
+    assert verify(SECRET, BODY, captured, str(NOW), NOW, False).ok
+    for body in (b"12", b'{"n": 1.5}', b"v1.2 released", b" 12.5"):
+        assert verify(SECRET, body, sign(SECRET, body), None, NOW, False).ok

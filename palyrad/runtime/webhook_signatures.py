@@ -10,7 +10,9 @@ Decisions: the algorithm prefix is exactly ``sha256=`` (lower case, as GitHub se
 64 hex digits may be upper or lower case, since the replay cache keys on the MAC's bytes, not
 the header's spelling, so a re-cased copy is still the same signature. The timestamp is 1-12
 ASCII digits (no sign, no fraction). When both signature headers are present,
-``X-Palyra-Signature`` is the one checked.
+``X-Palyra-Signature`` is the one checked. A body-only signature over a body that starts
+with 1-12 digits and a dot is refused (``AMBIGUOUS_BODY``): that is the message of a
+timestamped signature, which must not be replayable with its timestamp moved into the body.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ MAC_BYTES = hashlib.sha256().digest_size
 
 _SIGNATURE_RE = re.compile(r"sha256=([0-9a-fA-F]{64})")
 _TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
+_TIMESTAMPED_MESSAGE = re.compile(rb"[0-9]{1,12}\.")  # how a timestamped MAC's message starts
 _OWS = " \t"  # optional whitespace around an HTTP field value (RFC 9110 §5.5)
 
 
@@ -42,6 +45,7 @@ class Refusal(StrEnum):
     MALFORMED_TIMESTAMP = "malformed_timestamp"
     STALE_TIMESTAMP = "stale_timestamp"
     REPLAY = "replay"
+    AMBIGUOUS_BODY = "ambiguous_body"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +109,11 @@ def verify(
     if timestamp is None:
         if require_timestamp:
             return Verdict(Refusal.TIMESTAMP_REQUIRED)
+        if _TIMESTAMPED_MESSAGE.match(body):
+            # "<digits>." + rest is exactly what a timestamped request signs: accepting it
+            # body-only would let a captured timestamped request be replayed forever, its
+            # timestamp moved into the body and its header dropped.
+            return Verdict(Refusal.AMBIGUOUS_BODY)
         msg = body
     else:
         ts = parse_timestamp(timestamp)

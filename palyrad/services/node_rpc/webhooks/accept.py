@@ -18,12 +18,13 @@ requests, and when idle a request waits for nobody.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -108,6 +109,13 @@ def webhook_run(routine_id: str, payload: str, now: int) -> Run:
 _Item = tuple[Accept, "Future[Recorded]"]
 
 
+def _resolve(fut: Future[Recorded], result: Recorded) -> None:
+    """Answer a request unless it is gone: its handler was cancelled (the 30 s cap, the
+    listener stopping), which cancels this future too. Its record, if written, stays."""
+    with contextlib.suppress(InvalidStateError):
+        fut.set_result(result)
+
+
 class AcceptWriter:
     """The writer thread (see the module docstring). ``submit`` is thread-safe."""
 
@@ -144,7 +152,7 @@ class AcceptWriter:
         return fut
 
     def _run(self) -> None:
-        journal = self._journal_factory()
+        journal: Journal | None = None
         while True:
             first = self._queue.get()
             if first is None:
@@ -159,7 +167,13 @@ class AcceptWriter:
                     self._queue.put(None)  # stop after this batch
                     break
                 batch.append(nxt)
-            self._commit(journal, batch)
+            try:
+                journal = journal or self._journal_factory()
+                self._commit(journal, batch)
+            except Exception:  # never let one batch end the thread every request waits on
+                log.exception("webhook writer failed a batch")
+                for _, fut in batch:
+                    _resolve(fut, Recorded(Outcome.UNAVAILABLE))
 
     def _commit(self, journal: Journal, batch: list[_Item]) -> None:
         now = self._clock.now_ms()
@@ -185,7 +199,7 @@ class AcceptWriter:
             if result.run_id is not None:
                 status, kind = decided.get(result.run_id, (RunStatus.PENDING.value, None))
                 result = Recorded(Outcome.ACCEPTED, result.run_id, status, kind)
-            fut.set_result(result)
+            _resolve(fut, result)
 
     def _await_decisions(
         self, journal: Journal, run_ids: list[str]

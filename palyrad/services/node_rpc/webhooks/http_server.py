@@ -443,6 +443,10 @@ class HttpServer:
         if isinstance(failure, _Drop):
             raise failure
         keep = response.status < 500 and response.status != 413
+        if "transfer-encoding" in head.headers and "content-length" in head.headers:
+            # RFC 9112 §6.3: a request framed both ways may be a smuggling attempt behind a
+            # proxy; answer it (Transfer-Encoding wins) and close the connection.
+            keep = False
         if keep and not body.consumed:
             keep = self._finish_empty_body(wire, head)
         await self._respond(wire, response, head, close=not keep)
@@ -540,9 +544,14 @@ def _head(event: h11.Request, peer: str) -> RequestHead:
     else:
         length = int(joined.get("content-length", "0"))
     target = event.target.decode("latin-1")
+    path = target.split("?", 1)[0]
+    if path[:7].lower() == "http://" or path[:8].lower() == "https://":
+        # The absolute form (RFC 9112 §3.2.2), which a server must accept: its path part.
+        rest = path.split("://", 1)[1]
+        path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
     return RequestHead(
         method=event.method.decode("latin-1"),
-        path=target.split("?", 1)[0],
+        path=path,
         headers=joined,
         peer=peer,
         content_length=length,

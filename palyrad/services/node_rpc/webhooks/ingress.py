@@ -61,7 +61,7 @@ HOOKS_PREFIX = "/hooks/"
 HEALTH_PATH = "/healthz"
 EVENT_HEADERS = ("x-palyra-event", "x-github-event")  # the first present is the event
 MAX_EVENT_CHARS = 256
-SECRET_LOG_EVERY_S = 60.0  # a missing secret is logged once a minute per routine, not per hit
+REFUSAL_LOG_EVERY_S = 60.0  # refusals and a missing secret: one line a minute per routine
 INLINE_VERIFY_BYTES = 64 * 1024  # larger bodies are MACed off the event loop
 
 _T = TypeVar("_T")
@@ -75,7 +75,33 @@ REFUSAL_TEXT = {
     Refusal.MALFORMED_TIMESTAMP: f"malformed {TIMESTAMP_HEADER}: expected unix seconds",
     Refusal.STALE_TIMESTAMP: f"{TIMESTAMP_HEADER} is more than {MAX_SKEW_S} s from now",
     Refusal.REPLAY: "replay: this signature was already accepted",
+    Refusal.AMBIGUOUS_BODY: (
+        f"a body starting with digits and a dot must be signed with {TIMESTAMP_HEADER}"
+    ),
 }
+
+
+class LogThrottle:
+    """At most one log line per key a minute; the next one says how many were left out.
+
+    Refusals come from whoever can reach the port: one line per request would let anyone
+    grow the daemon log and rotate the real diagnostics away. Keys are routine ids of
+    existing webhook routines (refusals before the lookup are not logged), so the map stays
+    small. Used from the event loop's thread only."""
+
+    def __init__(self, every_s: float = REFUSAL_LOG_EVERY_S) -> None:
+        self._every_s = every_s
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def __call__(self, level: int, msg: str, routine_id: str, **extra: object) -> None:
+        now = time.monotonic()
+        key = (msg, routine_id)
+        last, left_out = self._seen.get(key, (-self._every_s, 0))
+        if now - last < self._every_s:
+            self._seen[key] = (last, left_out + 1)
+            return
+        self._seen[key] = (now, 0)
+        log.log(level, msg, extra={"routine_id": routine_id, "left_out": left_out, **extra})
 
 
 def answer(status: int, error: str, *headers: tuple[str, str]) -> Response:
@@ -153,7 +179,7 @@ class WebhookIngress:
         self._max_body = max_body_bytes
         self._env = env
         self.routes = RouteTable()
-        self._secret_logged: dict[str, float] = {}
+        self._log = LogThrottle()
 
     async def _off_loop(self, fn: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
@@ -188,7 +214,12 @@ class WebhookIngress:
         if head.content_length is not None and head.content_length > limit:
             return answer(413, f"body larger than {limit} bytes")
         if isinstance(secret, SecretUnavailable):
-            self._log_secret(rid, secret.reason)
+            self._log(
+                logging.WARNING,
+                "webhook secret unavailable: requests get 503",
+                rid,
+                reason=secret.reason,
+            )
             return answer(
                 503, f"the secret of routine {rid!r} is not available; see the daemon log"
             )
@@ -238,7 +269,7 @@ class WebhookIngress:
 
         verdict = check() if len(data) <= INLINE_VERIFY_BYTES else await self._off_loop(check)
         if verdict.refusal is not None:
-            log.info("webhook refused", extra={"routine_id": rid, "why": verdict.refusal.value})
+            self._log(logging.INFO, "webhook refused", rid, why=verdict.refusal.value)
             return answer(401, REFUSAL_TEXT[verdict.refusal])
         payload = _payload(data, head.headers)
         if payload is None:
@@ -252,7 +283,7 @@ class WebhookIngress:
         )
         recorded = await asyncio.wrap_future(self._writer.submit(item))
         if recorded.outcome is Outcome.REPLAY:
-            log.info("webhook refused", extra={"routine_id": rid, "why": Refusal.REPLAY.value})
+            self._log(logging.INFO, "webhook refused", rid, why=Refusal.REPLAY.value)
             return answer(401, REFUSAL_TEXT[Refusal.REPLAY])
         if recorded.outcome is Outcome.RATE_LIMITED:
             seconds = max(1, -(-recorded.retry_after_ms // 1000))
@@ -275,15 +306,6 @@ class WebhookIngress:
                 "error_kind": recorded.error_kind,
             },
         )
-
-    def _log_secret(self, rid: str, reason: str) -> None:
-        now = time.monotonic()
-        if now - self._secret_logged.get(rid, -SECRET_LOG_EVERY_S) >= SECRET_LOG_EVERY_S:
-            self._secret_logged[rid] = now
-            log.warning(
-                "webhook secret unavailable: requests get 503",
-                extra={"routine_id": rid, "reason": reason},
-            )
 
 
 def _payload(data: bytes, headers: Mapping[str, str]) -> str | None:
