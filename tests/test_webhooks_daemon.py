@@ -797,6 +797,28 @@ def test_replay_cache_survives_a_restart(small: tuple[Daemon, Path]) -> None:
     accepted(post(webhook_port(d), "wh-one", body, ts=ts + 1))
 
 
+def test_a_port_taken_at_start_is_served_once_it_is_free(small: tuple[Daemon, Path]) -> None:
+    d, _ = small
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    d.home.config.write_text(NODE_ANY_PORTS + f"[webhooks]\nport = {port}\n")
+    with daemon_env():
+        d.start()
+    try:
+        assert d.status().endpoints["webhook"] is None
+        doctor = palyra(d.root, "doctor", "--json", "--only", "webhooks", check=False)
+        check = orjson.loads(doctor.stdout)["checks"][0]
+        assert check["status"] == "fail" and "not up" in check["message"], check
+    finally:
+        holder.close()
+    # Retried every 5 s: served without a restart once the port is free.
+    wait_until(lambda: d.status().endpoints["webhook"] == f"127.0.0.1:{port}", timeout=30)
+    accepted(post(port, "wh-one", b'{"late": true}'))
+
+
 def test_tls(small: tuple[Daemon, Path]) -> None:
     d, out = small
     d.home.config.write_text(NODE_ANY_PORTS + "[webhooks]\nport = 0\ntls = true\n")

@@ -45,6 +45,7 @@ log = logging.getLogger("palyrad.node_rpc")
 
 LOOP_S = 0.2  # registry refresh and handshake sweep cadence
 HOUSEKEEPING_MS = 60_000
+WEBHOOK_RETRY_MS = 5_000  # a webhook port that could not be bound is tried again this often
 PAIRING_MESSAGE_BYTES = 64 * 1024
 NODE_MESSAGE_BYTES = 1024 * 1024
 DAY_MS = 86_400_000
@@ -218,6 +219,7 @@ def run_node_rpc(ctx: ServiceContext) -> None:
     log.info("node listeners up", extra={"endpoints": endpoints})
 
     housekeeping_at = 0
+    webhook_retry_at = ctx.clock.now_ms() + WEBHOOK_RETRY_MS
     try:
         while not ctx.stopping:
             now = ctx.clock.now_ms()
@@ -230,6 +232,12 @@ def run_node_rpc(ctx: ServiceContext) -> None:
             if now >= housekeeping_at:
                 housekeeping_at = now + HOUSEKEEPING_MS
                 _housekeeping(ctx, journal, tls, webhooks, now)
+            if ports["webhook"] is None and now >= webhook_retry_at:
+                webhook_retry_at = now + WEBHOOK_RETRY_MS
+                ports["webhook"] = webhooks.start(remembered.get("webhook"))
+                if ports["webhook"] is not None:
+                    endpoints["webhook"] = format_address(cfg.webhook_listen, ports["webhook"])
+                    ctx.ready({"health_port": health.server_address[1], "endpoints": endpoints})
             if ctx.wait(LOOP_S):
                 registry.refresh(journal)
                 hub.notify()

@@ -51,6 +51,8 @@ class WebhookListener:
         )
         self._ssl: ssl.SSLContext | None = None
         self._generation = 0
+        self._writer_started = False
+        self._failures = 0
         self._server: HttpServer | None = None
         self.port: int | None = None
 
@@ -76,34 +78,43 @@ class WebhookListener:
                 log.error("webhook listener kept its old certificate", extra={"error": str(exc)})
 
     def start(self, remembered: int | None) -> int | None:
-        """Bind and serve; the bound port, or None when the listener is not up."""
-        import sys
-
-        sys.setswitchinterval(0.0005)
+        """Bind and serve; the bound port, or None when the listener is not up (then
+        ``start`` is called again later: a port another program held at boot is taken as
+        soon as it is free, without a restart)."""
+        if self._server is not None:
+            return self.port
         cfg = self._ctx.config
         try:
             self._ssl = self._ssl_context() if cfg.webhook_tls else None
         except (OSError, ssl.SSLError) as exc:
-            log.error("webhook listener not up: no certificate", extra={"error": str(exc)})
+            self._not_up("webhook listener not up: no certificate", error=str(exc))
             return None
-        self._writer.start()
+        if not self._writer_started:
+            self._writer.start()
+            self._writer_started = True
         wants = [cfg.webhook_port]
         if cfg.webhook_port == 0 and remembered:
             wants = [remembered, 0]
+        errors = []
         for want in wants:
             server = HttpServer(self.ingress, Limits(), self._ssl, self._ctx.clock)
             try:
                 _, self.port = server.start(cfg.webhook_listen, want)
             except OSError as exc:
-                log.warning(
-                    "webhook listener cannot bind",
-                    extra={"address": f"{cfg.webhook_listen}:{want}", "error": str(exc)},
-                )
+                errors.append(f"{cfg.webhook_listen}:{want}: {exc.strerror or exc}")
                 continue
             self._server = server
+            if self._failures:
+                log.info("webhook listener up", extra={"port": self.port})
             return self.port
-        log.error("webhook listener not up", extra={"port": cfg.webhook_port})
+        self._not_up("webhook listener not up: cannot bind", errors=errors)
         return None
+
+    def _not_up(self, msg: str, **extra: object) -> None:
+        """Logged on the first failure and every tenth retry after (one a minute or so)."""
+        if self._failures % 10 == 0:
+            log.error(msg, extra={"attempt": self._failures + 1, **extra})
+        self._failures += 1
 
     def stop(self) -> None:
         if self._server is not None:
