@@ -336,7 +336,7 @@ def open_loop(
             rid = record(tally, status, data, ms)
         return Sent(due * 1000, sent, late, ms, status, rid)
 
-    # No ThreadPoolExecutor: bench/queue.py shadows the stdlib ``queue`` it imports.
+    # Plain threads, each with its own keep-alive connection, fed from one queue.
     jobs: collections.deque[tuple[int, float] | None] = collections.deque()
     ready = threading.Semaphore(0)
     results: list[Sent | None] = [None] * n

@@ -281,7 +281,7 @@ class WebhookIngress:
             expires_ms=((verdict.timestamp or 0) + MAX_SKEW_S + 1) * 1000,
             payload=payload,
         )
-        recorded = await asyncio.wrap_future(self._writer.submit(item))
+        recorded = await self._writer.record(item)
         if recorded.outcome is Outcome.REPLAY:
             self._log(logging.INFO, "webhook refused", rid, why=Refusal.REPLAY.value)
             return answer(401, REFUSAL_TEXT[Refusal.REPLAY])

@@ -24,8 +24,8 @@ SQLite runs WAL + synchronous=NORMAL like the journal (its default would fsync e
 commit), and its consumer polls an empty queue every 1-10 ms (its default backs off to
 10 s, which would measure its idle sleep, not its queue).
 
-    .venv/bin/python bench/queue.py             # 5 + 5 rounds, ~3 min
-    .venv/bin/python bench/queue.py --quick     # 2 + 2 short rounds
+    .venv/bin/python bench/task_queue.py             # 5 + 5 rounds, ~3 min
+    .venv/bin/python bench/task_queue.py --quick     # 2 + 2 short rounds
 
 Raw numbers go to bench/results/queue-<date>.json.
 """
