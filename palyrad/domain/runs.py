@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from routines.kinds import ACTIVE_STATUSES as ACTIVE_STATUSES
@@ -182,18 +182,15 @@ def run_spec(routine: Routine, scrub_env: tuple[str, ...] = ()) -> str:
 def undecided_run(routine_id: str, trigger_kind: str, payload: str | None, now_ms: int) -> Run:
     """A trigger from outside the scheduler (run-now, a webhook) as journaled before the
     policies decide it: the scheduler decides every undecided record on its next pass."""
-    run_id = new_ulid(now_ms)
-    return Run(
-        run_id=run_id,
-        chain_id=run_id,
-        routine_id=routine_id,
-        attempt=1,
+    run = new_trigger_run(
+        routine_id,
+        definition_hash=None,
+        spec=None,
         trigger_kind=trigger_kind,
-        status=RunStatus.PENDING,
-        queued_at_ms=now_ms,
-        trigger_payload=payload,
-        decided=False,
+        now_ms=now_ms,
+        payload=payload,
     )
+    return replace(run, decided=False)
 
 
 def new_trigger_run(
