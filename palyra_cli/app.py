@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "node": "palyra_cli.node_cmds:node_group",
     "incidents": "palyra_cli.incident_cmds:incidents_group",
     "tasks": "palyra_cli.task_cmds:tasks_group",
+    "skills": "palyra_cli.skill_cmds:skills_group",
     "doctor": "palyra_cli.doctor_cmds:doctor_cmd",
 }
 

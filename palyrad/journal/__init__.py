@@ -17,7 +17,8 @@ seam of ARCHITECTURE.md: typed records in and out, one transaction owner.
   acknowledgements), ``heartbeats`` (service processes), ``devices`` (paired nodes and their
   open watch streams), ``pairing`` (pairing windows and requests), ``incidents``
   (self-healing incidents and their remediation attempts), ``tasks`` (the background queue),
-  ``webhooks`` (the webhook replay cache).
+  ``webhooks`` (the webhook replay cache), ``skills`` (skill audits and operators'
+  quarantines).
 
 Reading and writing::
 
@@ -75,10 +76,13 @@ from palyrad.journal.records import (
     RoutineAdvance,
     RoutineState,
     RunDecision,
+    SkillAudit,
+    SkillQuarantine,
     Task,
 )
 from palyrad.journal.routines import Routines
 from palyrad.journal.runs import PRUNE_BATCH, Runs
+from palyrad.journal.skills import Skills
 from palyrad.journal.state import (
     STATE_APPROVALS_CHANGED,
     STATE_DEFINITIONS_APPLIED,
@@ -90,6 +94,7 @@ from palyrad.journal.state import (
     STATE_LISTENER_PORTS,
     STATE_MAINTENANCE,
     STATE_PAIRING_CHANGED,
+    STATE_SKILLS_CHANGED,
     STATE_TASKS_CHANGED,
     STATE_WEBHOOKS,
     DaemonState,
@@ -111,6 +116,7 @@ __all__ = [
     "STATE_LISTENER_PORTS",
     "STATE_MAINTENANCE",
     "STATE_PAIRING_CHANGED",
+    "STATE_SKILLS_CHANGED",
     "STATE_TASKS_CHANGED",
     "STATE_WEBHOOKS",
     "ApprovalRequest",
@@ -132,6 +138,8 @@ __all__ = [
     "RoutineAdvance",
     "RoutineState",
     "RunDecision",
+    "SkillAudit",
+    "SkillQuarantine",
     "Task",
     "incident_to_json",
     "open_journal",
@@ -173,6 +181,7 @@ class Journal(JournalConnection):
         self.incidents = Incidents(self)
         self.tasks = Tasks(self)
         self.webhooks = Webhooks(self)
+        self.skills = Skills(self)
 
 
 def open_journal(path: Path) -> Journal:

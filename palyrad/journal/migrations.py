@@ -333,4 +333,29 @@ MIGRATIONS += (
     """,
 )
 
+MIGRATIONS += (
+    # 10: skills (SPEC §6). One audit row per installed (skill_id, version): its state, the
+    # reason of a quarantine, and ``audited_key`` — the digest of the exact (id, version,
+    # publisher, artifact hash, signature, publisher key) that passed, which a skill run must
+    # match (an edit of the index or the trust store not audited yet never runs). An
+    # operator's quarantine is per skill id, so it covers every version, also later ones,
+    # and no audit lifts it.
+    """
+    CREATE TABLE skill_audits (
+        skill_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('active', 'quarantined')),
+        reason TEXT,
+        audited_key TEXT,
+        last_audit_ms INTEGER NOT NULL,
+        PRIMARY KEY (skill_id, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE skill_quarantines (
+        skill_id TEXT PRIMARY KEY,
+        reason TEXT,
+        at_ms INTEGER NOT NULL
+    )
+    """,
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

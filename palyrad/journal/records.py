@@ -246,3 +246,25 @@ class Task:
     lease_until_ms: int | None = None
     error: str | None = None
     unique_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SkillAudit:
+    """The last audit of one installed skill version. ``audited_key`` is the digest of what
+    passed (``palyrad.domain.skill_audit.audit_key``); None when it did not pass."""
+
+    skill_id: str
+    version: str
+    state: str  # "active" | "quarantined"
+    reason: str | None
+    audited_key: str | None
+    last_audit_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SkillQuarantine:
+    """An operator's quarantine of a skill id: every version, until released."""
+
+    skill_id: str
+    reason: str | None
+    at_ms: int
