@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from palyrad.services.executor import sealed_artifact
-from palyrad.services.executor.sealed_artifact import (
+from palyrad.runtime.sealed_artifact import (
     ArtifactUnavailable,
     SealedArtifact,
     file_sha256,
