@@ -114,9 +114,8 @@ class InstalledSkill:
     current: bool
 
     def __post_init__(self) -> None:
-        if not self.artifact_sha256.islower() and self.artifact_sha256 != (
-            low := self.artifact_sha256.lower()
-        ):
+        low = self.artifact_sha256.lower()
+        if low != self.artifact_sha256:
             object.__setattr__(self, "artifact_sha256", low)
 
     @property
