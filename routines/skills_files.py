@@ -682,7 +682,8 @@ def _check_index(cx: Checker, v: object, p: jsonpos.Path) -> InstalledIndex | No
                 f'no current version of skill "{sid}": set "current": true on one',
             )
         elif len(found) > 1:
-            shown = [f'"{v[k]["version"]}" (skills[{k}])' for k in found[:5]]
+            # An entry may lack its version (reported already): described, never indexed.
+            shown = [f"{describe(v[k].get('version'))} (skills[{k}])" for k in found[:5]]
             more = f" and {len(found) - 5} more" if len(found) > 5 else ""
             cx.err(
                 (*p, found[1], "current"),

@@ -603,3 +603,30 @@ def test_load_missing_file_is_empty(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     err = single(load_index(tmp_path / "d"))
     assert (err.line, err.column) == (1, 1) and "not a file" in err.message
+
+
+def test_two_current_when_one_lacks_its_version() -> None:
+    entry = skill("a", "2")
+    del entry["version"]
+    res = validate_index_text(index_text(skill("a", "1"), entry), "i")
+    assert [(e.path, e.message) for e in res.errors] == [
+        ("skills[1].version", 'missing required key "version"'),
+        (
+            "skills[1].current",
+            'skill "a" has 2 current versions: "1" (skills[0]), null (skills[1]); '
+            'set "current": false on all but one',
+        ),
+    ]
+
+
+def test_a_full_index_validates_quickly() -> None:
+    import time
+
+    entries = [skill(f"s{n // 4}", f"{n % 4}", current=n % 4 == 0) for n in range(MAX_SKILLS)]
+    data = index_text(*entries).encode()
+    assert len(data) < MAX_SKILLS_FILE_BYTES
+    t0 = time.perf_counter()
+    res = validate_index_text(data, "i")
+    assert res.value is not None and len(res.value.skills) == MAX_SKILLS
+    assert time.perf_counter() - t0 < 5  # about 0.1 s; generous for a busy machine
+    assert validate_index_text(dumps_index(res.value), "i").value == res.value
