@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from palyrad.services.executor import sealed_artifact
+from palyrad.runtime import sealed_artifact
 from palyrad.runtime.sealed_artifact import (
     ArtifactUnavailable,
     SealedArtifact,

@@ -126,19 +126,17 @@ def audit_installed(
         if only is not None and entry.skill_id != only:
             continue
         path = artifact_path(home, entry.skill_id, entry.version)
+        digest: str | None = None
+        why: str | None = None
         try:
-            digest: str | None = file_sha256(path)
-            why = None
+            digest = file_sha256(path)
         except ArtifactUnavailable as exc:
-            digest, why = None, exc.reason
+            why = exc.reason
         results.append(audit(entry, digest, why, trust))
     installed = {(s.skill_id, s.version) for s in index.skills}
     forget = [k for k in journal.skills.audits() if k not in installed]
     journal.skills.record(
-        [
-            SkillAudit(r.skill_id, r.version, r.state, r.reason, r.key, now_ms)
-            for r in results
-        ],
+        [SkillAudit(r.skill_id, r.version, r.state, r.reason, r.key, now_ms) for r in results],
         forget,
     )
     return results
@@ -185,6 +183,7 @@ def views(index: InstalledIndex, journal: Journal) -> list[SkillView]:
     for s in sorted(index.skills, key=lambda s: (s.skill_id, s.version)):
         a = audits.get((s.skill_id, s.version))
         q = manual.get(s.skill_id)
+        reason: str | None
         if q is not None:
             state, reason = QUARANTINED, q.reason or "quarantined by an operator"
         elif a is None:
@@ -254,7 +253,9 @@ def _copy_artifact(home: Home, source: Path, skill_id: str, version: str) -> str
     try:
         src = open(source, "rb")  # noqa: SIM115 - closed below, with the temp file
     except OSError as exc:
-        raise InvalidInput(f"cannot read {source}: {exc.strerror}", "pass the artifact's path")
+        raise InvalidInput(
+            f"cannot read {source}: {exc.strerror}", "pass the artifact's path"
+        ) from None
     h = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".artifact.", suffix=".tmp")
     try:
@@ -311,9 +312,7 @@ def _write_trust(home: Home, store: TrustStore) -> None:
     atomic_write(path, data, keep_backup=True)
 
 
-def audit_now(
-    home: Home, journal: Journal, skill_id: str | None, now_ms: int
-) -> list[AuditResult]:
+def audit_now(home: Home, journal: Journal, skill_id: str | None, now_ms: int) -> list[AuditResult]:
     """``palyra skills audit [SKILL_ID]``: audit now; ``UnknownSkill`` for an unknown id."""
     index = read_index(home)
     if skill_id is not None and not index.versions(skill_id):
@@ -321,7 +320,9 @@ def audit_now(
     return audit_installed(home, journal, index, read_trust(home), now_ms, only=skill_id)
 
 
-def quarantine(home: Home, journal: Journal, skill_id: str, reason: str | None, now_ms: int) -> None:
+def quarantine(
+    home: Home, journal: Journal, skill_id: str, reason: str | None, now_ms: int
+) -> None:
     """An operator's quarantine of every version of ``skill_id`` (sticky)."""
     if not read_index(home).versions(skill_id):
         raise UnknownSkill(f"no installed skill {skill_id!r}", "see: palyra skills list")
