@@ -42,6 +42,10 @@ class Invocation:
     cwd: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)  # added to the run's environment
     timeout_ms: int | None = None  # None: the action's own
+    # Descriptors the process inherits (a skill's sealed artifact, run as /proc/self/fd/N),
+    # and what to call once it was spawned or will not be (closing them in the daemon).
+    pass_fds: tuple[int, ...] = ()
+    release: Callable[[], None] | None = None
 
 
 class ActionRunner(Protocol):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from palyrad.domain.runs import Run, new_ulid
+from palyrad.journal import Journal
 from palyrad.runtime.home import Home
 from palyrad.seams import ActionUnavailable
 from palyrad.services.context import ServiceContext
@@ -16,6 +18,16 @@ from palyrad.services.executor.actions import build_env, default_runners
 from palyrad.services.executor.service import Executor
 from routines.model import CommandAction, PromptAction, SkillAction
 from routines.timefmt import now_ms
+
+
+def _runners(agent: object = None, home: Path | None = None) -> Any:
+    """The runners, with a skill runner over an empty home (no skill installed)."""
+    h = Home.at(home or Path("/nonexistent-palyra-home"))
+
+    def no_journal() -> Journal:
+        raise AssertionError("a run of an uninstalled skill needs no journal")
+
+    return default_runners(agent if callable(agent) else (lambda: None), h, no_journal, now_ms)
 
 
 def _run(spec: str | None = None) -> Run:
@@ -33,7 +45,7 @@ def _run(spec: str | None = None) -> Run:
 
 
 def test_command_runner_prepares_argv_or_shell_cwd_and_env() -> None:
-    runner = default_runners(lambda: None)["command"]
+    runner = _runners()["command"]
     inv = runner.prepare(_run(), CommandAction(argv=("echo", "hi"), env=(("A", "1"),)))
     assert inv.argv == ("echo", "hi") and inv.stdin is None and dict(inv.env) == {"A": "1"}
     inv = runner.prepare(_run(), CommandAction(shell="echo hi", cwd="~/x"))
@@ -43,7 +55,7 @@ def test_command_runner_prepares_argv_or_shell_cwd_and_env() -> None:
 
 def test_prompt_runner_needs_an_agent_command_read_per_run() -> None:
     agent: list[tuple[str, ...] | None] = [None]
-    runner = default_runners(lambda: agent[0])["prompt"]
+    runner = _runners(lambda: agent[0])["prompt"]
     with pytest.raises(ActionUnavailable) as exc:
         runner.prepare(_run(), PromptAction(prompt="hello"))
     assert exc.value.error_kind == "agent_runner_not_configured"
@@ -54,7 +66,7 @@ def test_prompt_runner_needs_an_agent_command_read_per_run() -> None:
 
 def test_skill_runner_reports_the_skill_unavailable() -> None:
     with pytest.raises(ActionUnavailable) as exc:
-        default_runners(lambda: None)["skill"].prepare(_run(), SkillAction(skill_id="s"))
+        _runners()["skill"].prepare(_run(), SkillAction(skill_id="s"))
     assert exc.value.error_kind == "skill_unavailable" and "'s'" in str(exc.value)
 
 

@@ -48,7 +48,9 @@ class Executor:
         self.owner = self.state.owner
         self.io = ChildIO(self.state)
         self.finalizer = Finalizer(self.state)
-        runners = default_runners(lambda: ctx.config.agent_command)
+        runners = default_runners(
+            lambda: ctx.config.agent_command, ctx.home, lambda: self.journal, ctx.clock.now_ms
+        )
         self.launcher = Launcher(self.state, runners, self.io, self.finalizer)
         self.claims = Claims(self.state, self.launcher)
         self.supervision = RunSupervision(self.state, self.io, self.finalizer, self.launcher)

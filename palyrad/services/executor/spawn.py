@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -52,9 +52,18 @@ class Prepared:
     timeout_ms: int
     launch_ms: int
     payload_file: Path | None = None
+    pass_fds: tuple[int, ...] = ()
+    release: Callable[[], None] | None = None
+
+    def released(self) -> None:
+        """Close what only the child needed (once spawned, or when it never will be)."""
+        if self.release is not None:
+            release, self.release = self.release, None
+            release()
 
     def discard(self) -> None:
         """Undo the preparation of a run that will not start here."""
+        self.released()
         self.log_file.close()
         with contextlib.suppress(OSError):
             self.log_path.unlink()
@@ -105,6 +114,21 @@ class Launcher(ExecutorPart):
         except ActionUnavailable as exc:
             self.finalizer.finish_unstarted(run, exc.error_kind, str(exc))
             return None
+        try:
+            return self._prepared(run, inv, timeout_ms, scrub, log_path)
+        except BaseException:
+            if inv.release is not None:  # e.g. a skill's sealed artifact: never leaked
+                inv.release()
+            raise
+
+    def _prepared(
+        self,
+        run: Run,
+        inv: Invocation,
+        timeout_ms: int,
+        scrub: tuple[str, ...],
+        log_path: Path,
+    ) -> Prepared | None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         payload_file: Path | None = None
         if payload_too_large(run):
@@ -117,6 +141,8 @@ class Launcher(ExecutorPart):
                 self.finalizer.finish_unstarted(
                     run, ErrorKind.SPAWN_FAILED, f"could not write the trigger payload: {exc}"
                 )
+                if inv.release is not None:
+                    inv.release()
                 return None
         return Prepared(
             run=run,
@@ -129,6 +155,8 @@ class Launcher(ExecutorPart):
             timeout_ms=timeout_ms,
             launch_ms=run.not_before_ms or 0,
             payload_file=payload_file,
+            pass_fds=inv.pass_fds,
+            release=inv.release,
         )
 
     def launch_due(self, lead_s: float = 0.0) -> None:
@@ -170,6 +198,7 @@ class Launcher(ExecutorPart):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=p.pass_fds,
             )
         except OSError as exc:
             p.discard()  # no process, no log: the run's error says why
@@ -182,6 +211,7 @@ class Launcher(ExecutorPart):
             )
             self.finalizer.finish_unstarted(run, ErrorKind.SPAWN_FAILED, f"{what}: {exc.strerror}")
             return
+        p.released()
         started = self.clock.now_ms()
         active = ActiveRun(
             run, proc, p.log_path, started, started + p.timeout_ms, log_file=p.log_file

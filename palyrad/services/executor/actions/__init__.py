@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from palyrad.journal import Journal
+from palyrad.runtime.home import Home
 from palyrad.seams import ActionRunner
 from palyrad.services.executor.actions.command import CommandRunner
 from palyrad.services.executor.actions.env import build_env
@@ -21,12 +23,16 @@ __all__ = ["ActionRunner", "build_env", "default_runners"]
 
 def default_runners(
     agent_command: Callable[[], tuple[str, ...] | None],
+    home: Home,
+    journal: Callable[[], Journal],
+    now_ms: Callable[[], int],
 ) -> Mapping[str, ActionRunner]:
     """The runners by action kind. ``agent_command`` is read per run, so a reloaded
-    ``[agent] command`` applies to the next prompt run."""
+    ``[agent] command`` applies to the next prompt run; the skill runner reads the home's
+    skill files and the executor's journal."""
     runners: tuple[ActionRunner, ...] = (
         CommandRunner(),
         PromptRunner(agent_command),
-        SkillRunner(),
+        SkillRunner(home, journal, now_ms),
     )
     return {r.kind: r for r in runners}
