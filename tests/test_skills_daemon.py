@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from palyrad.domain.runs import Run
 from palyrad.domain.skill_audit import signed_message
+from palyrad.journal import STATE_SKILLS_ERROR
 from tests.daemon_harness import RPC_ANY_PORTS, Daemon, palyra, routine, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,7 +45,10 @@ def d(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Path]]
     out = root / "out"
     out.mkdir()
     daemon = Daemon(root / "home")
-    daemon.home.config.write_text(RPC_ANY_PORTS)
+    # A 1 s periodic re-audit: the test of it needs no CLI command to see a tampered file.
+    daemon.home.config.write_text(
+        RPC_ANY_PORTS + "[maintenance]\nskill_reaudit_interval_ms = 1000\n"
+    )
     daemon.write_definitions(
         [
             routine(
@@ -175,3 +179,41 @@ def test_a_version_added_by_hand_is_audited_before_its_first_run(
     assert run.status == "succeeded", (run.error_kind, run.error_message)
     assert (out / f"v2-{run.run_id}").exists()
     assert state(daemon, "2.0.0")["state"] == "active"
+
+
+def test_the_periodic_reaudit_quarantines_a_tampered_artifact_by_itself(
+    d: tuple[Daemon, Path],
+) -> None:
+    daemon, out = d
+    path = artifact(daemon, current_version(daemon))
+    good = path.read_bytes()
+    path.write_bytes(script(out, "evil"))
+    try:
+        wait_until(lambda: state(daemon, current_version(daemon))["state"] == "quarantined")
+        assert not list(out.glob("evil-*"))
+    finally:
+        path.write_bytes(good)
+    # ... and the next one restores it (an audit's quarantine, not an operator's).
+    wait_until(lambda: state(daemon, current_version(daemon))["state"] == "active")
+
+
+def test_an_invalid_hand_edit_is_reported_and_never_applied(d: tuple[Daemon, Path]) -> None:
+    daemon, _ = d
+    index = daemon.home.installed_index
+    good = index.read_bytes()
+    index.write_bytes(good.replace(b'"publisher": "acme"', b'"publisher": "bad name!"', 1))
+    try:
+        wait_until(lambda: daemon.journal.state.get(STATE_SKILLS_ERROR))
+        doc = orjson.loads(palyra(daemon.root, "doctor", "--json", "--only", "skills_index",
+                                  check=False).stdout)  # fmt: skip
+        check = doc["checks"][0]
+        assert check["status"] == "fail" and f"{index}:" in check["message"], check
+        assert run_now(daemon).status == "succeeded"  # the last good index still runs
+    finally:
+        index.write_bytes(good)
+    wait_until(lambda: daemon.journal.state.get(STATE_SKILLS_ERROR) is None)
+
+
+def current_version(d: Daemon) -> str:
+    doc = orjson.loads(d.home.installed_index.read_bytes())
+    return str(next(s["version"] for s in doc["skills"] if s["current"]))

@@ -16,7 +16,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,13 +118,17 @@ def audit_installed(
     trust: TrustStore,
     now_ms: int,
     only: str | None = None,
+    between: Callable[[], object] | None = None,
 ) -> list[AuditResult]:
     """Audit every installed version (or those of ``only``), hashing each artifact as it is
-    on disk now, and record the results; versions no longer in the index are forgotten."""
+    on disk now, and record the results; versions no longer in the index are forgotten.
+    ``between`` is called before each artifact (a task extends its lease)."""
     results: list[AuditResult] = []
     for entry in index.skills:
         if only is not None and entry.skill_id != only:
             continue
+        if between is not None:
+            between()
         path = artifact_path(home, entry.skill_id, entry.version)
         digest: str | None = None
         why: str | None = None

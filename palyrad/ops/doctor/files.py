@@ -186,14 +186,40 @@ class DefinitionsCheck(DoctorCheck):
 
 
 class SkillsIndexCheck(DoctorCheck):
-    """skills/installed-index.json: skills are a later release, so nothing reads it yet."""
+    """skills/installed-index.json and trust-store.json validate (the daemon applies neither
+    otherwise), and no installed skill is quarantined."""
 
     check_id = "skills_index"
 
     def run(self, ctx: DoctorContext) -> CheckResult:
-        index = ctx.home.installed_index
-        if os.path.lexists(index):
-            return ok(
-                self.check_id, f"{index} exists but is not used yet (skills: a later release)"
+        from palyrad.ops.skills import trust_store_path, views
+        from routines.skills_files import load_index, load_trust
+
+        index_path, trust_path = ctx.home.installed_index, trust_store_path(ctx.home)
+        index, trust = load_index(index_path), load_trust(trust_path)
+        for path, result in ((index_path, index), (trust_path, trust)):
+            if result.errors:
+                lines = [format_issue(str(path), e) for e in result.errors]
+                return fail(
+                    self.check_id,
+                    f"{path} is invalid: the daemon keeps the last good one ({lines[0]})",
+                    "fix it (the position is in the message), then: palyra skills list",
+                    details=lines[:SHOWN_ERRORS],
+                )
+        if index.value is None or not index.value.skills:
+            return ok(self.check_id, "no skills installed")
+        n = plural(len(index.value.skills), "installed skill version")
+        journal = ctx.journal
+        if journal is None:
+            return ok(self.check_id, f"{n}; states not checked (no readable journal)")
+        bad = [v for v in views(index.value, journal) if v.current and v.state != "active"]
+        if bad:
+            first = bad[0]
+            return warn(
+                self.check_id,
+                f"{n}; {plural(len(bad), 'current skill')} quarantined: {first.skill_id}"
+                f" {first.version} ({first.reason})",
+                "palyra skills list; a restored artifact or trusted key passes"
+                " palyra skills audit, an operator's quarantine ends with palyra skills release",
             )
-        return ok(self.check_id, "not configured (no skills installed)")
+        return ok(self.check_id, f"{n}, every current one active")

@@ -31,6 +31,7 @@ from palyrad.services.scheduler.decisions import Decisions
 from palyrad.services.scheduler.definitions import DefinitionsEvents, DefinitionsLoader
 from palyrad.services.scheduler.file_watch import FileWatchManager
 from palyrad.services.scheduler.maintenance import MaintenanceTicks
+from palyrad.services.scheduler.skill_files import SkillFilesWatch
 from palyrad.services.scheduler.state import Loaded, SchedulerState
 from palyrad.services.scheduler.ticks import Ticks
 from routines.kinds import SystemEvent
@@ -107,6 +108,8 @@ def run_scheduler(ctx: ServiceContext) -> None:
         str(ctx.home.routines_dir),
         recursive=False,
     )
+    skills = SkillFilesWatch(ctx)
+    skills.attach(observer)
     observer.start()
     if ctx.restarts == 0:
         sched.emit_started(ctx.clock.now_ms())
@@ -128,7 +131,7 @@ def run_scheduler(ctx: ServiceContext) -> None:
             if files.dirty:
                 files.reconcile()
             now = ctx.clock.now_ms()
-            if sched.step(now) | maintenance.run(now):
+            if sched.step(now) | maintenance.run(now) | skills.check(now):
                 ctx.poke("executor")
             if sched.state.more:
                 continue  # more due right now

@@ -1,9 +1,9 @@
 """The background queue's task handlers, one per kind (``seams.TaskHandler``).
 
 ``delivery`` delivers a finished run's result (file, channel) off the executor's loop, with
-retries. The maintenance kinds whose features are not built yet (memory, embeddings, skill
-re-audit) succeed with "nothing to do": their ticks, deadlines and de-duplication are real,
-and their work plugs in here when memory and skills exist.
+retries. ``skill_reaudit`` audits every installed skill. The maintenance kinds whose features
+are not built yet (memory, embeddings) succeed with "nothing to do": their ticks, deadlines
+and de-duplication are real, and their work plugs in here when memory exists.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from palyrad.services.executor.tasks.maintenance import (
     JournalVacuum,
     NothingYet,
 )
+from palyrad.services.executor.tasks.skills import SkillReaudit
 
 
 def default_handlers() -> dict[str, TaskHandler]:
@@ -23,7 +24,7 @@ def default_handlers() -> dict[str, TaskHandler]:
         JournalVacuum(),
         NothingYet("memory_maintenance", "memory is not built yet"),
         NothingYet("embeddings_backfill", "memory is not built yet"),
-        NothingYet("skill_reaudit", "no skills are installed yet"),
+        SkillReaudit(),
         NothingYet("post_run_reflection", "learning is not built yet"),
     ]
     table = {h.kind: h for h in handlers}
