@@ -495,14 +495,14 @@ def test_definitions_missing_after_routines_were_applied_fails(tmp_path: Path) -
 
 def test_skills_index(tmp_path: Path) -> None:
     home = make_home(tmp_path)
-    assert one(home, "skills_index").message == "not configured (no skills installed)"
+    assert one(home, "skills_index").message == "no skills installed"
+    home.installed_index.parent.mkdir(parents=True, exist_ok=True)
+    home.installed_index.write_text('{"schema_version": 1, "skills": []}')
+    assert one(home, "skills_index").status is CheckStatus.OK
     home.installed_index.write_text("{}")
     result = one(home, "skills_index")
-    assert result.status is CheckStatus.OK and "not used yet" in result.message
-
-
-# --- journal, sqlite -----------------------------------------------------------------------
-
+    assert result.status is CheckStatus.FAIL
+    assert f"{home.installed_index}:1:1" in result.message and "skills" in result.message
 
 def _set_schema(home: Home, version: int) -> None:
     import sqlite3
