@@ -188,13 +188,26 @@ def test_the_periodic_reaudit_quarantines_a_tampered_artifact_by_itself(
     path = artifact(daemon, current_version(daemon))
     good = path.read_bytes()
     path.write_bytes(script(out, "evil"))
+    subject = f"greet@{current_version(daemon)}"
     try:
         wait_until(lambda: state(daemon, current_version(daemon))["state"] == "quarantined")
         assert not list(out.glob("evil-*"))
+        # Self-healing's skills domain: a critical incident (the bytes changed).
+        found = wait_until(lambda: incident(daemon, subject))
+        assert found["severity"] == "critical" and "hash mismatch" in found["summary"]
     finally:
         path.write_bytes(good)
     # ... and the next one restores it (an audit's quarantine, not an operator's).
     wait_until(lambda: state(daemon, current_version(daemon))["state"] == "active")
+    wait_until(lambda: incident(daemon, subject) is None, timeout=30)
+
+
+def incident(d: Daemon, subject: str) -> dict[str, object] | None:
+    doc = orjson.loads(palyra(d.root, "incidents", "list", "--json").stdout)
+    for i in doc["incidents"]:
+        if i["domain"] == "skills" and i["subject"] == subject:
+            return dict(i)
+    return None
 
 
 def test_an_invalid_hand_edit_is_reported_and_never_applied(d: tuple[Daemon, Path]) -> None:

@@ -2,8 +2,7 @@
 
 Domains with a remediation: ``run`` (fail_run), ``process`` (restart_process),
 ``node_stream`` (close_stream), ``task`` (requeue_task); detected only: ``definitions``,
-``disk``, ``journal``. ``skills`` (a skill quarantined by an audit) joins when signed skills
-exist: a detector here, nothing else changes.
+``disk``, ``journal``, ``skills`` (a skill quarantined by an audit, a skills file refused).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from palyrad.services.self_healing.node_streams import (
 )
 from palyrad.services.self_healing.processes import ProcessDetector, RestartProcess
 from palyrad.services.self_healing.runs import FailStuckRun, StuckRunDetector
+from palyrad.services.self_healing.skills import SkillsDetector
 from palyrad.services.self_healing.tasks import RequeueTask, StaleTaskDetector
 
 
@@ -33,6 +33,7 @@ def detectors(ctx: ServiceContext) -> list[Detector]:
         JournalDetector(ctx),
         NodeStreamDetector(ctx),
         StaleTaskDetector(ctx),
+        SkillsDetector(ctx),
     ]
 
 
