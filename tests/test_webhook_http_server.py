@@ -281,6 +281,7 @@ def test_slowloris_408_while_others_are_served(server: tuple[HttpServer, int]) -
     def slow_client() -> None:
         with connect(port) as s:
             start = time.monotonic()
+            data = b""
             try:
                 for byte in raw:
                     s.sendall(bytes([byte]))
@@ -289,28 +290,32 @@ def test_slowloris_408_while_others_are_served(server: tuple[HttpServer, int]) -
                         data = s.recv(65536)
                     except TimeoutError:
                         continue
-                    result["answer"] = data
                     break
+                s.settimeout(5)
+                while data and (chunk := s.recv(65536)):  # the rest, until the close
+                    data += chunk
             except (BrokenPipeError, ConnectionResetError):
-                result["answer"] = b""
+                pass
+            result["answered_at"] = time.monotonic()
+            result["answer"] = data
             result["elapsed"] = time.monotonic() - start
 
     thread = threading.Thread(target=slow_client)
     thread.start()
     served_at = []
     for _ in range(3):
-        t0 = time.monotonic()
         with connect(port) as s:
             status, _h, _b = request(s, post("/hooks/fast", b"ok"))
         assert status == 200
-        served_at.append(time.monotonic() - t0)
+        served_at.append(time.monotonic())
     thread.join(5)
-    assert max(served_at) < 0.3
+    # Every fast client was served while the slow one still held its connection.
+    assert max(served_at) < float(result["answered_at"])  # type: ignore[arg-type]
     answer = result["answer"]
     assert isinstance(answer, bytes) and answer.startswith(b"HTTP/1.1 408 ")
     assert b"did not arrive completely within 0.5 s" in answer
     elapsed = result["elapsed"]
-    assert isinstance(elapsed, float) and 0.4 < elapsed < 2.0
+    assert isinstance(elapsed, float) and 0.4 < elapsed < 5.0
 
 
 @pytest.mark.timeout(10)
@@ -350,9 +355,9 @@ def test_over_cap_is_closed_promptly(server: tuple[HttpServer, int]) -> None:
         assert wait_for(lambda: srv.open_connections == 4)
         t0 = time.monotonic()
         with connect(port) as extra:
-            extra.settimeout(0.3)  # shorter than the deadline: only an at-once close passes
+            extra.settimeout(0.45)  # shorter than the 0.5 s deadline: only the cap closes it
             assert closed(extra)
-        assert time.monotonic() - t0 < 0.3
+        assert time.monotonic() - t0 < 0.45
     finally:
         for s in idle:
             s.close()
