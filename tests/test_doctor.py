@@ -504,6 +504,7 @@ def test_skills_index(tmp_path: Path) -> None:
     assert result.status is CheckStatus.FAIL
     assert f"{home.installed_index}:1:1" in result.message and "skills" in result.message
 
+
 def _set_schema(home: Home, version: int) -> None:
     import sqlite3
 

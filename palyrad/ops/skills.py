@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any
 from palyrad.domain.skill_audit import QUARANTINED, AuditResult, audit
 from palyrad.journal import Journal, SkillAudit
 from palyrad.runtime.home import Home
+from palyrad.runtime.sealed_artifact import DEFAULT_MAX_BYTES as MAX_ARTIFACT_BYTES
 from palyrad.runtime.sealed_artifact import ArtifactUnavailable, file_sha256
 from routines.definitions_file import atomic_write, read_document
 from routines.errors import InvalidInput, PalyraError
@@ -251,20 +253,39 @@ def _checked(home: Home, index: InstalledIndex) -> InstalledIndex:
 
 
 def _copy_artifact(home: Home, source: Path, skill_id: str, version: str) -> str:
-    """Copy ``source`` into place (temp file, fsync, rename) and return its sha256."""
+    """Copy ``source`` into place (temp file, fsync, rename) and return its sha256. Only a
+    regular file of at most ``MAX_ARTIFACT_BYTES`` (what a run accepts) is copied: a FIFO
+    would hang the command with the lock held, ``/dev/zero`` would fill the disk."""
     dest = artifact_path(home, skill_id, version)
-    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for d in (home.skills_dir / skill_id, dest.parent):  # each level 0700, whatever the umask
+        with contextlib.suppress(FileExistsError):
+            d.mkdir(mode=0o700)
     try:
-        src = open(source, "rb")  # noqa: SIM115 - closed below, with the temp file
+        src_fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise InvalidInput(
             f"cannot read {source}: {exc.strerror}", "pass the artifact's path"
         ) from None
+    src = os.fdopen(src_fd, "rb")
+    st = os.fstat(src_fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_ARTIFACT_BYTES:
+        src.close()
+        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else "too large"
+        raise InvalidInput(
+            f"{source} is {what}",
+            f"an artifact is a regular file of at most {MAX_ARTIFACT_BYTES} bytes",
+        )
     h = hashlib.sha256()
+    copied = 0
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".artifact.", suffix=".tmp")
     try:
         with src, os.fdopen(fd, "wb") as out:
             while chunk := src.read(COPY_CHUNK):
+                copied += len(chunk)
+                if copied > MAX_ARTIFACT_BYTES:  # it grew while being copied
+                    raise InvalidInput(
+                        f"{source} grew past {MAX_ARTIFACT_BYTES} bytes while being copied"
+                    )
                 h.update(chunk)
                 out.write(chunk)
             out.flush()
@@ -327,8 +348,14 @@ def audit_now(home: Home, journal: Journal, skill_id: str | None, now_ms: int) -
 def quarantine(
     home: Home, journal: Journal, skill_id: str, reason: str | None, now_ms: int
 ) -> None:
-    """An operator's quarantine of every version of ``skill_id`` (sticky)."""
-    if not read_index(home).versions(skill_id):
+    """An operator's quarantine of every version of ``skill_id`` (sticky). It only writes
+    the journal, so it works while the index is being edited (and does not validate): the
+    emergency brake must not wait for a fixed file; an unknown id is refused otherwise."""
+    try:
+        known = bool(read_index(home).versions(skill_id))
+    except InvalidInput:
+        known = True
+    if not known:
         raise UnknownSkill(f"no installed skill {skill_id!r}", "see: palyra skills list")
     journal.skills.quarantine(skill_id, reason, now_ms)
 

@@ -28,6 +28,10 @@ PROTECTED_DIRS = ("", "certs", "skills", "routines")
 PRIVATE_DIRS = ("run", "logs", "runs")
 # Every folder the daemon creates at start (``Home.ensure``), in the order doctor lists them.
 HOME_DIRS = ("routines", "skills", "certs", "runs", "run", "logs")
+# Files whose writer decides what code runs: whoever can write the trust store adds a key
+# and runs what they sign; whoever can write the index points a skill at an older signed
+# version. Others writing to them is refused like a protected folder (``chmod 600`` fixes).
+PROTECTED_FILES = ("skills/trust-store.json", "skills/installed-index.json")
 
 
 class UnsafeHome(PalyraError, RuntimeError):
@@ -49,12 +53,13 @@ class DirFinding:
     # A folder of the home that is a symlink: judged by what it points to, which is where
     # the fix belongs — and which ``doctor --repair`` never changes (it may be anywhere).
     symlink_to: Path | None = None
+    is_file: bool = False  # one of PROTECTED_FILES (its fix is chmod 600)
 
     @property
     def fix(self) -> str:
         """The command (or action) that fixes it."""
         if self.chmod_fixes:
-            return f"chmod 700 {self.path}"
+            return f"chmod {'600' if self.is_file else '700'} {self.path}"
         if self.symlink_to is not None and "can be" in self.problem:
             return (
                 f"chmod 700 {self.symlink_to} ({self.path} is a symlink to it: doctor --repair"
@@ -166,14 +171,42 @@ def _who(mode: int, group_bit: int) -> str:
     return "its group" if mode & group_bit else "other users"
 
 
+def judge_file(path: Path, uid: int | None = None) -> DirFinding | None:
+    """The problem with the existing protected file ``path`` (None when fine or missing):
+    not a regular file (a symlink is one: it may lead anywhere), not ours, or writable by
+    others."""
+    uid = os.geteuid() if uid is None else uid
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return DirFinding(path, "is not a regular file", True, False, is_file=True)
+    if st.st_uid != uid:
+        return DirFinding(
+            path, f"is owned by uid {st.st_uid}, not by you (uid {uid})", True, False, is_file=True
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        who = "group and other users" if mode & 0o022 == 0o022 else _who(mode, 0o020)
+        return DirFinding(
+            path, f"can be written by {who} (mode {mode:04o})", True, True, is_file=True
+        )
+    return None
+
+
 def home_findings(home: Home) -> list[DirFinding]:
-    """Every folder problem of ``home`` (the home first, then its folders in ``HOME_DIRS``
-    order); folders that do not exist are not findings here."""
+    """Every problem of ``home``'s folders (the home first, then ``HOME_DIRS`` order) and
+    protected files; what does not exist is not a finding here."""
     uid = os.geteuid()
     found = []
     for rel in ("", *HOME_DIRS):
         path = home.root / rel if rel else home.root
         finding = judge_dir(path, protected=rel in PROTECTED_DIRS, uid=uid, follow_root=not rel)
+        if finding is not None:
+            found.append(finding)
+    for rel in PROTECTED_FILES:
+        finding = judge_file(home.root / rel, uid)
         if finding is not None:
             found.append(finding)
     return found

@@ -14,7 +14,13 @@ from palyrad.journal import STATE_DEFINITIONS_APPLIED, STATE_DEFINITIONS_ERROR
 from palyrad.ops.doctor.check import DoctorCheck, plural
 from palyrad.ops.doctor.context import DoctorContext
 from palyrad.ops.doctor.report import CheckResult, fail, ok, warn
-from palyrad.runtime.home_safety import HOME_DIRS, chmod_private_dir, home_findings, judge_dir
+from palyrad.runtime.home_safety import (
+    HOME_DIRS,
+    chmod_private_dir,
+    chmod_private_file,
+    home_findings,
+    judge_dir,
+)
 from routines.validate import format_issue, validate_text
 
 SHOWN_ERRORS = 3  # validation errors shown under the message
@@ -60,12 +66,16 @@ class HomeCheck(DoctorCheck):
         )
 
     def repair(self, ctx: DoctorContext) -> list[str]:
-        """chmod 700 what others can write (or read); create missing folders 0700 — only
+        """chmod 700 what others can write (or read), chmod 600 a protected file others can
+        write; create missing folders 0700 — only
         inside a home that exists and is ours (never the home itself)."""
         root = ctx.home.root
         done: list[str] = []
         for finding in home_findings(ctx.home):
-            if finding.chmod_fixes:
+            if finding.chmod_fixes and finding.is_file:
+                chmod_private_file(finding.path)
+                done.append(f"chmod 600 {finding.path}")
+            elif finding.chmod_fixes:
                 # Never through a symlink inside the home (the home itself: as named).
                 chmod_private_dir(finding.path, follow=finding.path == root)
                 done.append(f"chmod 700 {finding.path}")

@@ -7,7 +7,9 @@ every pass of the loop), both are validated:
 - one that does not validate is journaled (``STATE_SKILLS_ERROR``: the file, its hash and the
   §2.4 errors) for doctor's ``skills_index`` check, and nothing is applied — skill runs keep
   the last good index (``executor/actions/skill.py``), audits keep their last results;
-- when both validate, the error is cleared and a ``skill_reaudit`` task is enqueued (the
+- when both validate, each is copied to its last-good file (``last_good_path``: what skill
+  runs fall back to when the live file does not validate — also after a restart), the
+  error is cleared and a ``skill_reaudit`` task is enqueued (the
   executor's workers hash and audit), under its own unique key so a periodic re-audit already
   queued does not swallow it. If one is already *running*, it may have read the files before
   this change: the enqueue is retried on the next passes until a pending one exists.
@@ -28,6 +30,7 @@ from palyrad.domain.tasks import SKILL_REAUDIT
 from palyrad.journal import STATE_SKILLS_ERROR
 from palyrad.services.context import ServiceContext
 from palyrad.services.scheduler.definitions import DefinitionsEvents, _file_signature
+from routines.definitions_file import atomic_write
 from routines.skills_files import load_index, load_trust
 from routines.validate import format_issue
 
@@ -35,6 +38,11 @@ log = logging.getLogger("palyrad.scheduler")
 
 TRUST_STORE = "trust-store.json"
 CHANGE_KEY = "skill_reaudit:change"
+
+
+def last_good_path(path: Path) -> Path:
+    """Where the last valid copy of a skills file is kept (``.<name>.last-good``)."""
+    return path.with_name(f".{path.name}.last-good")
 
 
 class SkillFilesWatch:
@@ -97,6 +105,15 @@ class SkillFilesWatch:
                     now,
                 )
                 return False
+        for path in self.paths:
+            kept = _bytes(path) if path.exists() else None
+            try:
+                if kept is not None:
+                    atomic_write(last_good_path(path), kept, keep_backup=False)
+                else:  # nothing installed / trusted: so is the last good state
+                    last_good_path(path).unlink(missing_ok=True)
+            except OSError as exc:  # applied all the same; only the fallback is stale
+                log.warning("could not keep a last good skills file", extra={"error": str(exc)})
         self.ctx.journal.state.delete(STATE_SKILLS_ERROR)
         return True
 

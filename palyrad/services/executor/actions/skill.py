@@ -53,39 +53,46 @@ ARTIFACT = "artifact"
 T = TypeVar("T")
 
 
-def _signature(path: Path) -> tuple[int, int, int] | None:
+def _signature(path: Path) -> tuple[int, int, int, int] | None:
+    """What changes with every write: the ctime too, which ``cp -p`` or ``touch -r`` cannot
+    set back (an edit that keeps the size and the mtime is still seen)."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class LastGood(Generic[T]):
-    """A file's last valid content, re-read when the file changed (an invalid version is
-    logged and ignored: the previous one stays in force)."""
+    """A file's last valid content, re-read when the file changed. An invalid version is
+    logged and ignored: the previous one stays in force — and before any was read here (a
+    fresh executor), the copy the scheduler kept of the last valid file
+    (``.<name>.last-good``, ``scheduler.skill_files``)."""
 
     def __init__(self, path: Path, load: Callable[[Path], SkillsFileResult[T]], empty: T) -> None:
         self.path = path
         self._load = load
         self.value = empty
-        self._seen: tuple[int, int, int] | bool | None = False  # False: never read
+        self._loaded = False
+        self._seen: tuple[int, int, int, int] | bool | None = False  # False: never read
 
     def get(self) -> T:
         sig = _signature(self.path)
-        if sig != self._seen:
-            self._seen = sig
-            result = self._load(self.path)
-            if result.value is not None:
-                self.value = result.value
-            else:
-                log.error(
-                    "skills file invalid; keeping the last good one",
-                    extra={
-                        "file": str(self.path),
-                        "errors": [e.message for e in result.errors[:5]],
-                    },
-                )
+        if sig == self._seen:
+            return self.value
+        self._seen = sig
+        result = self._load(self.path)
+        if result.value is not None:
+            self.value, self._loaded = result.value, True
+            return self.value
+        log.error(
+            "skills file invalid; keeping the last good one",
+            extra={"file": str(self.path), "errors": [e.message for e in result.errors[:5]]},
+        )
+        if not self._loaded:
+            kept = self._load(self.path.with_name(f".{self.path.name}.last-good"))
+            if kept.value is not None:
+                self.value, self._loaded = kept.value, True
         return self.value
 
 
