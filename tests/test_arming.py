@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from palyrad.domain.runs import ARM_AHEAD_MS, Run, RunStatus, new_ulid, run_spec
+from palyrad.runtime.clock import ManualClock
 from palyrad.runtime.home import Home
 from palyrad.services.context import ServiceContext
 from palyrad.services.executor.service import Executor
@@ -30,6 +31,19 @@ def ctx(tmp_path: Path) -> Iterator[ServiceContext]:
     home = Home.at(tmp_path / "home").ensure()
     parent, child = multiprocessing.Pipe()
     context = ServiceContext("test", home, child, "i1", 0)
+    yield context
+    parent.close()
+    child.close()
+
+
+@pytest.fixture
+def ahead_ctx(tmp_path: Path) -> Iterator[ServiceContext]:
+    """A context whose clock stands still 10 s ahead of the wall: a run armed for its
+    instant stays armed however slow the machine is between inserting and claiming it
+    (``launch_due`` sleeps to the wall instant, which is 10 s away)."""
+    home = Home.at(tmp_path / "home").ensure()
+    parent, child = multiprocessing.Pipe()
+    context = ServiceContext("test", home, child, "i1", 0, clock=ManualClock(now_ms() + 10_000))
     yield context
     parent.close()
     child.close()
@@ -182,24 +196,26 @@ def test_executor_spawns_an_armed_run_on_its_instant(ctx: ServiceContext) -> Non
     assert done is not None and done.status == "succeeded"
 
 
-def test_cancelling_an_armed_run_finalizes_it_unstarted(ctx: ServiceContext) -> None:
+def test_cancelling_an_armed_run_finalizes_it_unstarted(ahead_ctx: ServiceContext) -> None:
+    ctx = ahead_ctx
     ex = Executor(ctx)
-    _armed_run(ctx, "r", now_ms() + 5_000)  # claimed 50 ms ahead only
+    _armed_run(ctx, "r", ctx.clock.now_ms() + 5_000)  # claimed 50 ms ahead only
     ex.claim_and_start()
     assert ex.armed == {}
-    run2 = _armed_run(ctx, "r2", now_ms() + 40)
+    run2 = _armed_run(ctx, "r2", ctx.clock.now_ms() + 40)
     ex.claim_and_start()
     assert list(ex.armed) == [run2.run_id]
     assert ctx.journal.runs.request_cancel(run2.run_id) is not None
-    ex.supervise(now_ms())
+    ex.supervise(ctx.clock.now_ms())
     got = ctx.journal.runs.get(run2.run_id)
     assert got is not None and got.status == "cancelled" and got.started_at_ms is None
     assert ex.armed == {} and not ctx.home.run_log(run2.run_id).exists()
 
 
-def test_stop_gives_armed_runs_back_to_the_queue(ctx: ServiceContext) -> None:
+def test_stop_gives_armed_runs_back_to_the_queue(ahead_ctx: ServiceContext) -> None:
+    ctx = ahead_ctx
     ex = Executor(ctx)
-    run = _armed_run(ctx, "r", now_ms() + 40)
+    run = _armed_run(ctx, "r", ctx.clock.now_ms() + 40)
     ex.claim_and_start()
     assert list(ex.armed) == [run.run_id]
     ex.stop_all()

@@ -58,8 +58,15 @@ def _run(d: Daemon, rid: str) -> str:
 
 
 def _executor(d: Daemon) -> tuple[int, int]:
+    """The running executor's pid and restart count. A restarted executor can hold a task
+    before the supervisor has seen its first heartbeat, so this waits for ``running``."""
+    return wait_until(lambda: _executor_if_running(d), timeout=30)
+
+
+def _executor_if_running(d: Daemon) -> tuple[int, int] | None:
     p = d.status().process("executor")
-    assert p is not None and p.pid is not None and p.state == "running"
+    if p is None or p.pid is None or p.state != "running":
+        return None
     return p.pid, p.restarts
 
 
