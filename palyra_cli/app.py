@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "incidents": "palyra_cli.incident_cmds:incidents_group",
     "tasks": "palyra_cli.task_cmds:tasks_group",
     "skills": "palyra_cli.skill_cmds:skills_group",
+    "memory": "palyra_cli.memory_cmds:memory_group",
     "doctor": "palyra_cli.doctor_cmds:doctor_cmd",
 }
 

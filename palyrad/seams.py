@@ -85,10 +85,18 @@ class TaskRun:
     poke: Callable[..., None]
 
 
+class TaskReport(str):
+    """A handler's note that is kept with its succeeded task, in the task's ``error``: a
+    problem worth an operator's eye that must not fail or retry the task (SPEC §6: a
+    malformed ``::palyra-learn`` line is reported in the reflection task's error)."""
+
+    __slots__ = ()
+
+
 class TaskHandler(Protocol):
     """One background task kind: do the work of ``task`` or raise (the attempt fails and
     the queue retries it with backoff; the process never does). Returns a short note for
-    the log, or None."""
+    the log, or None; a ``TaskReport`` note is kept with the succeeded task."""
 
     kind: str
 

@@ -18,7 +18,8 @@ seam of ARCHITECTURE.md: typed records in and out, one transaction owner.
   open watch streams), ``pairing`` (pairing windows and requests), ``incidents``
   (self-healing incidents and their remediation attempts), ``tasks`` (the background queue),
   ``webhooks`` (the webhook replay cache), ``skills`` (skill audits and operators'
-  quarantines).
+  quarantines), ``memory`` (memory items, their full-text index and vectors), ``learning``
+  (reflections and learning candidates).
 
 Reading and writing::
 
@@ -56,7 +57,9 @@ from palyrad.journal.errors import JournalError
 from palyrad.journal.events import Events
 from palyrad.journal.heartbeats import Heartbeats
 from palyrad.journal.incidents import Incidents, incident_to_json
+from palyrad.journal.learning import Learning
 from palyrad.journal.leases import Leases
+from palyrad.journal.memory import Memory, NewMemoryItem, StoredVector
 from palyrad.journal.migrations import SCHEMA_VERSION
 from palyrad.journal.outbox import Outbox
 from palyrad.journal.pairing import Pairing
@@ -67,6 +70,10 @@ from palyrad.journal.records import (
     DeviceWatch,
     Event,
     Incident,
+    LearningCandidate,
+    MemoryItem,
+    MemoryStats,
+    NewCandidate,
     OutboxItem,
     PairingRequest,
     PairingWindow,
@@ -93,6 +100,7 @@ from palyrad.journal.state import (
     STATE_LISTENED_EVENTS,
     STATE_LISTENER_PORTS,
     STATE_MAINTENANCE,
+    STATE_MEMORY_CHANGED,
     STATE_PAIRING_CHANGED,
     STATE_SKILLS_CHANGED,
     STATE_SKILLS_ERROR,
@@ -116,6 +124,7 @@ __all__ = [
     "STATE_LISTENED_EVENTS",
     "STATE_LISTENER_PORTS",
     "STATE_MAINTENANCE",
+    "STATE_MEMORY_CHANGED",
     "STATE_PAIRING_CHANGED",
     "STATE_SKILLS_CHANGED",
     "STATE_SKILLS_ERROR",
@@ -131,6 +140,13 @@ __all__ = [
     "Journal",
     "JournalConnection",
     "JournalError",
+    "Learning",
+    "LearningCandidate",
+    "Memory",
+    "MemoryItem",
+    "MemoryStats",
+    "NewCandidate",
+    "NewMemoryItem",
     "OutboxItem",
     "PairingRequest",
     "PairingWindow",
@@ -142,6 +158,7 @@ __all__ = [
     "RunDecision",
     "SkillAudit",
     "SkillQuarantine",
+    "StoredVector",
     "Task",
     "incident_to_json",
     "open_journal",
@@ -184,6 +201,8 @@ class Journal(JournalConnection):
         self.tasks = Tasks(self)
         self.webhooks = Webhooks(self)
         self.skills = Skills(self)
+        self.memory = Memory(self)
+        self.learning = Learning(self)
 
 
 def open_journal(path: Path) -> Journal:

@@ -358,4 +358,69 @@ MIGRATIONS += (
     """,
 )
 
+MIGRATIONS += (
+    # 11: memory and learning (SPEC §6). ``seq`` is the item's row id: the full-text index's
+    # content row id and the vectors' key; AUTOINCREMENT so a deleted item's number is never
+    # handed to another (a search's cached vectors are keyed by it). Items are immutable: the
+    # FTS5 index (external content, porter-stemmed) is kept in step by the domain's own
+    # inserts and deletes (no triggers: migrations are split on ";"). ``vid`` grows with every
+    # vector written, so a process that cached vectors loads only newer ones. A learning
+    # candidate is unique per (run, output line): a retried reflection records nothing twice.
+    """
+    CREATE TABLE memory_items (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        item_id TEXT NOT NULL UNIQUE,
+        text TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    );
+    CREATE INDEX memory_items_created ON memory_items(created_ms, seq);
+    CREATE INDEX memory_items_expires ON memory_items(expires_ms);
+    CREATE TABLE memory_tags (
+        tag TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (tag, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX memory_tags_seq ON memory_tags(seq);
+    CREATE VIRTUAL TABLE memory_fts USING fts5(
+        text, content='memory_items', content_rowid='seq',
+        tokenize='porter unicode61 remove_diacritics 2'
+    );
+    CREATE VIRTUAL TABLE memory_fts_vocab USING fts5vocab(memory_fts, 'row');
+    CREATE TABLE memory_vectors (
+        vid INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq INTEGER NOT NULL UNIQUE,
+        embedder TEXT NOT NULL,
+        quantized BLOB NOT NULL,
+        code BLOB NOT NULL
+    );
+    CREATE INDEX memory_vectors_embedder ON memory_vectors(embedder, vid);
+    CREATE TABLE learning_candidates (
+        candidate_id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        line_no INTEGER NOT NULL,
+        routine_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        text TEXT NOT NULL,
+        confidence REAL NOT NULL,
+        created_ms INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'written', 'accepted', 'rejected')),
+        decided_ms INTEGER,
+        item_id TEXT,
+        UNIQUE (run_id, line_no)
+    );
+    CREATE INDEX learning_candidates_status ON learning_candidates(status, created_ms);
+    CREATE TABLE learning_reflections (
+        run_id TEXT PRIMARY KEY,
+        routine_id TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        recorded INTEGER NOT NULL
+    );
+    CREATE INDEX learning_reflections_routine ON learning_reflections(routine_id, at_ms)
+    """,
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from palyrad.domain.memory_records import LearningCandidate as LearningCandidate
+from palyrad.domain.memory_records import MemoryItem as MemoryItem
+
 
 @dataclass(frozen=True, slots=True)
 class RoutineState:
@@ -268,3 +271,25 @@ class SkillQuarantine:
     skill_id: str
     reason: str | None
     at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryStats:
+    """Live items (expired ones waiting for maintenance are not counted), their text bytes,
+    how many have a vector from ``embedder``, and the oldest item's creation time."""
+
+    entries: int
+    bytes: int
+    embedded: int
+    embedder: str
+    oldest_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewCandidate:
+    """A ``::palyra-learn`` line of a run's output, on its way to the journal."""
+
+    line_no: int
+    kind: str
+    text: str
+    confidence: float

@@ -18,6 +18,7 @@ STATE_INCIDENTS_CHANGED = "incidents_changed"  # a counter: +1 by every incident
 STATE_TASKS_CHANGED = "tasks_changed"  # a counter: +1 by every background-queue change
 STATE_SKILLS_CHANGED = "skills_changed"  # a counter: +1 by every skill audit or quarantine
 STATE_SKILLS_ERROR = "skills_error"  # {at_ms, file, file_hash, errors}: a skills file refused
+STATE_MEMORY_CHANGED = "memory_changed"  # a counter: +1 by every deletion of memory items
 STATE_MAINTENANCE = "maintenance"  # {kind: next_due_ms}: the maintenance ticks' schedule
 STATE_WEBHOOKS = "webhooks"  # {routine_id: webhook trigger + definition hash}: node_rpc's view
 STATE_LISTENER_PORTS = "listener_ports"  # {"pairing": port, "node": port}: ports chosen for 0

@@ -171,14 +171,21 @@ class Tasks(Domain):
             )
             return cur.rowcount == 1
 
-    def succeed(self, task_id: str, token: str, now_ms: int) -> bool:
-        """Finish the task ``token`` holds as succeeded; False when the lease was lost."""
+    def succeed(self, task_id: str, token: str, now_ms: int, report: str | None = None) -> bool:
+        """Finish the task ``token`` holds as succeeded, keeping the handler's ``report``
+        (if any) as its ``error``; False when the lease was lost."""
         with self._write() as db:
             cur = db.execute(
                 "UPDATE tasks SET status = 'succeeded', finished_ms = ?, heartbeat_ms = ?,"
-                " lease_token = NULL, lease_until_ms = NULL, error = NULL"
+                " lease_token = NULL, lease_until_ms = NULL, error = ?"
                 " WHERE task_id = ? AND lease_token = ? AND status = 'running'",
-                (now_ms, now_ms, task_id, token),
+                (
+                    now_ms,
+                    now_ms,
+                    None if report is None else report[:MAX_ERROR_CHARS],
+                    task_id,
+                    token,
+                ),
             )
             if cur.rowcount:
                 bump_counter(db, STATE_TASKS_CHANGED, now_ms)

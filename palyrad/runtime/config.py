@@ -61,6 +61,16 @@ class DaemonConfig:
     backfill_interval_ms: int = 10 * 60_000
     skill_reaudit_interval_ms: int = 6 * 3_600_000
     vacuum_interval_ms: int = 24 * 3_600_000
+    # [memory] (SPEC §6, §7)
+    memory_ttl_days: int = 90
+    memory_max_entries: int = 100_000
+    memory_max_bytes: int = 100 * 1024 * 1024
+    memory_embedder: str | tuple[str, ...] = "builtin"  # or a command's argv
+    # [learning] (SPEC §6, §7)
+    learning_sampling_percent: int = 100
+    learning_cooldown_ms: int = 0
+    learning_max_candidates: int = 8
+    learning_auto_write_threshold: float = 0.9
 
 
 SELF_HEALING_MODES = ("auto", "observe_only")
@@ -80,6 +90,14 @@ _KEYS: dict[tuple[str, str], tuple[str, type]] = {
     ("maintenance", "backfill_interval_ms"): ("backfill_interval_ms", int),
     ("maintenance", "skill_reaudit_interval_ms"): ("skill_reaudit_interval_ms", int),
     ("maintenance", "vacuum_interval_ms"): ("vacuum_interval_ms", int),
+    ("memory", "ttl_days"): ("memory_ttl_days", int),
+    ("memory", "max_entries"): ("memory_max_entries", int),
+    ("memory", "max_bytes"): ("memory_max_bytes", int),
+    ("memory", "embedder"): ("memory_embedder", object),
+    ("learning", "sampling_percent"): ("learning_sampling_percent", int),
+    ("learning", "cooldown_ms"): ("learning_cooldown_ms", int),
+    ("learning", "max_candidates"): ("learning_max_candidates", int),
+    ("learning", "auto_write_threshold"): ("learning_auto_write_threshold", float),
     ("history", "max_runs_per_routine"): ("max_runs_per_routine", int),
     ("history", "max_age_days"): ("max_age_days", int),
     ("journal", "synchronous"): ("journal_synchronous", str),
@@ -135,6 +153,18 @@ def load_config(path: Path) -> DaemonConfig:
                 raise ConfigError(f"{path}: [{section}] {key} must be true or false")
             if typ is str and not isinstance(value, str):
                 raise ConfigError(f"{path}: [{section}] {key} must be a string")
+            if typ is float:
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ConfigError(f"{path}: [{section}] {key} must be a number")
+                value = float(value)
+            if typ is object:  # [memory] embedder: "builtin" or a command's argv
+                if isinstance(value, list):
+                    typ = list
+                elif value != "builtin":
+                    raise ConfigError(
+                        f'{path}: [{section}] {key} must be "builtin" or a command as a list of'
+                        ' strings (e.g. embedder = ["/usr/local/bin/embed", "--json"])'
+                    )
             if typ is list:
                 if not (
                     isinstance(value, list) and value and all(isinstance(v, str) for v in value)
@@ -143,7 +173,7 @@ def load_config(path: Path) -> DaemonConfig:
                         f"{path}: [{section}] {key} must be a non-empty list of strings"
                     )
                 value = tuple(value)
-            if typ is int and value < 0:
+            if typ in (int, float) and value < 0:
                 raise ConfigError(f"{path}: [{section}] {key} must not be negative")
             values[attr] = value
     cfg = DaemonConfig(**values)
@@ -189,6 +219,7 @@ def load_config(path: Path) -> DaemonConfig:
     ):
         if getattr(cfg, key) < 1_000:
             raise ConfigError(f"{path}: [maintenance] {key} must be at least 1000")
+    _check_memory(path, cfg)
     if cfg.delivery_retention_days < 1:
         raise ConfigError(f"{path}: [delivery] retention_days must be at least 1")
     for host in (*cfg.rpc_listen, *((cfg.rpc_advertise_host,) if cfg.rpc_advertise_host else ())):
@@ -217,6 +248,29 @@ def _check_webhooks(path: Path, cfg: DaemonConfig) -> None:
             f"{path}: [webhooks] listen {cfg.webhook_listen!r} is not an IP address or host"
             ' name (e.g. listen = "127.0.0.1")'
         )
+
+
+# Limits on [memory] and [learning]: beyond them a typo, not a choice.
+MAX_MEMORY_ENTRIES = 10_000_000
+MAX_LEARN_CANDIDATES = 100
+
+
+def _check_memory(path: Path, cfg: DaemonConfig) -> None:
+    """The ``[memory]`` and ``[learning]`` keys' ranges."""
+    if not 1 <= cfg.memory_ttl_days <= 36_500:
+        raise ConfigError(f"{path}: [memory] ttl_days must be 1-36500")
+    if not 1 <= cfg.memory_max_entries <= MAX_MEMORY_ENTRIES:
+        raise ConfigError(f"{path}: [memory] max_entries must be 1-{MAX_MEMORY_ENTRIES}")
+    if cfg.memory_max_bytes < 1024:
+        raise ConfigError(f"{path}: [memory] max_bytes must be at least 1024")
+    if not 0 <= cfg.learning_sampling_percent <= 100:
+        raise ConfigError(f"{path}: [learning] sampling_percent must be 0-100")
+    if not 0 <= cfg.learning_max_candidates <= MAX_LEARN_CANDIDATES:
+        raise ConfigError(f"{path}: [learning] max_candidates must be 0-{MAX_LEARN_CANDIDATES}")
+    if not 0.0 <= cfg.learning_auto_write_threshold <= 1.0 or (
+        cfg.learning_auto_write_threshold != cfg.learning_auto_write_threshold
+    ):
+        raise ConfigError(f"{path}: [learning] auto_write_threshold must be 0.0-1.0")
 
 
 # An IP literal (v4 or v6) or a DNS name: what a listener can bind and a certificate name.

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from palyrad.domain.learning import MARKER
 from palyrad.domain.runs import OUTPUT_TAIL_BYTES, Run
 from palyrad.runtime.process_groups import signal_run
 from routines.kinds import ErrorKind
@@ -35,6 +36,9 @@ class ActiveRun:
     term_sent_ms: int | None = None
     killed: bool = False
     reason: ErrorKind | None = None  # timeout | cancelled | daemon_stopped | daemon_crashed
+    # A ``::palyra-learn`` marker went by (also across two reads): only then does the run
+    # get a ``post_run_reflection`` task, so runs that teach nothing cost the queue nothing.
+    learn_marker_seen: bool = False
 
     def signal(self, sig: int) -> None:
         """Signal everything the run started: its process group and the processes that
@@ -45,7 +49,11 @@ class ActiveRun:
         signal_run(self.proc.pid, self.run.run_id, sig)
 
     def add_tail(self, chunk: bytes) -> None:
-        """Keep at least the last ``OUTPUT_TAIL_BYTES`` of output, in whole chunks."""
+        """Keep at least the last ``OUTPUT_TAIL_BYTES`` of output, in whole chunks (and
+        watch for the learning marker)."""
+        if not self.learn_marker_seen:
+            carry = self.tail[-1][-(len(MARKER) - 1) :] if self.tail else b""
+            self.learn_marker_seen = MARKER in carry + chunk if carry else MARKER in chunk
         self.tail.append(chunk)
         self.tail_len += len(chunk)
         while self.tail_len - len(self.tail[0]) >= OUTPUT_TAIL_BYTES:

@@ -19,7 +19,7 @@ import routines.model
 import routines.policies  # noqa: F401
 from palyrad.domain.run_spec import RunSpec
 from palyrad.domain.runs import Run, RunStatus, new_ulid, retry_follow_up
-from palyrad.domain.tasks import DELIVERY
+from palyrad.domain.tasks import DELIVERY, POST_RUN_REFLECTION
 from palyrad.journal import STATE_LISTENED_EVENTS
 from palyrad.runtime.process_groups import signal_group
 from palyrad.services.executor.active_run import ActiveRun
@@ -113,8 +113,13 @@ class Finalizer(ExecutorPart):
                 owner=self.owner,
                 follow_up=follow,
             )
-            delivering = done and self._enqueue_delivery(run, now)
-        if delivering:
+            queued = done and self._enqueue_delivery(run, now)
+            if done and active.learn_marker_seen:
+                # Learning reads the log after the run (SPEC §6), off this loop.
+                payload = orjson.dumps({"run_id": run.run_id}).decode()
+                self.journal.tasks.enqueue(new_ulid(now), POST_RUN_REFLECTION, payload, now)
+                queued = True
+        if queued:
             self.nudge_tasks()
         if done:
             self.after_finish(run.run_id, now)

@@ -17,6 +17,7 @@ result is refused by the journal.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -28,7 +29,7 @@ import orjson
 
 from palyrad.domain.runs import new_token
 from palyrad.journal import Journal, Task
-from palyrad.seams import TaskHandler, TaskRun
+from palyrad.seams import TaskHandler, TaskReport, TaskRun
 from palyrad.services.context import ServiceContext
 
 log = logging.getLogger("palyrad.tasks")
@@ -243,11 +244,12 @@ class TaskPool:
                         break  # the rest goes back (or ``stop`` took it)
                     task = batch.waiting.pop(0)
                     batch.running_since = time.monotonic()
-                ok = self._execute(journal, task, lease_ms, batch)
+                ok, report = self._execute(journal, task, lease_ms, batch)
                 with batch.lock:
                     batch.running_since = None
                     if ok:
-                        batch.done.append(task)
+                        # ``error`` of a done task is what its success records (a report)
+                        batch.done.append(dataclasses.replace(task, error=report))
             done, rest = batch.take()
             now = clock.now_ms()
             with journal.transaction():
@@ -270,7 +272,11 @@ class TaskPool:
     def _record(journal: Journal, done: list[Task], now: int) -> list[Task]:
         """Record ``done`` tasks as succeeded (inside the caller's transaction, or its own);
         those whose lease was taken over meanwhile are refused and returned."""
-        return [t for t in done if not journal.tasks.succeed(t.task_id, str(t.lease_token), now)]
+        return [
+            t
+            for t in done
+            if not journal.tasks.succeed(t.task_id, str(t.lease_token), now, report=t.error)
+        ]
 
     def _execute(
         self,
@@ -278,9 +284,10 @@ class TaskPool:
         task: Task,
         lease_ms: int,
         batch: _Batch,
-    ) -> bool:
+    ) -> tuple[bool, str | None]:
         """Run one attempt: True when its handler succeeded (the caller records it with the
-        batch); a failure is recorded here at once (retry with backoff, or failed)."""
+        batch, with the handler's ``TaskReport`` if it made one); a failure is recorded here
+        at once (retry with backoff, or failed)."""
         token = str(task.lease_token)
         clock = self.ctx.clock
 
@@ -324,9 +331,9 @@ class TaskPool:
                     "next": None if after is None else after.status,
                 },
             )
-            return False
+            return False, None
         log.debug("task ran", extra={"task_id": task.task_id, "note": note})
-        return True
+        return True, (str(note) if isinstance(note, TaskReport) else None)
 
 
 def _log_refused(refused: list[Task]) -> None:

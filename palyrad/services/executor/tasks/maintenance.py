@@ -1,4 +1,4 @@
-"""Maintenance task handlers: the journal's, and the ones waiting for their features."""
+"""The journal's maintenance task handler (memory's are in ``tasks.memory``)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,3 @@ class JournalVacuum:
 
     def run(self, task: TaskRun) -> str | None:
         return maintain(task.journal)
-
-
-class NothingYet:
-    """A maintenance kind whose feature does not exist yet: it succeeds, saying why, so its
-    tick, de-duplication and history are real before its work is."""
-
-    def __init__(self, kind: str, why: str) -> None:
-        self.kind = kind
-        self.why = why
-
-    def run(self, task: TaskRun) -> str | None:
-        return f"nothing to do: {self.why}"
