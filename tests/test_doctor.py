@@ -192,7 +192,7 @@ def test_every_check_runs_in_the_stable_order_on_a_home_that_does_not_exist(tmp_
     assert CHECK_IDS == (
         "home", "config", "definitions", "skills_index", "journal", "sqlite", "daemon",
         "processes", "overdue", "stuck_runs", "approvals", "incidents", "pki", "devices",
-        "rpc", "webhooks", "inotify", "agent_runner", "disk",
+        "rpc", "webhooks", "memory", "inotify", "agent_runner", "disk",
     )  # fmt: skip
     by_id = {c.check_id: c for c in report.checks}
     assert by_id["home"].status is CheckStatus.WARN

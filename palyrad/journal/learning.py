@@ -109,6 +109,12 @@ class Learning(Domain):
         )
         return [_candidate(r) for r in rows]
 
+    def pending_count(self) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM learning_candidates WHERE status = 'pending'"
+        ).fetchone()
+        return int(row[0])
+
     def decide(self, candidate_id: str, status: str, now_ms: int, item_id: str | None) -> bool:
         """Accept or reject a pending candidate; False when it is not pending (decided
         already, or unknown)."""

@@ -290,6 +290,15 @@ class Memory(Domain):
         )
         return [(int(r[0]), str(r[1])) for r in rows]
 
+    def oldest_unembedded_ms(self, embedder: str, now_ms: int) -> int | None:
+        """When the oldest live item without ``embedder``'s vector was stored (doctor)."""
+        row = self._db.execute(
+            "SELECT MIN(i.created_ms) FROM memory_items i LEFT JOIN memory_vectors v"
+            " ON v.seq = i.seq AND v.embedder = ? WHERE v.seq IS NULL AND i.expires_ms > ?",
+            (embedder, now_ms),
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
     def expired(self, now_ms: int, limit: int) -> list[int]:
         rows = self._db.execute(
             "SELECT seq FROM memory_items WHERE expires_ms <= ? ORDER BY expires_ms LIMIT ?",

@@ -11,6 +11,7 @@ from palyrad.ops.doctor.context import DoctorContext
 from palyrad.ops.doctor.daemon_checks import DaemonCheck, ProcessesCheck, RpcCheck
 from palyrad.ops.doctor.files import ConfigCheck, DefinitionsCheck, HomeCheck, SkillsIndexCheck
 from palyrad.ops.doctor.journal_checks import JournalCheck, SqliteCheck
+from palyrad.ops.doctor.memory_checks import MemoryCheck
 from palyrad.ops.doctor.pki_checks import DevicesCheck, PkiCheck
 from palyrad.ops.doctor.system import AgentRunnerCheck, DiskCheck, InotifyCheck
 from palyrad.ops.doctor.webhook_checks import WebhooksCheck
@@ -34,6 +35,7 @@ CHECKS: tuple[Check[DoctorContext], ...] = (
     DevicesCheck(),
     RpcCheck(),
     WebhooksCheck(),
+    MemoryCheck(),
     InotifyCheck(),
     AgentRunnerCheck(),
     DiskCheck(),
