@@ -65,7 +65,9 @@ if TYPE_CHECKING:
 BACKFILL_BATCH = 64  # SPEC §6
 MAINTENANCE_BATCH = 500
 VACUUM_PAGES = 2_000
-BACKFILL_KEY = "embeddings_backfill:add"
+# The maintenance ticks' key: one backfill at a time, whoever queued it (a running one
+# loops until nothing is left, so it also embeds what was added meanwhile).
+BACKFILL_KEY = EMBEDDINGS_BACKFILL
 
 
 def embedder_of(config: DaemonConfig) -> Embedder:
