@@ -459,3 +459,20 @@ def test_a_run_without_a_log_or_record_learns_nothing(journal: Journal, home: Ho
     assert learning.reflect(journal, home, CONFIG, BUILTIN, run_id, T0).recorded == 0
     gone = learning.reflect(journal, home, CONFIG, BUILTIN, "01UNKNOWNRUN", T0)
     assert "run is gone" in gone.outcome
+
+
+def test_maintenance_forgets_old_reflections_and_undecided_candidates(
+    journal: Journal, home: Home
+) -> None:
+    run_id = _run_with_log(journal, home, LOG)
+    learning.reflect(journal, home, CONFIG, BUILTIN, run_id, T0)
+    assert _maintain(journal, CONFIG, T0 + 29 * DAY_MS).forgotten == 0
+    assert journal.learning.reflected(run_id)
+    result = _maintain(journal, CONFIG, T0 + 31 * DAY_MS)
+    assert result.forgotten == 1 and not journal.learning.reflected(run_id)
+    assert len(learning.candidates(journal)["candidates"]) == 1  # younger than ttl_days
+    result = _maintain(journal, CONFIG, T0 + 91 * DAY_MS)
+    assert result.forgotten == 3  # the candidates (pending and written) lived as long as items
+    assert (
+        learning.candidates(journal)["candidates"] == [] and journal.learning.of_run(run_id) == []
+    )

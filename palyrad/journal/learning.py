@@ -126,18 +126,19 @@ class Learning(Domain):
             )
             return cur.rowcount == 1
 
-    def prune(self, before_ms: int, limit: int) -> int:
-        """Forget reflections (and decided candidates) older than ``before_ms``."""
+    def prune(self, reflections_before_ms: int, candidates_before_ms: int, limit: int) -> int:
+        """Forget up to ``limit`` reflections older than ``reflections_before_ms`` and up to
+        ``limit`` candidates (decided or not) created before ``candidates_before_ms``."""
         with self._write() as db:
             cur = db.execute(
                 "DELETE FROM learning_reflections WHERE run_id IN (SELECT run_id FROM"
                 " learning_reflections WHERE at_ms < ? LIMIT ?)",
-                (before_ms, limit),
+                (reflections_before_ms, limit),
             )
             gone = cur.rowcount
             cur = db.execute(
                 "DELETE FROM learning_candidates WHERE candidate_id IN (SELECT candidate_id"
-                " FROM learning_candidates WHERE status != 'pending' AND created_ms < ? LIMIT ?)",
-                (before_ms, limit),
+                " FROM learning_candidates WHERE created_ms < ? LIMIT ?)",
+                (candidates_before_ms, limit),
             )
             return gone + cur.rowcount

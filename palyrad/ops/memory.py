@@ -279,11 +279,13 @@ class MaintenanceResult:
     over_entries: int
     over_bytes: int
     free_pages: int
+    forgotten: int = 0  # learning reflections and candidates past their use
 
     def note(self) -> str:
         return (
             f"deleted {self.expired} expired, {self.over_entries} over max_entries,"
-            f" {self.over_bytes} over max_bytes; {self.free_pages} free pages before vacuum"
+            f" {self.over_bytes} over max_bytes; forgot {self.forgotten} learning rows;"
+            f" {self.free_pages} free pages before vacuum"
         )
 
 
@@ -299,7 +301,7 @@ def maintain(
     while batch := journal.memory.expired(now(), MAINTENANCE_BATCH):
         expired += journal.memory.delete_seqs(batch, now())
         if not keep_going():
-            return MaintenanceResult(expired, 0, 0, 0)
+            return MaintenanceResult(expired, 0, 0, 0, 0)
     count, size = journal.memory.totals()
     over_entries = 0
     while count > config.memory_max_entries:
@@ -322,8 +324,35 @@ def maintain(
         count, size = journal.memory.totals()
         if not gone or not keep_going():
             break
+    forgotten = _forget_learning(journal, config, now, keep_going)
     free = journal.memory.free_pages(VACUUM_PAGES)
-    return MaintenanceResult(expired, over_entries, over_bytes, free)
+    return MaintenanceResult(expired, over_entries, over_bytes, free, forgotten)
+
+
+# A reflection row answers "was this run read?" (a retried task) and "when did this routine
+# last teach?" (the cooldown): kept this long, or the cooldown if longer.
+REFLECTION_KEEP_MS = 30 * DAY_MS
+
+
+def _forget_learning(
+    journal: Journal,
+    config: DaemonConfig,
+    now: Callable[[], int],
+    keep_going: Callable[[], bool],
+) -> int:
+    """Reflections past their use, and candidates older than an item would live (a
+    candidate nobody decided on within ``ttl_days`` would have expired as an item)."""
+    forgotten = 0
+    while True:
+        at = now()
+        gone = journal.learning.prune(
+            at - max(REFLECTION_KEEP_MS, config.learning_cooldown_ms),
+            at - config.memory_ttl_days * DAY_MS,
+            MAINTENANCE_BATCH,
+        )
+        forgotten += gone
+        if gone < MAINTENANCE_BATCH or not keep_going():
+            return forgotten
 
 
 def payload_run_id(payload: Any) -> str:
