@@ -91,7 +91,8 @@ _SUFFIXES_BY_LAST: dict[str, tuple[tuple[str, str], ...]] = {
     for last in {suffix[-1] for suffix, _ in _SUFFIXES}
 }
 _MIN_STEM = 3
-_STOP_WORDS = frozenset(
+# Words too common to tell items apart: down-weighted here, left out of a search's FTS query.
+STOP_WORDS = frozenset(
     {
         *("a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "do", "for"),
         *("from", "has", "have", "i", "in", "is", "it", "its", "me", "my", "of", "on"),
@@ -168,7 +169,7 @@ def _trigram_slot(trigram: str) -> tuple[int, float]:
 def _word_features(word: str) -> tuple[str, tuple[tuple[int, float], ...]]:
     """(stem, (dimension, signed weight) of its unigram, stem and stem trigrams)."""
     stem = _stem(word)
-    factor = _STOP_FACTOR if word in _STOP_WORDS else 1.0
+    factor = _STOP_FACTOR if word in STOP_WORDS else 1.0
     dim, sign = _slot(_KIND_WORD, word)
     features = [(dim, sign * _W_WORD * factor)]
     dim, sign = _slot(_KIND_STEM, stem)
@@ -189,7 +190,7 @@ def builtin_vector(text: str) -> list[float]:
         tf = 1.0 + math.log(count)
         for dim, weight in _word_features(word)[1]:
             vec[dim] += tf * weight
-    content_stems = [_word_features(word)[0] for word in tokens if word not in _STOP_WORDS]
+    content_stems = [_word_features(word)[0] for word in tokens if word not in STOP_WORDS]
     bigrams = Counter(pairwise(content_stems))
     for (first, second), count in bigrams.items():
         dim, sign = _slot(_KIND_BIGRAM, first + " " + second)

@@ -35,6 +35,7 @@ from palyrad.domain.memory import (
 )
 from palyrad.domain.memory_embedding import (
     BUILTIN_NAME,
+    STOP_WORDS,
     Embedder,
     code_int,
     encode_vector,
@@ -158,7 +159,10 @@ def search(
     if tag is not None:
         tag = check_tag(tag)
     pool = pool_size(limit)
+    # Stop words match nearly every item: BM25 gives them almost no weight, but FTS5 would
+    # still walk their whole doclists. They count only in a query of nothing else.
     terms = words(query)
+    terms = [w for w in terms if w not in STOP_WORDS] or terms
     text_hits = (
         [s for s, _ in journal.memory.text_matches(fts_query(terms), pool, tag)] if terms else []
     )
