@@ -99,11 +99,6 @@ def _run_with_log(journal: Journal, home: Home, log: bytes, routine_id: str = "t
 # --- CLI input -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ops/memory.py add(): `ttl_days or config.memory_ttl_days` turns --ttl-days 0 into"
-    " the default instead of the 1-36500 error",
-)
 def test_ttl_days_zero_is_refused(journal: Journal) -> None:
     with pytest.raises(InvalidInput, match="ttl-days"):
         memory.add(journal, None, CONFIG, "remember me", (), T0, ttl_days=0)
@@ -117,12 +112,6 @@ def test_ttl_days_out_of_range_is_refused(journal: Journal) -> None:
     assert journal.memory.totals() == (0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ids from argv are bound into SQL unchecked: a lone surrogate (undecodable argv"
-    " byte) raises UnicodeEncodeError, a traceback (journal/memory.py delete,"
-    " journal/learning.py get)",
-)
 @pytest.mark.parametrize("command", ["delete", "accept", "reject"])
 def test_an_undecodable_id_is_a_clear_error(home: Home, command: str) -> None:
     _clean_error(_cli(home, "memory", command, "01ABC\udcff"))
@@ -136,12 +125,6 @@ def test_undecodable_text_and_tags_are_clear_errors(home: Home, journal: Journal
     assert _cli(home, "memory", "search", "q \udcff x", "--json").exit_code == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='runtime/config.py accepts [memory] embedder = [""] and argv with NUL; every'
-    " `palyra memory` command then dies with a ValueError traceback (CommandEmbedder.__init__,"
-    " Popen's 'embedded null byte' not caught in CommandEmbedder._start)",
-)
 @pytest.mark.parametrize(
     ("setting", "args"),
     [('[""]', ("stats",)), ('["/bin/cat\\u0000x"]', ("search", "hello"))],
@@ -156,11 +139,6 @@ def test_an_unusable_embedder_command_is_a_config_error(
 # --- learning --------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="active_run.py add_tail: the carry is only the last chunk, so a marker split over"
-    " three or more reads (a routine printing it piecewise) is missed: no reflection task",
-)
 def test_a_marker_split_across_three_reads_is_seen() -> None:
     active = ActiveRun(run=None, proc=None, log_path=Path("x"), started_ms=0, deadline_ms=0)  # type: ignore[arg-type]
     for chunk in (b"::pal", b"yra-", b'learn {"kind":"fact","text":"x","confidence":1}\n'):
@@ -350,12 +328,6 @@ def test_vectors_are_never_stored_for_deleted_items(journal: Journal) -> None:
     assert (s["entries"], s["embedded"], s["not_embedded"]) == (4, 4, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime/command_embedder.py _exchange waits for EOF on stdout/stderr until the"
-    " deadline: a helper the command left running (holding the pipes) turns a complete,"
-    " successful answer into a 'did not finish' timeout for every batch",
-)
 def test_an_embedder_that_leaves_a_helper_running_still_answers(tmp_path: Path) -> None:
     script = tmp_path / "embed.sh"
     script.write_text("#!/bin/sh\ncat >/dev/null\necho '[1.0, 0.5]'\nsleep 30 &\nexit 0\n")

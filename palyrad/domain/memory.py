@@ -74,6 +74,21 @@ def check_query(query: str) -> str:
     return stripped
 
 
+_ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+
+
+def check_id(value: str, what: str) -> str:
+    """An item or candidate id as typed: a ULID, any case, spaces around."""
+    cleaned = value.strip().upper()
+    if not _ULID.fullmatch(cleaned):
+        shown = value.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        raise InvalidInput(
+            f"{what} id {shown[:80]!r} is not valid",
+            "an id is 26 characters (a ULID), as palyra memory list / candidates print it",
+        )
+    return cleaned
+
+
 def check_limit(limit: int, most: int = MAX_RESULTS) -> int:
     if not 1 <= limit <= most:
         raise InvalidInput(f"--limit must be 1-{most} (got {limit})", "pass e.g. --limit 10")

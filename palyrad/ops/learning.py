@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from palyrad.domain.learning import LearnScan, sampled, scan_output
-from palyrad.domain.memory import candidate_to_json, check_limit, check_tag, item_to_json
+from palyrad.domain.memory import (
+    candidate_to_json,
+    check_id,
+    check_limit,
+    check_tag,
+    item_to_json,
+)
 from palyrad.domain.memory_embedding import Embedder
 from palyrad.domain.runs import new_ulid
 from palyrad.journal import LearningCandidate
@@ -155,9 +161,10 @@ def candidates(journal: Journal, limit: int = 100) -> dict[str, Any]:
 
 
 def _pending(journal: Journal, candidate_id: str) -> LearningCandidate:
-    found = journal.learning.get(candidate_id.strip().upper())
+    candidate_id = check_id(candidate_id, "learning candidate")
+    found = journal.learning.get(candidate_id)
     if found is None:
-        raise PalyraError(f"no learning candidate {candidate_id!r}", CANDIDATES_HINT)
+        raise PalyraError(f"no learning candidate {candidate_id}", CANDIDATES_HINT)
     if found.status != "pending":
         raise PalyraError(
             f"learning candidate {found.candidate_id} was already decided ({found.status})",

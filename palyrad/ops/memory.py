@@ -25,6 +25,7 @@ from palyrad.domain.memory import (
     DAY_MS,
     MAX_LIST,
     SOURCE_OPERATOR,
+    check_id,
     check_limit,
     check_query,
     check_tag,
@@ -117,7 +118,12 @@ def add(
     """``palyra memory add``: the stored item's JSON."""
     embedder = embedder_of(config)
     item = new_item(
-        text, tags, SOURCE_OPERATOR, now_ms, ttl_days or config.memory_ttl_days, embedder
+        text,
+        tags,
+        SOURCE_OPERATOR,
+        now_ms,
+        config.memory_ttl_days if ttl_days is None else ttl_days,
+        embedder,
     )
     stored = journal.memory.insert([item])[0]
     if item.vector is None:
@@ -227,8 +233,9 @@ def list_items(journal: Journal, now_ms: int, limit: int = 50) -> dict[str, Any]
 
 
 def delete(journal: Journal, item_id: str, now_ms: int) -> None:
-    if not journal.memory.delete(item_id.strip(), now_ms):
-        raise PalyraError(f"no memory item {item_id!r}", "list them: palyra memory list")
+    item_id = check_id(item_id, "memory item")
+    if not journal.memory.delete(item_id, now_ms):
+        raise PalyraError(f"no memory item {item_id}", "list them: palyra memory list")
 
 
 def stats(journal: Journal, config: DaemonConfig, now_ms: int) -> dict[str, Any]:

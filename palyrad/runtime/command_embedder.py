@@ -47,6 +47,7 @@ from routines.errors import PalyraError
 MAX_BATCH = 64  # texts per process (SPEC §6: backfill batches of 64)
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024  # 64 x 4096 numbers as JSON is ~25 MiB at most
 STDERR_TAIL_BYTES = 500
+EXIT_GRACE_S = 0.5  # after the command exited, how long its pipes may stay open
 _READ_CHUNK = 65536
 _SETTING = "[memory] embedder in palyra.toml"
 
@@ -145,6 +146,9 @@ class CommandEmbedder:
         except OSError as exc:
             what = f"cannot be started: {exc.strerror or exc}"
             fix = f"check the command in {_SETTING} (a script needs a #! line)"
+        except ValueError as exc:  # e.g. "embedded null byte" in an argument
+            what = f"cannot be started: {exc}"
+            fix = f"fix the command in {_SETTING}"
         raise self._error(what, fix)
 
     def _exchange(
@@ -162,6 +166,11 @@ class CommandEmbedder:
         err = bytearray()
         view = memoryview(payload)
         written = 0
+        # The leader's exit (its pidfd turns readable) starts a short grace for the pipes to
+        # close: a helper it left behind (a model server) may hold them open for ever, and
+        # the answer is complete once the leader is gone.
+        pidfd = _pidfd(proc.pid)
+        grace_until: float | None = None
         with selectors.DefaultSelector() as selector:
             if payload:
                 os.set_blocking(stdin.fileno(), False)
@@ -170,40 +179,54 @@ class CommandEmbedder:
                 stdin.close()
             selector.register(stdout, selectors.EVENT_READ)
             selector.register(stderr, selectors.EVENT_READ)
-            while selector.get_map():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise subprocess.TimeoutExpired(self.argv, self.timeout_s)
-                for key, _ in selector.select(remaining):
-                    if key.fileobj is stdin:
-                        try:
-                            written += os.write(stdin.fileno(), view[written:])
-                        except BlockingIOError:
+            if pidfd is not None:
+                selector.register(pidfd, selectors.EVENT_READ)
+            try:
+                while any(k.fileobj != pidfd for k in selector.get_map().values()):
+                    now = time.monotonic()
+                    if grace_until is not None and now >= grace_until:
+                        signal_group(proc.pid, signal.SIGKILL)  # the helpers holding the pipes
+                        break
+                    remaining = min(deadline, grace_until or deadline) - now
+                    if remaining <= 0:
+                        raise subprocess.TimeoutExpired(self.argv, self.timeout_s)
+                    for key, _ in selector.select(remaining):
+                        if key.fileobj == pidfd:
+                            selector.unregister(pidfd)
+                            grace_until = time.monotonic() + EXIT_GRACE_S
                             continue
-                        except BrokenPipeError:
-                            # It stopped reading (exited?): its exit status and output say why.
-                            written = len(payload)
-                        if written >= len(payload):
-                            selector.unregister(stdin)
-                            stdin.close()
-                        continue
-                    pipe = stdout if key.fileobj is stdout else stderr
-                    chunk = os.read(pipe.fileno(), _READ_CHUNK)
-                    if not chunk:
-                        selector.unregister(pipe)
-                        continue
-                    if pipe is stderr:
-                        err += chunk
-                        del err[:-STDERR_TAIL_BYTES]
-                        continue
-                    out_size += len(chunk)
-                    if out_size > MAX_OUTPUT_BYTES:  # the caller kills the group
-                        raise self._error(
-                            f"wrote more than {MAX_OUTPUT_BYTES // (1024 * 1024)} MiB to"
-                            " stdout (killed with its process group)",
-                            "make it print exactly one JSON array of numbers per input line",
-                        )
-                    out.append(chunk)
+                        if key.fileobj is stdin:
+                            try:
+                                written += os.write(stdin.fileno(), view[written:])
+                            except BlockingIOError:
+                                continue
+                            except BrokenPipeError:
+                                # It stopped reading (exited?): its exit status and output say why.
+                                written = len(payload)
+                            if written >= len(payload):
+                                selector.unregister(stdin)
+                                stdin.close()
+                            continue
+                        pipe = stdout if key.fileobj is stdout else stderr
+                        chunk = os.read(pipe.fileno(), _READ_CHUNK)
+                        if not chunk:
+                            selector.unregister(pipe)
+                            continue
+                        if pipe is stderr:
+                            err += chunk
+                            del err[:-STDERR_TAIL_BYTES]
+                            continue
+                        out_size += len(chunk)
+                        if out_size > MAX_OUTPUT_BYTES:  # the caller kills the group
+                            raise self._error(
+                                f"wrote more than {MAX_OUTPUT_BYTES // (1024 * 1024)} MiB to"
+                                " stdout (killed with its process group)",
+                                "make it print exactly one JSON array of numbers per input line",
+                            )
+                        out.append(chunk)
+            finally:
+                if pidfd is not None:
+                    os.close(pidfd)
         return b"".join(out), bytes(err)
 
     def _parse(self, stdout: bytes, count: int) -> list[list[float]]:
@@ -251,6 +274,14 @@ def make_embedder(setting: str | Sequence[str]) -> Embedder:
             f" not {setting!r}"
         )
     return CommandEmbedder(setting)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that turns readable when ``pid`` exits (Linux ≥ 5.3), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _json_line(text: str) -> bytes:

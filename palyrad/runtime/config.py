@@ -263,6 +263,15 @@ def _check_memory(path: Path, cfg: DaemonConfig) -> None:
         raise ConfigError(f"{path}: [memory] max_entries must be 1-{MAX_MEMORY_ENTRIES}")
     if cfg.memory_max_bytes < 1024:
         raise ConfigError(f"{path}: [memory] max_bytes must be at least 1024")
+    if isinstance(cfg.memory_embedder, tuple):
+        argv = cfg.memory_embedder
+        if not argv[0].strip():
+            raise ConfigError(
+                f"{path}: [memory] embedder's program (its first element) is empty"
+                ' (e.g. embedder = ["/usr/local/bin/embed"], or "builtin")'
+            )
+        if any("\0" in arg for arg in argv):
+            raise ConfigError(f"{path}: [memory] embedder contains a NUL character")
     if not 0 <= cfg.learning_sampling_percent <= 100:
         raise ConfigError(f"{path}: [learning] sampling_percent must be 0-100")
     if not 0 <= cfg.learning_max_candidates <= MAX_LEARN_CANDIDATES:

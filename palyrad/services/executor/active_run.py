@@ -39,6 +39,7 @@ class ActiveRun:
     # A ``::palyra-learn`` marker went by (also across two reads): only then does the run
     # get a ``post_run_reflection`` task, so runs that teach nothing cost the queue nothing.
     learn_marker_seen: bool = False
+    learn_carry: bytes = b""  # the last len(MARKER) - 1 bytes seen, however they were read
 
     def signal(self, sig: int) -> None:
         """Signal everything the run started: its process group and the processes that
@@ -52,8 +53,9 @@ class ActiveRun:
         """Keep at least the last ``OUTPUT_TAIL_BYTES`` of output, in whole chunks (and
         watch for the learning marker)."""
         if not self.learn_marker_seen:
-            carry = self.tail[-1][-(len(MARKER) - 1) :] if self.tail else b""
-            self.learn_marker_seen = MARKER in carry + chunk if carry else MARKER in chunk
+            seen = self.learn_carry + chunk
+            self.learn_marker_seen = MARKER in seen
+            self.learn_carry = seen[-(len(MARKER) - 1) :]
         self.tail.append(chunk)
         self.tail_len += len(chunk)
         while self.tail_len - len(self.tail[0]) >= OUTPUT_TAIL_BYTES:
