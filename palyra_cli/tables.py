@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
 
@@ -20,5 +22,15 @@ def table(header: list[str], rows: list[list[str]]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+# Control characters (ESC, BEL, CR, newline...) shown escaped: a cell is one line, and text
+# that came from a run or a node must never drive the operator's terminal.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
 def clip(text: str, limit: int) -> str:
+    text = _CONTROL.sub(_escape, text)
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -242,19 +242,19 @@ def test_backfill_embeds_everything_in_batches_and_search_finds_by_meaning(
         beats.append(1)
         return True
 
-    done = memory.backfill(journal, BUILTIN, lambda: T0 + 2000, keep_going)
+    done = memory.backfill(journal, BUILTIN, lambda: T0 + 2000, keep_going).embedded
     assert done == 150 + len(CORPUS)
     assert len(beats) == 3  # 160 items: batches of 64, 64, 32
     s = memory.stats(journal, CONFIG, T0 + 2000)
     assert s["embedded"] == s["entries"] == 160 and s["not_embedded"] == 0
     assert CORPUS[1][0] in _texts(memory.search(journal, BUILTIN, "deployment", T0 + 2000))
-    assert memory.backfill(journal, BUILTIN, lambda: T0 + 2000, keep_going) == 0
+    assert memory.backfill(journal, BUILTIN, lambda: T0 + 2000, keep_going).embedded == 0
 
 
 def test_backfill_stops_when_the_lease_is_lost(journal: Journal) -> None:
     for i in range(200):
         journal.memory.insert([memory.new_item(f"item {i}", (), "operator", T0 + i, 90, None)])
-    assert memory.backfill(journal, BUILTIN, lambda: T0, lambda: False) == 64
+    assert memory.backfill(journal, BUILTIN, lambda: T0, lambda: False).embedded == 64
 
 
 def test_a_new_embedder_re_embeds_everything(journal: Journal) -> None:
@@ -265,7 +265,7 @@ def test_a_new_embedder_re_embeds_everything(journal: Journal) -> None:
 
     other = Other()
     assert memory.stats(journal, replace(CONFIG), T0 + 100)["embedded"] == len(CORPUS)
-    assert memory.backfill(journal, other, lambda: T0 + 100, lambda: True) == len(CORPUS)
+    assert memory.backfill(journal, other, lambda: T0 + 100, lambda: True).embedded == len(CORPUS)
     assert journal.memory.stats(other.name, T0 + 100).embedded == len(CORPUS)
     assert journal.memory.stats(BUILTIN_NAME, T0 + 100).embedded == 0
 
@@ -414,7 +414,7 @@ def test_accept_stores_the_candidate_and_reject_drops_it(journal: Journal, home:
         with pytest.raises(PalyraError, match="already decided"):
             learning.accept(journal, CONFIG, BUILTIN, decided["candidate_id"], T0 + 22)
     with pytest.raises(PalyraError, match="no learning candidate"):
-        learning.reject(journal, "01NOPE", T0 + 22)
+        learning.reject(journal, "01ARZ3NDEKTSV4RRFFQ69G5FAV", T0 + 22)
     assert memory.stats(journal, CONFIG, T0 + 22)["entries"] == 1
 
 

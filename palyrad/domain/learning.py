@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,9 @@ MARKER: bytes = b"::palyra-learn"
 KINDS: tuple[str, ...] = ("fact", "preference", "procedure")
 MAX_TEXT_BYTES: int = 16 * 1024
 MAX_LINE_BYTES: int = 64 * 1024
+# C0 and C1 control characters but tab and newline (ESC, BEL, CR, DEL, CSI...): a text that
+# is printed to an operator's terminal must not be able to drive it.
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 MAX_PROBLEMS = 20
 
 _KEYS = ("kind", "text", "confidence")
@@ -154,6 +158,11 @@ def parse_learn_line(line: bytes, line_no: int) -> LearnLine | LearnProblem | No
         return problem('"text" is empty')
     if "\0" in text:
         return problem('"text" contains a NUL character')
+    if (bad := CONTROL.search(text)) is not None:
+        return problem(
+            f'"text" contains the control character U+{ord(bad.group()):04X} (only tab and'
+            " newline are allowed: terminal escapes never reach an operator's screen)"
+        )
     size = len(text.encode("utf-8"))
     if size > MAX_TEXT_BYTES:
         return problem(f'"text" is longer than {MAX_TEXT_BYTES} bytes ({size})')

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from palyrad.domain.learning import CONTROL
 from palyrad.domain.memory_records import LearningCandidate, MemoryItem
 from routines.errors import InvalidInput
 from routines.timefmt import format_rfc3339
@@ -39,6 +40,11 @@ def check_text(text: str, what: str = "text") -> str:
         )
     if "\0" in stripped:
         raise InvalidInput(f"{what} contains a NUL character", "remove it")
+    if (bad := CONTROL.search(stripped)) is not None:
+        raise InvalidInput(
+            f"{what} contains the control character U+{ord(bad.group()):04X}",
+            "only tab and newline are allowed (no terminal escapes)",
+        )
     try:
         stripped.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -13,6 +13,7 @@ lists), so 1.0 means "first by text and by meaning" and a lone first place score
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,16 @@ RESCORE_FACTOR = 4
 
 def pool_size(limit: int) -> int:
     return max(MIN_POOL, 5 * limit)
+
+
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+def fts_terms(query: str) -> list[str]:
+    """The query's words as FTS5 should see them: not case-folded here (``ß`` would become
+    ``ss`` and ``İ`` two tokens, and no longer equal what FTS5's own tokenizer indexed); the
+    tokenizer folds them itself."""
+    return _TOKEN.findall(query)
 
 
 def fts_query(words: Sequence[str]) -> str:

@@ -41,14 +41,16 @@ class Learning(Domain):
 
     __slots__ = ()
 
-    def begin_reflection(self, run_id: str, routine_id: str, now_ms: int, recorded: int) -> bool:
-        """Record that ``run_id``'s output was read; False when it already was (a retry:
-        record nothing)."""
+    def begin_reflection(
+        self, run_id: str, routine_id: str, now_ms: int, recorded: int, problems: str | None = None
+    ) -> bool:
+        """Record that ``run_id``'s output was read (and the problems reported); False when
+        it already was (a retry: record nothing)."""
         with self._write() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO learning_reflections (run_id, routine_id, at_ms, recorded)"
-                " VALUES (?, ?, ?, ?)",
-                (run_id, routine_id, now_ms, recorded),
+                "INSERT OR IGNORE INTO learning_reflections (run_id, routine_id, at_ms, recorded,"
+                " problems) VALUES (?, ?, ?, ?, ?)",
+                (run_id, routine_id, now_ms, recorded, problems),
             )
             return cur.rowcount == 1
 
@@ -57,6 +59,13 @@ class Learning(Domain):
             "SELECT 1 FROM learning_reflections WHERE run_id = ?", (run_id,)
         ).fetchone()
         return row is not None
+
+    def reported(self, run_id: str) -> str | None:
+        """The problems ``run_id``'s reflection reported (None: none, or not reflected)."""
+        row = self._db.execute(
+            "SELECT problems FROM learning_reflections WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def last_learned_ms(self, routine_id: str) -> int | None:
         """When a run of ``routine_id`` last recorded candidates (the cooldown's start)."""

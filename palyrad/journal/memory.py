@@ -144,6 +144,7 @@ class Memory(Domain):
             )
             db.execute(f"DELETE FROM memory_tags WHERE seq IN ({marks})", part)
             db.execute(f"DELETE FROM memory_vectors WHERE seq IN ({marks})", part)
+            db.execute(f"DELETE FROM memory_embed_failures WHERE seq IN ({marks})", part)
             cur = db.execute(f"DELETE FROM memory_items WHERE seq IN ({marks})", part)
             deleted += cur.rowcount
         if deleted:
@@ -165,7 +166,35 @@ class Memory(Domain):
                 stored += cur.rowcount
         return stored
 
+    def record_refusals(self, embedder: str, rows: Sequence[tuple[int, str]], now_ms: int) -> None:
+        """Remember items ``embedder`` refused (with its error): the backfill skips them
+        until the embedder changes or the item is deleted."""
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO memory_embed_failures (seq, embedder, error, at_ms)"
+                " SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM memory_items WHERE seq = ?)"
+                " ON CONFLICT(seq, embedder) DO UPDATE SET error = excluded.error,"
+                " at_ms = excluded.at_ms",
+                [(seq, embedder, error[:2_000], now_ms, seq) for seq, error in rows],
+            )
+
     # -- reads --------------------------------------------------------------------------
+
+    def has_vectors(self, embedder: str) -> bool:
+        """Whether ``embedder`` ever answered here (its refusals are then the text's fault)."""
+        row = self._db.execute(
+            "SELECT 1 FROM memory_vectors WHERE embedder = ? LIMIT 1", (embedder,)
+        ).fetchone()
+        return row is not None
+
+    def refused(self, embedder: str, now_ms: int) -> int:
+        """Live items ``embedder`` refused."""
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM memory_embed_failures f JOIN memory_items i ON i.seq = f.seq"
+            " WHERE f.embedder = ? AND i.expires_ms > ?",
+            (embedder, now_ms),
+        ).fetchone()
+        return int(row[0])
 
     def get(self, item_id: str) -> MemoryItem | None:
         row = self._db.execute(
@@ -234,9 +263,13 @@ class Memory(Domain):
                 (match, limit),
             )
         else:
+            # MATERIALIZED: with the tag test pushed into FTS5 (``rowid IN (...)``), FTS5
+            # re-runs the whole MATCH once per tagged row — quadratic.
             rows = self._db.execute(
-                "SELECT rowid, bm25(memory_fts) AS r FROM memory_fts WHERE memory_fts MATCH ?"
-                " AND rowid IN (SELECT seq FROM memory_tags WHERE tag = ?) ORDER BY r LIMIT ?",
+                "WITH m AS MATERIALIZED (SELECT rowid AS seq, bm25(memory_fts) AS r"
+                " FROM memory_fts WHERE memory_fts MATCH ?)"
+                " SELECT m.seq, m.r FROM m JOIN memory_tags t ON t.seq = m.seq AND t.tag = ?"
+                " ORDER BY m.r LIMIT ?",
                 (match, tag, limit),
             )
         return [(int(r[0]), float(r[1])) for r in rows]
@@ -280,13 +313,14 @@ class Memory(Domain):
         return found
 
     def unembedded(self, embedder: str, now_ms: int, limit: int) -> list[tuple[int, str]]:
-        """Live items without a vector from ``embedder`` (none, or another embedder's),
-        oldest first."""
+        """Live items without a vector from ``embedder`` (none, or another embedder's) that
+        it did not refuse, oldest first."""
         rows = self._db.execute(
             "SELECT i.seq, i.text FROM memory_items i LEFT JOIN memory_vectors v"
             " ON v.seq = i.seq AND v.embedder = ? WHERE v.seq IS NULL AND i.expires_ms > ?"
-            " ORDER BY i.seq LIMIT ?",
-            (embedder, now_ms, limit),
+            " AND NOT EXISTS (SELECT 1 FROM memory_embed_failures f WHERE f.seq = i.seq"
+            " AND f.embedder = ?) ORDER BY i.seq LIMIT ?",
+            (embedder, now_ms, embedder, limit),
         )
         return [(int(r[0]), str(r[1])) for r in rows]
 

@@ -364,8 +364,10 @@ MIGRATIONS += (
     # handed to another (a search's cached vectors are keyed by it). Items are immutable: the
     # FTS5 index (external content, porter-stemmed) is kept in step by the domain's own
     # inserts and deletes (no triggers: migrations are split on ";"). ``vid`` grows with every
-    # vector written, so a process that cached vectors loads only newer ones. A learning
-    # candidate is unique per (run, output line): a retried reflection records nothing twice.
+    # vector written, so a process that cached vectors loads only newer ones. An item an
+    # embedder refused is remembered per embedder, so one bad text never stalls a backfill.
+    # A learning candidate is unique per (run, output line), and a reflection keeps the
+    # problems it reported: a retried reflection records nothing twice and reports the same.
     """
     CREATE TABLE memory_items (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -413,11 +415,19 @@ MIGRATIONS += (
         UNIQUE (run_id, line_no)
     );
     CREATE INDEX learning_candidates_status ON learning_candidates(status, created_ms);
+    CREATE TABLE memory_embed_failures (
+        seq INTEGER NOT NULL,
+        embedder TEXT NOT NULL,
+        error TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        PRIMARY KEY (seq, embedder)
+    ) WITHOUT ROWID;
     CREATE TABLE learning_reflections (
         run_id TEXT PRIMARY KEY,
         routine_id TEXT NOT NULL,
         at_ms INTEGER NOT NULL,
-        recorded INTEGER NOT NULL
+        recorded INTEGER NOT NULL,
+        problems TEXT
     );
     CREATE INDEX learning_reflections_routine ON learning_reflections(routine_id, at_ms)
     """,

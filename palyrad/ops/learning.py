@@ -49,6 +49,13 @@ class Reflection:
     problems: tuple[str, ...] = ()
 
 
+def _already(journal: Journal, run_id: str) -> Reflection:
+    """A retry of a reflection that committed: nothing new, the same report."""
+    reported = journal.learning.reported(run_id)
+    problems = tuple(reported.split("\n")) if reported else ()
+    return Reflection("already reflected", 0, 0, problems)
+
+
 def learned_tags(kind: str, routine_id: str) -> tuple[str, ...]:
     """A learned item's tags: ``learned``, its kind, and ``routine:<id>`` (so ``--tag``
     finds what a routine taught), each kept only if it is a valid tag."""
@@ -76,7 +83,7 @@ def reflect(
     if run is None:
         return Reflection("nothing to read: the run is gone (pruned)", 0, 0)
     if journal.learning.reflected(run_id):
-        return Reflection("already reflected", 0, 0)
+        return _already(journal, run_id)
     routine_id = run.routine_id
     skip: str | None = None
     if not sampled(run_id, config.learning_sampling_percent):
@@ -112,8 +119,11 @@ def _record(
         )
     written = 0
     with journal.transaction():
-        if not journal.learning.begin_reflection(run_id, routine_id, now_ms, len(scan.lines)):
-            return Reflection("already reflected", 0, 0)
+        report = "\n".join(problems) if problems else None
+        if not journal.learning.begin_reflection(
+            run_id, routine_id, now_ms, len(scan.lines), report
+        ):
+            return _already(journal, run_id)
         for line in scan.lines:
             item_id = None
             status = "pending"

@@ -41,13 +41,13 @@ from palyrad.domain.memory_embedding import (
     code_int,
     encode_vector,
     similarity,
-    words,
 )
 from palyrad.domain.memory_search import (
     MIN_SIMILARITY,
     RELATIVE_SIMILARITY,
     RESCORE_FACTOR,
     fts_query,
+    fts_terms,
     fuse,
     pool_size,
 )
@@ -167,8 +167,8 @@ def search(
     pool = pool_size(limit)
     # Stop words match nearly every item: BM25 gives them almost no weight, but FTS5 would
     # still walk their whole doclists. They count only in a query of nothing else.
-    terms = words(query)
-    terms = [w for w in terms if w not in STOP_WORDS] or terms
+    terms = fts_terms(query)
+    terms = [w for w in terms if w.casefold() not in STOP_WORDS] or terms
     text_hits = (
         [s for s, _ in journal.memory.text_matches(fts_query(terms), pool, tag)] if terms else []
     )
@@ -250,6 +250,7 @@ def stats(journal: Journal, config: DaemonConfig, now_ms: int) -> dict[str, Any]
         "embedded": s.embedded,
         "not_embedded": s.entries - s.embedded,
         "embedder": s.embedder,
+        "refused": journal.memory.refused(name, now_ms),
         "oldest_at": _time(s.oldest_ms),
         "oldest_at_unix_ms": s.oldest_ms,
         "max_entries": config.memory_max_entries,
@@ -260,28 +261,73 @@ def stats(journal: Journal, config: DaemonConfig, now_ms: int) -> dict[str, Any]
 # --- the background queue's memory work ---------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class BackfillResult:
+    embedded: int
+    refused: tuple[tuple[int, str], ...] = ()  # (seq, error) of texts the embedder refused
+
+    def note(self, embedder: str) -> str:
+        text = f"embedded {self.embedded} items with {embedder}"
+        if self.refused:
+            text += (
+                f"; {len(self.refused)} items refused (skipped until the embedder or the item"
+                f" changes): {self.refused[0][1]}"
+            )
+        return text
+
+
 def backfill(
     journal: Journal,
     embedder: Embedder,
     now: Callable[[], int],
     keep_going: Callable[[], bool],
-) -> int:
+) -> BackfillResult:
     """Embed every live item without a vector from ``embedder``, ``BACKFILL_BATCH`` at a
-    time, each batch its own transaction; stop when ``keep_going()`` says the lease is
-    lost. How many were embedded. An ``EmbedderError`` propagates (the task retries)."""
+    time, each batch its own transaction; stop when ``keep_going()`` says the lease is lost.
+
+    A batch the embedder fails is retried one text at a time: the texts it refuses alone are
+    remembered as refused (so one text over a model's limit never stalls everything after
+    it), provided the embedder works at all — if it answers none of them and never answered
+    here before, it is broken, and its ``EmbedderError`` propagates (the task retries)."""
     done = 0
+    refused: list[tuple[int, str]] = []
     while True:
         batch = journal.memory.unembedded(embedder.name, now(), BACKFILL_BATCH)
         if not batch:
-            return done
-        vectors = embedder.embed([text for _, text in batch])
-        rows = [
-            (seq, stored_vector(embedder, vec))
-            for (seq, _), vec in zip(batch, vectors, strict=True)
-        ]
+            return BackfillResult(done, tuple(refused))
+        try:
+            vectors = embedder.embed([text for _, text in batch])
+            rows = [
+                (seq, stored_vector(embedder, vec))
+                for (seq, _), vec in zip(batch, vectors, strict=True)
+            ]
+        except (EmbedderError, ValueError) as exc:
+            rows, alone = _one_by_one(embedder, batch)
+            if not rows and not journal.memory.has_vectors(embedder.name) and not done:
+                if isinstance(exc, EmbedderError):
+                    raise
+                raise EmbedderError(
+                    f"embedder {embedder.name} returned a bad vector: {exc}"
+                ) from exc
+            journal.memory.record_refusals(embedder.name, alone, now())
+            refused.extend(alone)
         done += journal.memory.store_vectors(rows)
         if not keep_going():
-            return done
+            return BackfillResult(done, tuple(refused))
+
+
+def _one_by_one(
+    embedder: Embedder, batch: list[tuple[int, str]]
+) -> tuple[list[tuple[int, StoredVector]], list[tuple[int, str]]]:
+    """Embed each text alone: (vectors of those it took, (seq, error) of those it refused)."""
+    rows: list[tuple[int, StoredVector]] = []
+    refused: list[tuple[int, str]] = []
+    for seq, text in batch:
+        try:
+            rows.append((seq, stored_vector(embedder, embedder.embed([text])[0])))
+        except (EmbedderError, ValueError) as exc:
+            refused.append((seq, str(exc)))
+    return rows, refused
 
 
 @dataclass(frozen=True, slots=True)

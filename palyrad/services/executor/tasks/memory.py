@@ -24,7 +24,8 @@ class EmbeddingsBackfill:
     def run(self, task: TaskRun) -> str | None:
         embedder = embedder_of(task.config)
         done = backfill(task.journal, embedder, task.clock.now_ms, task.heartbeat)
-        return f"embedded {done} items with {embedder.name}"
+        note = done.note(embedder.name)
+        return TaskReport(note) if done.refused else note
 
 
 class PostRunReflection:
