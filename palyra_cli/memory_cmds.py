@@ -79,9 +79,10 @@ def search_cmd(
     query: str, limit: int, tag: str | None, as_json: bool, home: Home, journal: Journal
 ) -> None:
     """Items sharing a word with QUERY or close to it in meaning, best first."""
-    from palyrad.ops.memory import embedder_of, search
+    from palyrad.ops.memory import QUERY_EMBED_TIMEOUT_S, embedder_of, search
 
-    found = search(journal, embedder_of(_config(home)), query, _now(), limit=limit, tag=tag)
+    embedder = embedder_of(_config(home), QUERY_EMBED_TIMEOUT_S)
+    found = search(journal, embedder, query, _now(), limit=limit, tag=tag)
     if as_json:
         emit_json(found.to_json())
         return
@@ -202,7 +203,7 @@ def accept_cmd(candidate_id: str, as_json: bool, home: Home, journal: Journal) -
     from palyrad.ops.memory import embedder_of
 
     config = _config(home)
-    item = accept(journal, config, embedder_of(config), candidate_id, _now())
+    item = accept(journal, config, embedder_of(config), candidate_id, _now(), home)
     if as_json:
         emit_json(item)
     else:

@@ -6,6 +6,7 @@ them back with small chunks, so lines and markers cross chunk boundaries.
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 from pathlib import Path
 
@@ -391,3 +392,22 @@ def test_sampling_follows_the_digest() -> None:
         bucket = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big") % 100
         assert sampled(run_id, bucket + 1)
         assert not sampled(run_id, bucket)
+
+
+def test_a_log_swapped_for_a_symlink_or_fifo_is_not_read(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.log"
+    target.write_bytes(b'::palyra-learn {"kind": "fact", "text": "x", "confidence": 1}\n')
+    link = tmp_path / "run.log"
+    link.symlink_to(target)
+    assert scan_output(link, 8).lines == ()
+    fifo = tmp_path / "fifo.log"
+    os.mkfifo(fifo)
+    assert scan_output(fifo, 8).lines == ()  # neither blocks nor reads
+
+
+def test_reading_stops_at_max_bytes(tmp_path: Path) -> None:
+    line = b'::palyra-learn {"kind": "fact", "text": "x", "confidence": 1}\n'
+    path = tmp_path / "run.log"
+    path.write_bytes(line * 10)
+    assert len(scan_output(path, 100, max_bytes=len(line) * 3).lines) == 3
+    assert len(scan_output(path, 100, max_bytes=len(line) * 3 + 5, chunk_size=7).lines) == 3

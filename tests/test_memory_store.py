@@ -476,3 +476,20 @@ def test_maintenance_forgets_old_reflections_and_undecided_candidates(
     assert (
         learning.candidates(journal)["candidates"] == [] and journal.learning.of_run(run_id) == []
     )
+
+
+def test_items_stored_without_a_vector_queue_one_backfill(journal: Journal, home: Home) -> None:
+    """A command embedder is not run where an item is stored: ``add``, an auto-written
+    lesson and an accepted candidate each queue the backfill (one at a time)."""
+    from palyrad.domain.tasks import EMBEDDINGS_BACKFILL
+
+    command = replace(CONFIG, memory_embedder=("/nonexistent/embed",))
+    cmd_embedder = memory.embedder_of(command)
+    memory.add(journal, None, command, "added", (), T0)
+    run_id = _run_with_log(journal, home, LOG)
+    learning.reflect(journal, home, command, cmd_embedder, run_id, T0 + 1)
+    (pending,) = learning.candidates(journal)["candidates"]
+    learning.accept(journal, command, cmd_embedder, pending["candidate_id"], T0 + 2)
+    assert memory.stats(journal, command, T0 + 3)["not_embedded"] == 4
+    queued = journal.tasks.newest(kind=EMBEDDINGS_BACKFILL, limit=10)
+    assert [t.status for t in queued] == ["pending"]  # one backfill, whoever queued it

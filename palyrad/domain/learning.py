@@ -16,9 +16,12 @@ The reflection task does the I/O around this (which run, which routine, the jour
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -286,17 +289,33 @@ class _Scanner:
         return LearnScan(tuple(self.lines), tuple(self.problems), self.malformed, self.over_limit)
 
 
-def scan_output(path: Path, max_lines: int, *, chunk_size: int = 1 << 16) -> LearnScan:
-    """Read a run's output file for marker lines, in chunks of ``chunk_size`` bytes. A missing
-    file holds nothing; any other OSError propagates (the task retries)."""
+def scan_output(
+    path: Path, max_lines: int, *, chunk_size: int = 1 << 16, max_bytes: int | None = None
+) -> LearnScan:
+    """Read a run's output file for marker lines, in chunks of ``chunk_size`` bytes, at most
+    ``max_bytes`` of it. A missing file holds nothing, and so does anything but a regular
+    file (the run's own process could have swapped its log for a symlink to /dev/zero or a
+    FIFO: it is opened without following links, without blocking, and judged on the open
+    descriptor); any other OSError propagates (the task retries)."""
     scanner = _Scanner(max(0, max_lines))
     try:
-        f = path.open("rb")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return scanner.result()
-    with f:
-        while chunk := f.read(chunk_size):
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symlink
+            return scanner.result()
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return scanner.result()
+        left = max_bytes
+        while chunk := f.read(chunk_size if left is None else min(chunk_size, left)):
             scanner.feed(chunk)
+            if left is not None:
+                left -= len(chunk)
+                if left <= 0:
+                    break
     if scanner.open:
         scanner.end_line()
     return scanner.result()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from palyrad.domain.learning import LearnScan, sampled, scan_output
+from palyrad.domain.learning import MAX_LINE_BYTES, LearnScan, sampled, scan_output
 from palyrad.domain.memory import (
     candidate_to_json,
     check_id,
@@ -26,7 +26,7 @@ from palyrad.domain.memory import (
 from palyrad.domain.memory_embedding import Embedder
 from palyrad.domain.runs import new_ulid
 from palyrad.journal import LearningCandidate
-from palyrad.ops.memory import new_item
+from palyrad.ops.memory import new_item, queue_backfill
 from routines.errors import InvalidInput, PalyraError
 
 if TYPE_CHECKING:
@@ -95,7 +95,9 @@ def reflect(
     if skip is not None:
         journal.learning.begin_reflection(run_id, routine_id, now_ms, 0)
         return Reflection(skip, 0, 0)
-    scan = scan_output(home.run_log(run_id), config.learning_max_candidates)
+    # The executor writes at most max_output_bytes of a run's output to its log.
+    limit = config.max_output_bytes + MAX_LINE_BYTES
+    scan = scan_output(home.run_log(run_id), config.learning_max_candidates, max_bytes=limit)
     return _record(journal, config, embedder, run_id, routine_id, scan, now_ms)
 
 
@@ -137,6 +139,8 @@ def _record(
                     embedder,
                 )
                 item_id = journal.memory.insert([item])[0].item_id
+                if item.vector is None:  # a command embedder's: the backfill embeds it
+                    queue_backfill(journal, None, now_ms)
                 status = "written"
                 written += 1
             journal.learning.add(
@@ -184,7 +188,12 @@ def _pending(journal: Journal, candidate_id: str) -> LearningCandidate:
 
 
 def accept(
-    journal: Journal, config: DaemonConfig, embedder: Embedder, candidate_id: str, now_ms: int
+    journal: Journal,
+    config: DaemonConfig,
+    embedder: Embedder,
+    candidate_id: str,
+    now_ms: int,
+    home: Home | None = None,
 ) -> dict[str, Any]:
     """Store the candidate as a memory item (source: its run id); the item's JSON."""
     c = _pending(journal, candidate_id)
@@ -200,6 +209,8 @@ def accept(
         if not journal.learning.decide(c.candidate_id, "accepted", now_ms, item.item_id):
             raise PalyraError(f"learning candidate {c.candidate_id} was decided meanwhile")
         stored = journal.memory.insert([item])[0]
+        if item.vector is None:  # a command embedder's: the backfill embeds it
+            queue_backfill(journal, home, now_ms)
     return item_to_json(stored)
 
 

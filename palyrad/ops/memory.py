@@ -72,8 +72,23 @@ VACUUM_PAGES = 2_000
 BACKFILL_KEY = EMBEDDINGS_BACKFILL
 
 
-def embedder_of(config: DaemonConfig) -> Embedder:
-    return make_embedder(config.memory_embedder)
+# A search waits this long for a command embedder to embed its query, then answers by text
+# (a backfill batch gets the embedder's full minute).
+QUERY_EMBED_TIMEOUT_S = 10.0
+
+
+def embedder_of(config: DaemonConfig, timeout_s: float = 60.0) -> Embedder:
+    return make_embedder(config.memory_embedder, timeout_s)
+
+
+def queue_backfill(journal: Journal, home: Home | None, now_ms: int) -> None:
+    """Queue an ``embeddings_backfill`` (unless one is pending or running) for an item
+    stored without a vector, and poke the executor when there is a home to poke through."""
+    journal.tasks.enqueue(
+        new_ulid(now_ms), EMBEDDINGS_BACKFILL, "{}", now_ms, unique_key=BACKFILL_KEY
+    )
+    if home is not None:
+        poke_service(home.run_dir, "executor")
 
 
 def stored_vector(embedder: Embedder, vector: list[float]) -> StoredVector:
@@ -127,11 +142,7 @@ def add(
     )
     stored = journal.memory.insert([item])[0]
     if item.vector is None:
-        journal.tasks.enqueue(
-            new_ulid(now_ms), EMBEDDINGS_BACKFILL, "{}", now_ms, unique_key=BACKFILL_KEY
-        )
-        if home is not None:
-            poke_service(home.run_dir, "executor")
+        queue_backfill(journal, home, now_ms)
     return item_to_json(stored)
 
 

@@ -264,8 +264,9 @@ class CommandEmbedder:
         return vectors
 
 
-def make_embedder(setting: str | Sequence[str]) -> Embedder:
-    """The embedder ``[memory] embedder`` names: ``"builtin"`` or a command list."""
+def make_embedder(setting: str | Sequence[str], timeout_s: float = 60.0) -> Embedder:
+    """The embedder ``[memory] embedder`` names: ``"builtin"`` or a command list (given
+    ``timeout_s`` per batch)."""
     if isinstance(setting, str):
         if setting == "builtin":
             return BuiltinEmbedder()
@@ -273,7 +274,7 @@ def make_embedder(setting: str | Sequence[str]) -> Embedder:
             f'{_SETTING} must be "builtin" or a command list like ["my-embedder", "--flag"],'
             f" not {setting!r}"
         )
-    return CommandEmbedder(setting)
+    return CommandEmbedder(setting, timeout_s)
 
 
 def _pidfd(pid: int) -> int | None:
