@@ -493,3 +493,15 @@ def test_items_stored_without_a_vector_queue_one_backfill(journal: Journal, home
     assert memory.stats(journal, command, T0 + 3)["not_embedded"] == 4
     queued = journal.tasks.newest(kind=EMBEDDINGS_BACKFILL, limit=10)
     assert [t.status for t in queued] == ["pending"]  # one backfill, whoever queued it
+
+
+def test_maintenance_gives_freed_pages_back(journal: Journal) -> None:
+    for i in range(400):
+        journal.memory.insert(
+            [memory.new_item(f"{i} " + "y" * 4_000, (), "operator", T0 + i, 90, None)]
+        )
+    before = journal.memory.free_pages(0)
+    first = _maintain(journal, replace(CONFIG, memory_max_entries=10), T0 + 1_000)
+    assert first.over_entries == 390 and first.free_pages > before  # freed by the deletions
+    second = _maintain(journal, replace(CONFIG, memory_max_entries=10), T0 + 1_001)
+    assert second.free_pages < first.free_pages  # the incremental vacuum gave them back

@@ -93,6 +93,10 @@ class JournalConnection:
     def _configure(self, synchronous: str, autocheckpoint_pages: int | None) -> None:
         self.db.row_factory = sqlite3.Row
         self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # Takes effect on a new, empty file only (an older journal keeps NONE: SQLite then
+        # reuses free pages, and only a full VACUUM would convert it): memory maintenance and
+        # journal_vacuum give pages back in bounded incremental_vacuum steps.
+        self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute(f"PRAGMA synchronous = {synchronous}")
         if autocheckpoint_pages is not None:
