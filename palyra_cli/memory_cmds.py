@@ -79,10 +79,20 @@ def search_cmd(
     query: str, limit: int, tag: str | None, as_json: bool, home: Home, journal: Journal
 ) -> None:
     """Items sharing a word with QUERY or close to it in meaning, best first."""
-    from palyrad.ops.memory import QUERY_EMBED_TIMEOUT_S, embedder_of, search
+    from palyrad.ops.memory import (
+        QUERY_EMBED_TIMEOUT_S,
+        embedder_of,
+        search,
+        search_via_daemon,
+    )
 
-    embedder = embedder_of(_config(home), QUERY_EMBED_TIMEOUT_S)
-    found = search(journal, embedder, query, _now(), limit=limit, tag=tag)
+    config = _config(home)
+    found = None
+    if config.memory_embedder == "builtin":  # the running daemon's index is warm
+        found = search_via_daemon(home, query, limit=limit, tag=tag)
+    if found is None:
+        embedder = embedder_of(config, QUERY_EMBED_TIMEOUT_S)
+        found = search(journal, embedder, query, _now(), limit=limit, tag=tag)
     if as_json:
         emit_json(found.to_json())
         return

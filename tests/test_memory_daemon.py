@@ -169,3 +169,47 @@ def test_a_run_without_markers_costs_no_reflection(daemon: Daemon) -> None:
     teach = _run(daemon, "teacher")  # a later run's reflection: the queue has caught up
     wait_until(lambda: (t := _reflection_of(daemon, teach)) and t.status == "succeeded", timeout=60)
     assert _reflection_of(daemon, run_id) is None
+
+
+@pytest.fixture(scope="module")
+def builtin_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    d = Daemon(tmp_path_factory.mktemp("memory-builtin") / "home")
+    d.home.config.write_text(RPC_ANY_PORTS)
+    d.write_definitions([routine("idle", {"kind": "manual"}, shell("true"))])
+    try:
+        d.start()
+        yield d
+    finally:
+        d.close()
+
+
+def test_the_running_daemon_answers_searches_from_its_warm_index(builtin_daemon: Daemon) -> None:
+    from palyrad.domain.memory_embedding import BuiltinEmbedder
+    from palyrad.ops.memory import search, search_via_daemon
+
+    d = builtin_daemon
+    for text in ("The boiler is serviced every October", "Deploying needs a green build"):
+        _json(d, "memory", "add", text, "--tag", "house")
+    served = search_via_daemon(d.home, "deployment", limit=5)
+    assert served is not None  # node_rpc answered
+    local = search(d.journal, BuiltinEmbedder(), "deployment", _now_ms(), limit=5)
+    assert [r["item_id"] for r in served.results] == [r["item_id"] for r in local.results]
+    assert served.results[0]["text"] == "Deploying needs a green build"
+    # the CLI gets the same answer (through the daemon), and a new item at once
+    _json(d, "memory", "add", "Deployment freeze in December", "--tag", "house")
+    cli = _json(d, "memory", "search", "deployment", "--tag", "house")["results"]
+    assert cli[0]["text"] == "Deployment freeze in December"
+    bad = search_via_daemon(d.home, "x", limit=5, tag=None)
+    assert bad is not None and bad.results == []
+    # invalid input is refused before anything is sent
+    refused = palyra(d.root, "memory", "search", "ok", "--limit", "0", check=False)
+    assert refused.returncode == 2
+    d.stop()
+    assert search_via_daemon(d.home, "deployment") is None  # no daemon: the CLI searches itself
+    assert _json(d, "memory", "search", "deployment")["results"]
+
+
+def _now_ms() -> int:
+    import time
+
+    return time.time_ns() // 1_000_000

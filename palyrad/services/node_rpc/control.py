@@ -27,6 +27,7 @@ from palyrad.journal.records import PairingWindow
 from palyrad.ops.nodes import MAX_TTL_MS, MIN_TTL_MS
 from palyrad.runtime.config import DaemonConfig
 from palyrad.seams import Clock
+from palyrad.services.node_rpc.memory_search import MemorySearch
 from palyrad.services.node_rpc.pairing import PairingService, PinWindow
 from palyrad.services.node_rpc.tls import ServerTLS
 
@@ -47,7 +48,8 @@ def default_host(config: DaemonConfig) -> str:
 
 
 class ControlHandler:
-    """Answers ``open_window`` in node_rpc's main thread, with its journal connection."""
+    """Answers ``open_window`` (and ``memory_search``, ``memory_search.py``) in node_rpc's
+    main thread, with its journal connection."""
 
     def __init__(
         self,
@@ -64,9 +66,13 @@ class ControlHandler:
         self._tls = tls
         self._pairing = pairing
         self._port = pairing_port
+        self._memory = MemorySearch(journal, clock, config)
 
     def __call__(self, msg: dict[str, Any]) -> dict[str, Any]:
-        if msg.get("op") != "open_window":
+        op = msg.get("op")
+        if op == "memory_search":
+            return self._memory(msg)
+        if op != "open_window":
             return {"ok": False, "error": "unknown_op"}
         method, ttl_ms = msg.get("method"), msg.get("ttl_ms")
         auto, host = msg.get("auto_approve", False), msg.get("host")
