@@ -7,7 +7,10 @@ For each size (``--sizes``, default 10 000 and 100 000 items):
    notes of 60–300 characters drawn word by word from a vocabulary of a few thousand
    distinct words — ~50 English stop words (35 % of the draws), and content words (technical
    terms, names, numbers, version strings, generated pseudo-words for the long tail) drawn
-   by a Zipf–Mandelbrot law (weight ∝ 1 / (rank + 2.7)); 0–2 tags from a set of 8. Queries:
+   by a Zipf–Mandelbrot law (weight ∝ 1 / (rank + ``--zipf-offset``), default 30: the most
+   common content word is in ~10 % of the items, as "server" might be in an operator's
+   notes; 2.7 makes a stress corpus whose head word is in ~60 %); 0–2 tags from a set of 8.
+   The document frequency of the top stems (``memory_fts_vocab``) is printed. Queries:
    a fixed set of ``--queries`` (default 200, the same every round) of 1–4 words from that
    vocabulary — common (content rank < 100), mid (100–999), rare (≥ 1000) and stop words —
    15 % with a typo in one word (an inner letter dropped, swapped or replaced), 15 % with a
@@ -161,7 +164,7 @@ STOP_SHARE = 0.35
 class Vocabulary:
     """Stop words (Zipf among themselves) and ranked content words (Zipf–Mandelbrot)."""
 
-    def __init__(self, seed: int, pseudo: int = 3500) -> None:
+    def __init__(self, seed: int, offset: float, pseudo: int = 3500) -> None:
         rng = random_for(seed, "vocabulary")
         numbers = {str(rng.randrange(2, 10_000)) for _ in range(250)}
         numbers |= {f"v{rng.randrange(1, 9)}.{rng.randrange(0, 20)}" for _ in range(40)}
@@ -191,7 +194,8 @@ class Vocabulary:
                 ti += 1
         self.content = ranked
         self.stop = STOP_WORDS
-        self._content_cum = list(itertools.accumulate(1.0 / (r + 2.7) for r in range(len(ranked))))
+        weights = (1.0 / (r + offset) for r in range(len(ranked)))
+        self._content_cum = list(itertools.accumulate(weights))
         self._stop_cum = list(itertools.accumulate(1.0 / (r + 1.0) for r in range(len(STOP_WORDS))))
 
     def __len__(self) -> int:
@@ -629,6 +633,37 @@ def build_journal(path: Path, texts: Sequence[tuple[str, tuple[str, ...]]], batc
     return n / seconds
 
 
+def top_terms(path: Path, n: int, k: int = 6) -> dict[str, float]:
+    """The share of items holding "the", "to", and the ``k`` content stems (porter, as FTS5
+    indexed them) in most items."""
+    db = sqlite3.connect(str(path))
+    try:
+        rows = db.execute(
+            "SELECT term, doc FROM memory_fts_vocab ORDER BY doc DESC LIMIT ?",
+            (len(STOP_WORDS) + 3 * k,),
+        ).fetchall()
+    finally:
+        db.close()
+    share = {str(term): int(doc) / n for term, doc in rows}
+    stops = porter_stems(STOP_WORDS)
+    content = [t for t in share if t not in stops][:k]
+    return {t: share[t] for t in ("the", "to", *content) if t in share}
+
+
+def porter_stems(words_: Sequence[str]) -> set[str]:
+    """The stems the journal's FTS5 tokenizer makes of ``words_``."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.execute(
+            "CREATE VIRTUAL TABLE t USING fts5(x, tokenize='porter unicode61 remove_diacritics 2')"
+        )
+        db.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, 'row')")
+        db.execute("INSERT INTO t VALUES (?)", (" ".join(words_),))
+        return {str(r[0]) for r in db.execute("SELECT term FROM v")}
+    finally:
+        db.close()
+
+
 def side_stats(values: list[float]) -> dict[str, float | None]:
     return {"p50_ms": pct(values, 50), "p99_ms": pct(values, 99), "max_ms": max(values)}
 
@@ -661,10 +696,15 @@ def one_size(
     insert_per_s = build_journal(pristine, texts, args.batch)
     del texts
     db_mib = pristine.stat().st_size / 2**20
+    top_df = top_terms(pristine, n)
     print(
         f"corpus {n} items, mean {chars / n:.0f} chars (generated in {corpus_s:.1f} s);"
         f" insert without vectors {insert_per_s:,.0f} items/s in transactions of {args.batch};"
         f" journal {db_mib:.1f} MiB",
+        flush=True,
+    )
+    print(
+        "items holding a stem: " + ", ".join(f"{t} {share:.0%}" for t, share in top_df.items()),
         flush=True,
     )
     search_db = tmp / f"memory-{n}-embedded.sqlite3"
@@ -712,6 +752,7 @@ def one_size(
         "mean_chars": chars / n,
         "insert_per_s": insert_per_s,
         "journal_mib_unembedded": db_mib,
+        "top_terms_share": top_df,
         "rounds": rounds,
     }
 
@@ -852,6 +893,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200, help="queries per round (each side)")
     ap.add_argument("--batch", type=int, default=1000, help="items per insert transaction")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--zipf-offset", type=float, default=30.0, help="weight 1/(rank + this)")
     ap.add_argument("--warmup-query", default="disk quota alert", help="excluded first query")
     ap.add_argument(
         "--cold-query", default="backup of the nas with rsync", help="the one-shot query"
@@ -874,7 +916,7 @@ def main() -> None:
     from palyrad.domain.memory_embedding import BUILTIN_DIM, BUILTIN_NAME
     from palyrad.domain.memory_search import MIN_POOL, RESCORE_FACTOR
 
-    vocab = Vocabulary(args.seed)
+    vocab = Vocabulary(args.seed, args.zipf_offset)
     queries = make_queries(vocab, args.queries, args.seed)
     mods = {m: sum(1 for q in queries if q["mod"] == m) for m in ("typo", "variant")}
     tmp_root = args.tmp or Path(tempfile.gettempdir())
@@ -885,8 +927,9 @@ def main() -> None:
         f" {palyra_version(ROOT)}; load average {one:.2f} {five:.2f} at start; sizes"
         f" {', '.join(f'{n:,}' for n in sizes)} items, {args.rounds} rounds each. Corpus: seeded"
         f" synthetic notes of 60–300 chars, {len(vocab):,} distinct words (Zipf–Mandelbrot"
-        f" content words, {STOP_SHARE:.0%} stop words), 0–2 of {len(TAGS)} tags; inserted"
-        f" without vectors in transactions of {args.batch} (once per size). Backfill: per round"
+        f" content words, 1/(rank + {args.zipf_offset:g}), {STOP_SHARE:.0%} stop words), 0–2"
+        f" of {len(TAGS)} tags; inserted without vectors in transactions of {args.batch} (once"
+        " per size). Backfill: per round"
         " a copy of the un-embedded journal file, a fresh child process running"
         f" ops.memory.backfill with {BUILTIN_NAME} ({BUILTIN_DIM} dims; batches of 64);"
         " items/s, its CPU s and VmHWM, time per step (timers around unembedded, embed,"
