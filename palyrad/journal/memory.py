@@ -294,33 +294,41 @@ class Memory(Domain):
         return read_counter(self._db, STATE_MEMORY_CHANGED)
 
     def codes_since(self, vid: int, embedder: str) -> list[tuple[int, int, bytes]]:
-        """(vid, seq, code) of ``embedder``'s vectors newer than ``vid``, in vid order."""
-        rows = self._db.execute(
+        """(vid, seq, code) of ``embedder``'s vectors newer than ``vid``, in vid order.
+        Plain tuples (no ``sqlite3.Row``): a cold search reads 100 000 of them."""
+        cur = self._db.cursor()
+        cur.row_factory = None
+        rows: list[tuple[int, int, bytes]] = cur.execute(
             "SELECT vid, seq, code FROM memory_vectors WHERE embedder = ? AND vid > ? ORDER BY vid",
             (embedder, vid),
-        )
-        return [(int(r[0]), int(r[1]), bytes(r[2])) for r in rows]
+        ).fetchall()
+        return rows
 
     def quantized(self, seqs: Sequence[int], embedder: str) -> dict[int, bytes]:
         found: dict[int, bytes] = {}
         for part in _chunks(list(seqs)):
             rows = self._db.execute(
+                # "+embedder": a plain "embedder = ?" makes SQLite walk every vector of the
+                # embedder by memory_vectors_embedder instead of looking the seqs up (O(items)).
                 f"SELECT seq, quantized FROM memory_vectors WHERE seq IN ({_marks(len(part))})"
-                " AND embedder = ?",
+                " AND +embedder = ?",
                 [*part, embedder],
             )
             found.update((int(r[0]), bytes(r[1])) for r in rows)
         return found
 
-    def unembedded(self, embedder: str, now_ms: int, limit: int) -> list[tuple[int, str]]:
-        """Live items without a vector from ``embedder`` (none, or another embedder's) that
-        it did not refuse, oldest first."""
+    def unembedded(
+        self, embedder: str, now_ms: int, limit: int, after_seq: int = 0
+    ) -> list[tuple[int, str]]:
+        """Live items after ``after_seq`` without a vector from ``embedder`` (none, or
+        another embedder's) that it did not refuse, oldest first (a backfill resumes after
+        its last batch instead of re-scanning what it embedded)."""
         rows = self._db.execute(
             "SELECT i.seq, i.text FROM memory_items i LEFT JOIN memory_vectors v"
-            " ON v.seq = i.seq AND v.embedder = ? WHERE v.seq IS NULL AND i.expires_ms > ?"
-            " AND NOT EXISTS (SELECT 1 FROM memory_embed_failures f WHERE f.seq = i.seq"
-            " AND f.embedder = ?) ORDER BY i.seq LIMIT ?",
-            (embedder, now_ms, embedder, limit),
+            " ON v.seq = i.seq AND v.embedder = ? WHERE i.seq > ? AND v.seq IS NULL"
+            " AND i.expires_ms > ? AND NOT EXISTS (SELECT 1 FROM memory_embed_failures f"
+            " WHERE f.seq = i.seq AND f.embedder = ?) ORDER BY i.seq LIMIT ?",
+            (embedder, after_seq, now_ms, embedder, limit),
         )
         return [(int(r[0]), str(r[1])) for r in rows]
 

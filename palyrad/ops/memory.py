@@ -332,10 +332,12 @@ def backfill(
     here before, it is broken, and its ``EmbedderError`` propagates (the task retries)."""
     done = 0
     refused: list[tuple[int, str]] = []
+    after = 0
     while True:
-        batch = journal.memory.unembedded(embedder.name, now(), BACKFILL_BATCH)
+        batch = journal.memory.unembedded(embedder.name, now(), BACKFILL_BATCH, after)
         if not batch:
             return BackfillResult(done, tuple(refused))
+        after = batch[-1][0]
         try:
             vectors = embedder.embed([text for _, text in batch])
             rows = [

@@ -45,16 +45,23 @@ class VectorIndex:
             self.key, self.generation, self.vid = key, generation, 0
             self.seqs, self.codes, self.position = [], [], {}
         rows = journal.memory.codes_since(self.vid, embedder)
-        for vid, seq, code in rows:
-            value = code_int(code)
-            at = self.position.get(seq)
-            if at is None:
-                self.position[seq] = len(self.seqs)
-                self.seqs.append(seq)
-                self.codes.append(value)
-            else:
-                self.codes[at] = value
-            self.vid = vid
+        if not rows:
+            return
+        if not self.seqs:  # a full load, in bulk (one vector per seq: no duplicates)
+            self.seqs = [r[1] for r in rows]
+            self.codes = [code_int(r[2]) for r in rows]
+            self.position = dict(zip(self.seqs, range(len(self.seqs)), strict=True))
+        else:
+            for _, seq, code in rows:
+                value = code_int(code)
+                at = self.position.get(seq)
+                if at is None:
+                    self.position[seq] = len(self.seqs)
+                    self.seqs.append(seq)
+                    self.codes.append(value)
+                else:
+                    self.codes[at] = value
+        self.vid = rows[-1][0]
 
     def nearest(self, query_code: int, k: int, allowed: set[int] | None = None) -> list[int]:
         """The ``k`` row numbers whose codes are nearest ``query_code`` (Hamming)."""
