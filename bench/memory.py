@@ -352,7 +352,7 @@ def child_backfill(p: dict[str, Any]) -> dict[str, Any]:
     phases.install()
     cpu0 = cpu_s()
     t0 = time.perf_counter_ns()
-    done = backfill(journal, BuiltinEmbedder(), now_ms, lambda: True)
+    done = backfill(journal, BuiltinEmbedder(), now_ms, lambda: True).embedded
     seconds = (time.perf_counter_ns() - t0) / 1e9
     cpu = cpu_s() - cpu0
     phases.uninstall()
