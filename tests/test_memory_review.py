@@ -7,7 +7,6 @@ it is fixed (then its marker goes). The plain tests are regression tests for wha
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -20,7 +19,6 @@ from click.testing import CliRunner, Result
 from palyra_cli.app import cli as palyra_app
 from palyrad.domain.learning import scan_output
 from palyrad.domain.memory_embedding import BuiltinEmbedder
-from palyrad.domain.runs import Run, new_ulid
 from palyrad.journal import Journal
 from palyrad.ops import learning, memory
 from palyrad.runtime.command_embedder import CommandEmbedder, EmbedderError
@@ -29,6 +27,7 @@ from palyrad.runtime.home import Home
 from palyrad.services.executor.active_run import ActiveRun
 from palyrad.services.executor.tasks.memory import PostRunReflection
 from routines.errors import InvalidInput, PalyraError
+from tests.test_memory_store import _run_with_log
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,7 +35,6 @@ T0 = 1_800_000_000_000
 DAY_MS = 86_400_000
 CONFIG = DaemonConfig()
 BUILTIN = BuiltinEmbedder()
-_RUN_SEQ = itertools.count()
 
 
 class TextOnly:
@@ -70,28 +68,6 @@ def _clean_error(result: Result) -> None:
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code != 0
     assert result.stderr.startswith("error:"), result.stderr
-
-
-def _run_with_log(journal: Journal, home: Home, log: bytes, routine_id: str = "teacher") -> str:
-    run_id = new_ulid(T0)
-    at = T0 + next(_RUN_SEQ)
-    journal.runs.insert(
-        Run(
-            run_id=run_id,
-            chain_id=run_id,
-            routine_id=routine_id,
-            attempt=1,
-            trigger_kind="manual",
-            status="succeeded",
-            queued_at_ms=at,
-            scheduled_for_ms=at,
-            fire_at_ms=at,
-            not_before_ms=at,
-            decided=True,
-        )
-    )
-    home.run_log(run_id).write_bytes(log)
-    return run_id
 
 
 # --- CLI input -------------------------------------------------------------------------------
