@@ -3,7 +3,7 @@
 Each item's vector has a sign-bit code (one bit per dimension, ``memory_embedding``): the
 Hamming distance of two codes estimates the angle between the vectors (sign random
 projections, Charikar 2002), and ``(a ^ b).bit_count()`` on Python ints costs ~100 ns. So a
-search scans every code in one list comprehension (~10 ms at 100 000 items, no dependency)
+search scans every code in one list comprehension (~25 ms at 100 000 items, no dependency)
 and re-scores only the nearest few hundred with their int8 vectors, read by row number.
 
 The codes are cached per (journal file, embedder): a refresh reads only vectors newer than
