@@ -264,7 +264,7 @@ def test_an_embedder_that_leaves_a_helper_running_still_answers(tmp_path: Path) 
     script = tmp_path / "embed.sh"
     script.write_text("#!/bin/sh\ncat >/dev/null\necho '[1.0, 0.5]'\nsleep 30 &\nexit 0\n")
     os.chmod(script, 0o755)
-    embedder = CommandEmbedder([str(script)], timeout_s=2.0)
+    embedder = CommandEmbedder([str(script)], timeout_s=20.0)  # answers ~0.5 s after exit
     assert embedder.embed(["hello"]) == [[1.0, 0.5]]
 
 
