@@ -146,6 +146,19 @@ class FileWatchManager:
             for rid in list(self.bursts):
                 if rid not in self.triggers:
                     del self.bursts[rid]
+            # A directory on the way to a missing path may have appeared between choosing
+            # the watch point and scheduling it (mkdir -p is that fast): its creation event
+            # went to no watch, so look again rather than wait for an event that never comes.
+            moved = any(
+                _watch_point(t.path, k[1]) != k
+                for k, targets in wanted.items()
+                for t in targets
+                if not t.exists
+            )
+            if moved:
+                self.dirty = True
+        if moved:
+            self.wake()
 
     def on_event(self, key: tuple[str, bool], event: FileSystemEvent) -> None:
         """A watchdog event (observer thread): add it to the matching routines' bursts."""
