@@ -107,7 +107,8 @@ def check_ttl_days(days: int) -> int:
     return days
 
 
-def _time(ms: int | None) -> str | None:
+def format_time(ms: int | None) -> str | None:
+    """RFC 3339 with milliseconds, or None."""
     return None if ms is None else format_rfc3339(ms, always_ms=True)
 
 
@@ -118,9 +119,9 @@ def item_to_json(item: MemoryItem) -> dict[str, Any]:
         "text": item.text,
         "tags": list(item.tags),
         "source": item.source,
-        "created_at": _time(item.created_ms),
+        "created_at": format_time(item.created_ms),
         "created_at_unix_ms": item.created_ms,
-        "expires_at": _time(item.expires_ms),
+        "expires_at": format_time(item.expires_ms),
         "expires_at_unix_ms": item.expires_ms,
     }
 
@@ -134,10 +135,10 @@ def candidate_to_json(c: LearningCandidate) -> dict[str, Any]:
         "confidence": c.confidence,
         "run_id": c.run_id,
         "routine_id": c.routine_id,
-        "created_at": _time(c.created_ms),
+        "created_at": format_time(c.created_ms),
         "created_at_unix_ms": c.created_ms,
         "status": c.status,
         "line": c.line_no,
-        "decided_at": _time(c.decided_ms),
+        "decided_at": format_time(c.decided_ms),
         "item_id": c.item_id,
     }

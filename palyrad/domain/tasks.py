@@ -33,6 +33,15 @@ MAINTENANCE_KINDS = (MEMORY_MAINTENANCE, EMBEDDINGS_BACKFILL, SKILL_REAUDIT, JOU
 ENQUEUEABLE = MAINTENANCE_KINDS
 
 
+def payload_run_id(payload: Any) -> str:
+    """The run id a run's task (``delivery``, ``post_run_reflection``) carries; ValueError
+    for a payload without one (the attempt fails, never the worker)."""
+    run_id = payload.get("run_id") if isinstance(payload, dict) else None
+    if not isinstance(run_id, str):
+        raise ValueError(f"payload has no run_id: {payload!r}"[:300])
+    return run_id
+
+
 def _time(ms: int | None) -> str | None:
     return None if ms is None else format_rfc3339(ms, always_ms=True)
 

@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from palyrad.domain.memory import (
     DAY_MS,
     MAX_LIST,
@@ -32,6 +30,7 @@ from palyrad.domain.memory import (
     check_tags,
     check_text,
     check_ttl_days,
+    format_time,
     item_to_json,
 )
 from palyrad.domain.memory_embedding import (
@@ -53,7 +52,7 @@ from palyrad.domain.memory_search import (
 )
 from palyrad.domain.runs import new_ulid
 from palyrad.domain.tasks import EMBEDDINGS_BACKFILL
-from palyrad.journal import MemoryItem, NewMemoryItem, StoredVector
+from palyrad.journal import NewMemoryItem, StoredVector
 from palyrad.ops.memory_index import VectorIndex, index_for
 from palyrad.runtime.command_embedder import EmbedderError, make_embedder
 from palyrad.runtime.notify import poke_service
@@ -281,8 +280,6 @@ def delete(journal: Journal, item_id: str, now_ms: int) -> None:
 
 def stats(journal: Journal, config: DaemonConfig, now_ms: int) -> dict[str, Any]:
     """``palyra memory stats`` (SPEC §4.8): ``embedded + not_embedded = entries``."""
-    from palyrad.domain.memory import _time
-
     name = embedder_of(config).name
     s = journal.memory.stats(name, now_ms)
     return {
@@ -292,7 +289,7 @@ def stats(journal: Journal, config: DaemonConfig, now_ms: int) -> dict[str, Any]
         "not_embedded": s.entries - s.embedded,
         "embedder": s.embedder,
         "refused": journal.memory.refused(name, now_ms),
-        "oldest_at": _time(s.oldest_ms),
+        "oldest_at": format_time(s.oldest_ms),
         "oldest_at_unix_ms": s.oldest_ms,
         "max_entries": config.memory_max_entries,
         "max_bytes": config.memory_max_bytes,
@@ -453,14 +450,3 @@ def _forget_learning(
         forgotten += gone
         if gone < MAINTENANCE_BATCH or not keep_going():
             return forgotten
-
-
-def payload_run_id(payload: Any) -> str:
-    """The run id a run's task (reflection) carries."""
-    if isinstance(payload, dict) and isinstance(payload.get("run_id"), str):
-        return str(payload["run_id"])
-    raise ValueError(f"payload {orjson.dumps(payload).decode()[:200]} has no run_id")
-
-
-def stored(items: list[MemoryItem]) -> list[dict[str, Any]]:
-    return [item_to_json(i) for i in items]

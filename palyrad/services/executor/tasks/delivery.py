@@ -8,6 +8,7 @@ backoff; the executor's loop never waits for a slow disk or a full outbox.
 from __future__ import annotations
 
 from palyrad.domain.run_spec import RunSpec
+from palyrad.domain.tasks import payload_run_id
 from palyrad.seams import TaskRun
 from palyrad.services.executor.delivery import deliver
 from routines.model import Delivery
@@ -17,9 +18,7 @@ class DeliveryHandler:
     kind = "delivery"
 
     def run(self, task: TaskRun) -> str | None:
-        run_id = task.payload.get("run_id") if isinstance(task.payload, dict) else None
-        if not isinstance(run_id, str):
-            raise ValueError(f"payload has no run_id: {task.payload!r}")
+        run_id = payload_run_id(task.payload)
         run = task.journal.runs.get(run_id)
         if run is None:
             return f"run {run_id} is gone (pruned); nothing to deliver"

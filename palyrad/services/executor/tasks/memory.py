@@ -6,8 +6,9 @@ not count), and the report of malformed learning lines."""
 
 from __future__ import annotations
 
+from palyrad.domain.tasks import payload_run_id
 from palyrad.ops.learning import reflect
-from palyrad.ops.memory import backfill, embedder_of, maintain, payload_run_id
+from palyrad.ops.memory import backfill, embedder_of, maintain
 from palyrad.seams import TaskReport, TaskRun
 
 
